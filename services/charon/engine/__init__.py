@@ -1,0 +1,1 @@
+"""Photon engines behind one :class:`~charon.engine.base.Simulator` interface (numpy side of charon)."""

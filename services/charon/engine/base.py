@@ -1,0 +1,195 @@
+"""The interface every backend implements, and the photon/hit containers it speaks.
+
+``Photons`` and ``Hits`` are structure-of-arrays views whose fields are exactly the v1 frames, so
+converting from a received PHOTONDATA and to a SIM_COMPLETE reply copies nothing: frames become
+read-only numpy views (``np.frombuffer``) and hit arrays go out through the buffer protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from charon.protocol import tokens
+from charon.protocol.v1 import Frame, PhotonData, as_view
+
+F32 = npt.NDArray[np.float32]
+U32 = npt.NDArray[np.uint32]
+I32 = npt.NDArray[np.int32]
+_F4 = np.dtype("<f4")
+_U4 = np.dtype("<u4")
+_I4 = np.dtype("<i4")
+
+
+@dataclass(frozen=True, slots=True)
+class Photons:
+    """One event's photons: mm, unit vectors, nm, ns, Chroma flag bits (v1 PHOTONDATA order)."""
+
+    event_id: int
+    x: F32
+    y: F32
+    z: F32
+    dx: F32
+    dy: F32
+    dz: F32
+    polx: F32
+    poly: F32
+    polz: F32
+    wavelength: F32
+    time: F32
+    flags: U32
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @classmethod
+    def from_request(cls, request: PhotonData) -> Photons:
+        """Zero-copy read-only views of a decoded PHOTONDATA's frames."""
+        arrays = [
+            np.frombuffer(view, dtype=_U4 if name == "flags" else _F4)
+            for name, view in zip(tokens.PHOTON_FIELDS, request.arrays, strict=True)
+        ]
+        return cls(request.event_id, *arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_arrays(cls, event_id: int, pos: npt.ArrayLike, dir: npt.ArrayLike, pol: npt.ArrayLike,  # noqa: A002
+                    wavelength: npt.ArrayLike, time: npt.ArrayLike | None = None,
+                    flags: npt.ArrayLike | None = None) -> Photons:
+        """Build from (n, 3) position/direction/polarisation arrays (copies into float32 columns)."""
+        p = np.asarray(pos, dtype=np.float32).reshape(-1, 3)
+        d = np.asarray(dir, dtype=np.float32).reshape(-1, 3)
+        q = np.asarray(pol, dtype=np.float32).reshape(-1, 3)
+        n = p.shape[0]
+        wl = np.broadcast_to(np.asarray(wavelength, dtype=np.float32), (n,))
+        t = np.zeros(n, np.float32) if time is None else np.broadcast_to(np.asarray(time, np.float32), (n,))
+        fl = np.zeros(n, np.uint32) if flags is None else np.broadcast_to(np.asarray(flags, np.uint32), (n,))
+        cols = [np.ascontiguousarray(a) for a in (*p.T, *d.T, *q.T, wl, t)]
+        return cls(event_id, *cols, np.ascontiguousarray(fl))  # type: ignore[arg-type]
+
+    def frames(self) -> list[Frame]:
+        """The 12 array frames of a PHOTONDATA request (no copies for contiguous little-endian arrays)."""
+        return [_frame(getattr(self, name)) for name in tokens.PHOTON_FIELDS]
+
+    def metadata(self) -> bytes:
+        return np.array([self.event_id, len(self)], dtype=_U4).tobytes()
+
+
+@dataclass(frozen=True, slots=True)
+class Hits:
+    """One event's detected photons (v1 SIM_COMPLETE order); ``channel`` < number of PMTs."""
+
+    channel: U32
+    dx: F32
+    dy: F32
+    dz: F32
+    polx: F32
+    poly: F32
+    polz: F32
+    wavelength: F32
+    time: F32
+    flags: U32
+
+    def __len__(self) -> int:
+        return int(self.channel.shape[0])
+
+    @classmethod
+    def empty(cls) -> Hits:
+        f = np.zeros(0, np.float32)
+        u = np.zeros(0, np.uint32)
+        return cls(u, f, f, f, f, f, f, f, f, u)
+
+    @classmethod
+    def from_frames(cls, frames: Sequence[Frame]) -> Hits:
+        """Zero-copy views of the ten hit frames of a SIM_COMPLETE reply."""
+        arrays = [
+            np.frombuffer(as_view(f), dtype=_U4 if name in ("channel", "flags") else _F4)
+            for name, f in zip(tokens.HIT_FIELDS, frames, strict=True)
+        ]
+        return cls(*arrays)  # type: ignore[arg-type]
+
+    def frames(self) -> list[Frame]:
+        """The 10 hit frames of a SIM_COMPLETE reply."""
+        return [_frame(getattr(self, name)) for name in tokens.HIT_FIELDS]
+
+    def take(self, index: npt.NDArray[np.intp] | npt.NDArray[np.bool_] | slice) -> Hits:
+        return Hits(*(getattr(self, f.name)[index] for f in fields(self)))
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Hits]) -> Hits:
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorInfo:
+    """PMT (channel) positions in mm and channel types, indexed by channel id: the DETECTOR_INFO body."""
+
+    x: F32
+    y: F32
+    z: F32
+    channel_type: I32
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def frames(self) -> list[Frame]:
+        return [_frame(self.x), _frame(self.y), _frame(self.z), _frame(self.channel_type)]
+
+    @classmethod
+    def from_frames(cls, frames: Sequence[Frame]) -> DetectorInfo:
+        x, y, z, t = (as_view(f) for f in frames[:4])
+        return cls(np.frombuffer(x, _F4), np.frombuffer(y, _F4), np.frombuffer(z, _F4),  # type: ignore[arg-type]
+                   np.frombuffer(t, _I4))
+
+    def positions(self) -> npt.NDArray[np.float32]:
+        return np.stack([self.x, self.y, self.z], axis=1)
+
+
+def _frame(array: npt.NDArray[Any]) -> Frame:
+    a = np.ascontiguousarray(array)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return memoryview(a).cast("B") if a.size else b""
+
+
+def fingerprint_of(definition: dict[str, Any], arrays: dict[str, npt.NDArray[Any]] | None = None) -> str:
+    """sha256 over a detector's complete definition in canonical form (sorted JSON + array bytes).
+
+    Two workers with equal fingerprints simulate the same detector with the same optics, so their
+    answers are statistically interchangeable.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps(definition, sort_keys=True, separators=(",", ":"), allow_nan=False).encode())
+    for name in sorted(arrays or {}):
+        a = np.ascontiguousarray((arrays or {})[name])
+        h.update(f"\0{name}:{a.dtype.str}:{a.shape}\0".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+@runtime_checkable
+class Simulator(Protocol):
+    """A photon engine. ``simulate`` takes one or more events and returns their hits in order.
+
+    Implementations must: never emit a channel >= len(detector_info()); not propagate photons that
+    arrive with a terminal flag; keep the CHERENKOV/SCINTILLATION bits; give NAN_ABORT to
+    non-finite input; draw random numbers keyed by (seed, event id, photon index) so a re-run gives
+    the same hits. They may be called from a thread other than the one that built them, one call
+    at a time.
+    """
+
+    name: str
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def detector_info(self) -> DetectorInfo: ...
+
+    def simulate(self, batch: Sequence[Photons]) -> list[Hits]: ...
