@@ -9,7 +9,7 @@ models into the Helm chart's ``values.schema.json``, so the chart cannot drift f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -211,10 +211,10 @@ def load_settings(overrides: dict[str, dict[str, Any]] | None = None, *, flags: 
     """
     overrides = overrides or {}
     try:
-        return Settings(**overrides)
+        return Settings(**cast(Any, overrides))
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if isinstance(p, str | int))
+        loc = tuple(err["loc"])
         dotted = ".".join(str(p) for p in loc)
         source = (flags or {}).get(dotted)
         where = f"{source} / {env_name(loc)}" if source else env_name(loc)

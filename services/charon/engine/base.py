@@ -58,7 +58,7 @@ class Photons:
         return cls(request.event_id, *arrays)  # type: ignore[arg-type]
 
     @classmethod
-    def from_arrays(cls, event_id: int, pos: npt.ArrayLike, dir: npt.ArrayLike, pol: npt.ArrayLike,  # noqa: A002
+    def from_arrays(cls, event_id: int, pos: npt.ArrayLike, dir: npt.ArrayLike, pol: npt.ArrayLike,
                     wavelength: npt.ArrayLike, time: npt.ArrayLike | None = None,
                     flags: npt.ArrayLike | None = None) -> Photons:
         """Build from (n, 3) position/direction/polarisation arrays (copies into float32 columns)."""
@@ -70,7 +70,7 @@ class Photons:
         t = np.zeros(n, np.float32) if time is None else np.broadcast_to(np.asarray(time, np.float32), (n,))
         fl = np.zeros(n, np.uint32) if flags is None else np.broadcast_to(np.asarray(flags, np.uint32), (n,))
         cols = [np.ascontiguousarray(a) for a in (*p.T, *d.T, *q.T, wl, t)]
-        return cls(event_id, *cols, np.ascontiguousarray(fl))  # type: ignore[arg-type]
+        return cls(event_id, *cols, np.ascontiguousarray(fl))  # type: ignore[call-arg]
 
     def frames(self) -> list[Frame]:
         """The 12 array frames of a PHOTONDATA request (no copies for contiguous little-endian arrays)."""
@@ -145,7 +145,7 @@ class DetectorInfo:
     @classmethod
     def from_frames(cls, frames: Sequence[Frame]) -> DetectorInfo:
         x, y, z, t = (as_view(f) for f in frames[:4])
-        return cls(np.frombuffer(x, _F4), np.frombuffer(y, _F4), np.frombuffer(z, _F4),  # type: ignore[arg-type]
+        return cls(np.frombuffer(x, _F4), np.frombuffer(y, _F4), np.frombuffer(z, _F4),
                    np.frombuffer(t, _I4))
 
     def positions(self) -> npt.NDArray[np.float32]:
@@ -156,7 +156,7 @@ def _frame(array: npt.NDArray[Any]) -> Frame:
     a = np.ascontiguousarray(array)
     if a.dtype.byteorder == ">":
         a = a.astype(a.dtype.newbyteorder("<"))
-    return memoryview(a).cast("B") if a.size else b""
+    return a.data.cast("B") if a.size else b""
 
 
 def fingerprint_of(definition: dict[str, Any], arrays: dict[str, npt.NDArray[Any]] | None = None) -> str:

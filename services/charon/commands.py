@@ -1,0 +1,213 @@
+"""The client-side commands: ``ping``, ``info``, ``simulate`` and ``demo``.
+
+``demo`` is the embedded default: it starts ``charon serve`` as a child on a free loopback port,
+reads the endpoint from the child's ready line, runs ``simulate`` against it and stops the child.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from charon.client import Client, ClientError
+from charon.engine.base import DetectorInfo, Hits
+from charon.errors import ConfigError
+from charon.runtime import parse_ready_line
+from charon.settings import Settings
+from charon.source import isotropic_point
+
+_CHILD_START_TIMEOUT_S = 120.0
+
+
+def run(command: str, settings: Settings, args: argparse.Namespace) -> int:
+    if command == "demo":
+        return demo(settings, args)
+    client = Client(settings.client.endpoint, timeout_s=settings.client.timeout_s,
+                    retries=settings.client.retries)
+    try:
+        if command == "ping":
+            rtt = client.ping()
+            print(f"ACK from {settings.client.endpoint} in {rtt * 1e3:.2f} ms")
+            return 0
+        if command == "info":
+            info = client.detector_info()
+            _print_info(settings.client.endpoint, info)
+            return 0
+        return simulate(client, args)
+    except ClientError as exc:
+        print(f"charon {command}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+
+
+def _print_info(endpoint: str, info: DetectorInfo) -> None:
+    pos = info.positions().astype(np.float64)
+    r = np.linalg.norm(pos, axis=1) if len(info) else np.zeros(0)
+    types = sorted(set(info.channel_type.tolist()))
+    print(f"detector at {endpoint}: {len(info)} channels")
+    if len(info):
+        print(f"  PMT radius from origin: {r.min():.1f} .. {r.max():.1f} mm")
+        print(f"  channel types: {types[:10]}{' ...' if len(types) > 10 else ''}")
+
+
+@dataclass
+class Summary:
+    events: int = 0
+    photons: int = 0
+    hits: int = 0
+    seconds: float = 0.0
+    hit_sets: list[Hits] = field(default_factory=list)
+
+    def table(self) -> str:
+        rate = self.photons / self.seconds if self.seconds > 0 else 0.0
+        rows = [
+            ("events", f"{self.events}"),
+            ("photons", f"{self.photons}"),
+            ("hits", f"{self.hits}"),
+            ("hits/photon", f"{self.hits / self.photons:.4f}" if self.photons else "-"),
+            ("wall time", f"{self.seconds:.3f} s"),
+            ("photons/s", f"{rate:,.0f}"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"  {k:<{width}}  {v:>14}" for k, v in rows)
+
+
+def _parse_source(text: str) -> tuple[float, float, float]:
+    try:
+        x, y, z = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--source {text!r}: expected three numbers in mm, e.g. 0,0,0") from None
+    return x, y, z
+
+
+def _validate(args: argparse.Namespace) -> tuple[float, float, float]:
+    if args.events < 1:
+        raise ConfigError(f"--events {args.events}: must be at least 1")
+    if not 0 <= args.photons <= 100_000_000:
+        raise ConfigError(f"--photons {args.photons}: must be between 0 and 100000000")
+    if not 60.0 <= args.wavelength <= 1000.0:
+        raise ConfigError(f"--wavelength {args.wavelength}: must be between 60 and 1000 nm")
+    if not args.first_event >= 0 and args.first_event + args.events <= 2**32:
+        raise ConfigError(f"--first-event {args.first_event}: event ids are uint32")
+    return _parse_source(args.source)
+
+
+def simulate(client: Client, args: argparse.Namespace) -> int:
+    source = _validate(args)
+    summary = Summary()
+    progress = _Progress(args.events)
+    start = time.perf_counter()
+    for i in range(args.events):
+        event_id = args.first_event + i
+        photons = isotropic_point(event_id, args.photons, source, args.wavelength, seed=args.photon_seed)
+        hits = client.simulate(photons)
+        summary.events += 1
+        summary.photons += len(photons)
+        summary.hits += len(hits)
+        if args.plot:
+            summary.hit_sets.append(hits)
+        progress.update(i + 1, time.perf_counter() - start)
+    summary.seconds = time.perf_counter() - start
+    progress.done()
+    print(f"charon simulate: {client.endpoint}")
+    print(summary.table())
+    if args.plot:
+        from charon.plot import plot_hits
+
+        plot_hits(client.detector_info(), summary.hit_sets, args.plot)
+        print(f"  hit map and hit-time histogram written to {args.plot}")
+    return 0
+
+
+class _Progress:
+    """A one-line progress bar on stderr, shown only for runs longer than a second or two."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.shown = False
+
+    def update(self, done: int, elapsed: float) -> None:
+        if elapsed < 1.5 and not self.shown:
+            return
+        self.shown = True
+        width = 30
+        filled = int(width * done / self.total)
+        eta = elapsed / done * (self.total - done)
+        bar = "#" * filled + "." * (width - filled)
+        sys.stderr.write(f"\r  [{bar}] {done}/{self.total} events, {elapsed:.1f} s, eta {eta:.1f} s ")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\n")
+
+
+def demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Run ``simulate`` against an embedded ``charon serve`` child on a free loopback port."""
+    _validate(args)
+    cmd = [sys.executable, "-m", "charon", "serve", "--bind", "tcp://127.0.0.1:*",
+           "--metrics-addr", "127.0.0.1:0", "--backend", settings.engine.backend,
+           "--seed", str(settings.engine.seed), "--log-level", settings.log.level]
+    if settings.engine.detector is not None:
+        cmd += ["--detector", str(settings.engine.detector)]
+    print(f"charon demo: starting an embedded server ({settings.engine.backend} backend) ...", flush=True)
+    env = dict(os.environ)
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        ready = _read_ready(child)
+        endpoint = ready["endpoint"]
+        print(f"charon demo: server ready on {endpoint}", flush=True)
+        with Client(endpoint, timeout_s=max(settings.client.timeout_s, 60.0), retries=1) as client:
+            info = client.detector_info()
+            _print_info(endpoint, info)
+            return simulate(client, args)
+    except ClientError as exc:
+        print(f"charon demo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        _stop(child)
+
+
+def _read_ready(child: subprocess.Popen[str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    got = threading.Event()
+
+    def reader() -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.startswith("ready "):
+                result.update(parse_ready_line(line))
+                got.set()
+                break
+
+    threading.Thread(target=reader, daemon=True).start()
+    deadline = time.monotonic() + _CHILD_START_TIMEOUT_S
+    while not got.wait(0.1):
+        if child.poll() is not None:
+            raise ConfigError(f"embedded server exited with status {child.returncode} before it was ready")
+        if time.monotonic() > deadline:
+            raise ConfigError(f"embedded server not ready after {_CHILD_START_TIMEOUT_S:.0f} s")
+    return result
+
+
+def _stop(child: subprocess.Popen[str]) -> None:
+    if child.poll() is None:
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    if child.stdout:
+        child.stdout.close()
+
+

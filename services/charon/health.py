@@ -1,0 +1,80 @@
+"""The HTTP side of every service: Prometheus ``/metrics``, liveness ``/healthz``, readiness ``/readyz``.
+
+A port already in use is logged as a warning and the service runs on without HTTP: losing metrics
+must never take the simulation down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+log = logging.getLogger(__name__)
+
+
+class HealthServer:
+    """Serves metrics and health in a daemon thread; ``set_ready`` flips ``/readyz``."""
+
+    def __init__(self, addr: str | None, default_port: int) -> None:
+        host, _, port = (addr or f":{default_port}").rpartition(":")
+        self._host = host.strip("[]") or "0.0.0.0"
+        self._port = int(port)
+        self._ready = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> str | None:
+        """Bind and serve; returns the bound ``host:port``, or None if it could not bind."""
+        ready = self._ready
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._send(200, b"ok\n")
+                elif path == "/readyz":
+                    ok = ready.is_set()
+                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+                else:
+                    self._send(404, b"not found\n")
+
+            def _send(self, status: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        try:
+            self._server = ThreadingHTTPServer((self._host, self._port), Handler)
+        except OSError as exc:
+            log.warning("metrics/health HTTP server not started on %s:%s: %s", self._host, self._port, exc)
+            return None
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
+        self._thread.start()
+        host, port = self._server.server_address[:2]
+        host_text = host.decode() if isinstance(host, bytes) else str(host)
+        bound = f"{'127.0.0.1' if host_text == '0.0.0.0' else host_text}:{port}"
+        log.info("metrics and health on http://%s/metrics", bound)
+        return bound
+
+    def set_ready(self, ready: bool) -> None:
+        if ready:
+            self._ready.set()
+        else:
+            self._ready.clear()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -1,0 +1,88 @@
+"""Answers decoded v1 requests with a simulator: the logic shared by ``charon serve`` and workers.
+
+Plain Python, no sockets: it takes payload frames and returns reply frames plus what the drivers
+need for logs and metrics. Several PHOTONDATA requests can be answered from one ``simulate`` call
+(:meth:`RequestHandler.simulate_many`), which is how workers batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from charon.engine.base import Hits, Photons, Simulator
+from charon.errors import CharonError, SimulationFailed
+from charon.metrics import kind_label
+from charon.protocol import tokens, v1
+from charon.protocol.v1 import Frame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A reply and what it means for logs and metrics."""
+
+    reply: Sequence[Frame]
+    kind: str
+    outcome: str
+    n_photons: int = 0
+    n_hits: int = 0
+    detail: str = ""
+
+
+class RequestHandler:
+    """Turns v1 request payloads into replies using one simulator."""
+
+    def __init__(self, simulator: Simulator, *, legacy_pong: bool = False) -> None:
+        self.simulator = simulator
+        info = simulator.detector_info()
+        self._n_channels = len(info)
+        self._detector_info_reply = v1.detector_info(*info.frames())
+        self._legacy_pong = legacy_pong
+
+    def handle(self, payload: Sequence[Frame]) -> Answer:
+        """Answer one request; never raises for bad input."""
+        kind = kind_label(v1.header_of(payload))
+        try:
+            request = v1.decode_request(payload)
+        except CharonError as exc:
+            return Answer(exc.reply(), kind, exc.outcome, detail=str(exc))
+        if isinstance(request, v1.PhotonData):
+            return self.simulate_many([request])[0]
+        if isinstance(request, v1.DetectorInfoRequest):
+            return Answer(self._detector_info_reply, kind, "ok")
+        if isinstance(request, v1.Ping) and self._legacy_pong:
+            return Answer([tokens.PONG], kind, "ok")
+        return Answer(v1.ack(), kind, "ok")
+
+    def simulate_many(self, requests: Sequence[v1.PhotonData]) -> list[Answer]:
+        """Simulate several events in one engine call; one answer per request, in order."""
+        events = [Photons.from_request(r) for r in requests]
+        try:
+            hits = self.simulator.simulate(events) if any(len(e) for e in events) else []
+        except Exception as exc:  # the engine's failure must not take the service down
+            log.exception("simulation of %d event(s) failed", len(events))
+            return [self._failed(r, exc) for r in requests]
+        if not hits:
+            hits = [Hits.empty() for _ in events]
+        if len(hits) != len(events):
+            mismatch = RuntimeError(f"engine returned {len(hits)} hit sets for {len(events)} events")
+            return [self._failed(r, mismatch) for r in requests]
+        return [self._complete(r, h) for r, h in zip(requests, hits, strict=True)]
+
+    def _complete(self, request: v1.PhotonData, hits: Hits) -> Answer:
+        if len(hits) and int(hits.channel.max()) >= self._n_channels:
+            bad = hits.channel >= self._n_channels
+            log.error("engine returned %d hits on channels >= %d; dropped", int(bad.sum()), self._n_channels)
+            hits = hits.take(np.flatnonzero(~bad))
+        reply = v1.sim_complete(request.event_id, hits.frames())
+        return Answer(reply, "photondata", "ok", request.n_photons, len(hits))
+
+    @staticmethod
+    def _failed(request: v1.PhotonData, exc: Exception) -> Answer:
+        err = SimulationFailed(f"{type(exc).__name__}: {exc}", request.event_id)
+        return Answer(err.reply(), "photondata", err.outcome, request.n_photons, detail=str(err))
