@@ -1,0 +1,76 @@
+"""The command line as a user meets it: real subprocesses, exit codes, single-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests import procs
+
+
+def charon(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "charon", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, check=False)
+
+
+def test_config_prints_effective_settings_with_flag_over_env() -> None:
+    result = charon("config", "--seed", "42", "--backend", "echo",
+                    env={"CHARON_ENGINE__SEED": "7", "CHARON_ROUTER__QUEUE_MAX_REQUESTS": "17"})
+    assert result.returncode == 0, result.stderr
+    cfg = json.loads(result.stdout)
+    assert cfg["engine"]["seed"] == 42
+    assert cfg["engine"]["backend"] == "echo"
+    assert cfg["router"]["queue_max_requests"] == 17
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (("config", "--seed", "abc"), {}, "engine.seed (--seed / CHARON_ENGINE__SEED)"),
+        (("config",), {"CHARON_ROUTER__QUEUE_DEADLINE_S": "-3"}, "router.queue_deadline_s"),
+        (("config", "--backend", "gpu"), {}, "--backend: invalid choice: 'gpu'"),
+        (("serve", "--bind", "5555"), {}, "server.bind (--bind / CHARON_SERVER__BIND)"),
+        (("simulate", "--events", "0"), {}, "--events 0: must be at least 1"),
+        (("simulate", "--source", "1,2"), {}, "--source '1,2': expected three numbers"),
+        (("simulate", "--events", "x"), {}, "argument --events: invalid int value: 'x'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args: tuple[str, ...], env: dict[str, str], needle: str) -> None:
+    result = charon(*args, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert needle in lines[0]
+
+
+def test_ping_without_server_fails_cleanly() -> None:
+    result = charon("ping", "--endpoint", "tcp://127.0.0.1:9", "--timeout", "0.2", "--retries", "1")
+    assert result.returncode == 1
+    assert "no reply within 0.2 s after 2 tries" in result.stderr
+
+
+def test_ping_info_simulate_against_a_server() -> None:
+    with procs.serve() as server:
+        ping = charon("ping", "--endpoint", server.endpoint)
+        assert ping.returncode == 0, ping.stderr
+        assert ping.stdout.startswith("ACK from")
+        info = charon("info", "--endpoint", server.endpoint)
+        assert "3000 channels" in info.stdout
+        sim = charon("simulate", "--endpoint", server.endpoint, "--events", "3", "--photons", "500")
+        assert sim.returncode == 0, sim.stderr
+        rows = dict(line.split(None, 1) for line in sim.stdout.splitlines()[1:] if line.strip())
+        assert rows["events"].strip() == "3"
+        assert rows["photons"].strip() == "1500"
+        assert rows["hits"].strip() == "1500"  # echo: one hit per photon
+
+
+def test_demo_runs_the_embedded_default() -> None:
+    result = charon("demo", "--events", "2", "--photons", "2000", env={"CHARON_ENGINE__BACKEND": "echo"})
+    assert result.returncode == 0, result.stderr
+    assert "server ready on tcp://127.0.0.1:" in result.stdout
+    assert "photons/s" in result.stdout
+    assert "4000" in result.stdout
