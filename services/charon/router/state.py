@@ -1,0 +1,554 @@
+"""The router's scheduling core: a sans-IO state machine with no sockets and no clock of its own.
+
+Events go in (a client request, a worker message, a timer tick), each with ``now`` in seconds from
+any monotonic clock; out come :class:`ToClient` / :class:`ToWorker` actions for the driver to
+send. Everything the router decides lives here, so it is tested exhaustively with a fake clock:
+
+* requests wait in one FIFO bounded by count and bytes; each waiting requester has a deadline
+  enforced by :meth:`RouterState.on_tick`, not only when a worker frees up;
+* workers are served least-recently-ready first and only while they have free capacity;
+* every dispatched request is tracked per worker under a router-assigned token; a lost worker's
+  requests go back to the head of the queue, up to ``max_attempts`` workers, then SIM_FAILED;
+* a resent PHOTONDATA (same header, metadata, frame lengths and end-of-frame checksums, confirmed
+  by comparing bytes) joins its queued, in-flight or recently completed twin, so one simulation
+  answers every requester exactly once;
+* PING, RUN_BEGIN and RUN_END are answered here; DETECTOR_INFO from the workers' READY.
+
+Photon frames are never read beyond a few KiB at each end (the de-duplication checksum).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import zlib
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from charon.errors import CharonError, DeadlineExceeded, QueueFull, RetriesExhausted
+from charon.protocol import tokens, v1
+from charon.protocol import worker as wp
+from charon.protocol.v1 import Frame, as_view
+from charon.settings import HeartbeatSettings, RouterSettings
+
+log = logging.getLogger("charon.router")
+
+#: Bytes checksummed at each end of every photon frame for the de-duplication key.
+DEDUP_SAMPLE_BYTES: Final = 512
+
+_QUEUED: Final = 0
+_IN_FLIGHT: Final = 1
+_DONE: Final = 2
+_DROPPED: Final = 3
+
+_KINDS: Final = {
+    tokens.PING: "ping",
+    tokens.RUN_BEGIN: "run_begin",
+    tokens.RUN_END: "run_end",
+    tokens.DETECTOR_INFO: "detector_info",
+    tokens.PHOTONDATA: "photondata",
+}
+_OUTCOMES: Final = {
+    tokens.SIM_COMPLETE: "ok",
+    tokens.SIM_COMPLETE_ASYNC: "ok",
+    tokens.DETECTOR_INFO: "ok",
+    tokens.ACK: "ok",
+    tokens.SIM_FAILED: "simulation_failed",
+}
+
+
+@dataclass(slots=True)
+class ToClient:
+    """Send ``frames`` (envelope + v1 reply) on the client-facing socket."""
+
+    frames: list[Frame]
+
+
+@dataclass(slots=True)
+class ToWorker:
+    """Send ``frames`` (worker identity + message) on the worker-facing socket."""
+
+    frames: list[Frame]
+
+
+Action = ToClient | ToWorker
+
+
+class Observer(Protocol):
+    """Where the state machine reports what metrics count; the driver maps it to Prometheus."""
+
+    def answered(self, kind: str, outcome: str, total_s: float) -> None: ...
+    def dispatched(self, queue_s: float) -> None: ...
+    def completed(self, n_photons: int, n_hits: int, service_s: float) -> None: ...
+    def requeued(self) -> None: ...
+    def deduplicated(self) -> None: ...
+    def refused(self, reason: str) -> None: ...
+    def expired(self) -> None: ...
+
+
+class NullObserver:
+    def answered(self, kind: str, outcome: str, total_s: float) -> None: ...
+    def dispatched(self, queue_s: float) -> None: ...
+    def completed(self, n_photons: int, n_hits: int, service_s: float) -> None: ...
+    def requeued(self) -> None: ...
+    def deduplicated(self) -> None: ...
+    def refused(self, reason: str) -> None: ...
+    def expired(self) -> None: ...
+
+
+DedupKey = tuple[bytes, tuple[int, ...], int]
+
+
+def dedup_key(request: v1.PhotonData, metadata: Frame, n_frames: int) -> DedupKey:
+    """Metadata bytes, frame lengths and a CRC of each photon frame's first and last bytes."""
+    crc = 0
+    lengths = [n_frames]
+    for view in request.arrays:
+        n = len(view)
+        lengths.append(n)
+        if n <= 2 * DEDUP_SAMPLE_BYTES:
+            crc = zlib.crc32(view, crc)
+        else:
+            crc = zlib.crc32(view[:DEDUP_SAMPLE_BYTES], crc)
+            crc = zlib.crc32(view[n - DEDUP_SAMPLE_BYTES :], crc)
+    return bytes(as_view(metadata)), tuple(lengths), crc
+
+
+def same_frames(a: Sequence[Frame], b: Sequence[Frame]) -> bool:
+    """Byte-for-byte equality of two frame lists (memcmp speed, no copies)."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        vx, vy = as_view(x), as_view(y)
+        if len(vx) != len(vy) or not hmac.compare_digest(vx, vy):
+            return False
+    return True
+
+
+@dataclass(slots=True, eq=False)
+class Waiter:
+    """One requester waiting for a reply (several may share a job)."""
+
+    envelope: list[Frame]
+    arrived: float
+    job: Job
+    deadline: float = 0.0
+    answered: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """One unit of work: what a worker simulates once, however many requesters wait for it."""
+
+    kind: str
+    payload: list[Frame]
+    nbytes: int
+    n_photons: int
+    event_id: int | None
+    key: DedupKey | None
+    waiters: list[Waiter] = field(default_factory=list)
+    state: int = _QUEUED
+    attempts: int = 0
+    enqueued: float = 0.0
+    dispatched: float = 0.0
+    token: int = 0
+    reply: list[Frame] | None = None
+    reply_bytes: int = 0
+    done_at: float = 0.0
+
+
+@dataclass(slots=True, eq=False)
+class WorkerEntry:
+    identity: bytes
+    capacity: int
+    fingerprint: str | None
+    engine: str
+    legacy: bool
+    expiry: float
+    in_flight: dict[int, Job] = field(default_factory=dict)
+    busy_since: float = 0.0
+    draining: bool = False
+
+
+class RouterState:
+    """The router's queue, worker pool, in-flight table and de-duplication cache."""
+
+    def __init__(self, router: RouterSettings, heartbeat: HeartbeatSettings,
+                 observer: Observer | None = None) -> None:
+        self.settings = router
+        self.interval = heartbeat.interval_s
+        self.expiry_s = heartbeat.interval_s * heartbeat.liveness
+        self.observer: Observer = observer or NullObserver()
+        self.workers: dict[bytes, WorkerEntry] = {}
+        self._free: OrderedDict[bytes, WorkerEntry] = OrderedDict()
+        self._queue: deque[Job] = deque()
+        self._deadlines: deque[tuple[float, Waiter]] = deque()
+        self._live: dict[DedupKey, list[Job]] = {}
+        self._completed: deque[Job] = deque()
+        self._completed_bytes = 0
+        self.queued = 0
+        self.queued_bytes = 0
+        self.busy_workers = 0
+        self.in_flight = 0
+        self._next_token = 1
+        self._next_heartbeat = 0.0
+        self._pool_fingerprint: str | None = router.fingerprint
+        self._pool_info: list[Frame] | None = None
+        self._charon_workers = 0
+
+    # ---- observable state ------------------------------------------------------------------------
+
+    @property
+    def idle_workers(self) -> int:
+        return len(self.workers) - self.busy_workers
+
+    @property
+    def pool_fingerprint(self) -> str | None:
+        return self._pool_fingerprint
+
+    def next_wakeup(self) -> float:
+        """When :meth:`on_tick` next has work to do (heartbeats, expiries, deadlines)."""
+        when = self._next_heartbeat
+        if self._deadlines and self._deadlines[0][0] < when:
+            when = self._deadlines[0][0]
+        return when
+
+    # ---- client side -----------------------------------------------------------------------------
+
+    def on_client(self, envelope: list[Frame], payload: list[Frame], now: float) -> list[Action]:
+        """A request from the client-facing socket; ``envelope`` is echoed in front of the reply."""
+        try:
+            request = v1.decode_request(payload)
+        except CharonError as exc:
+            kind = _KINDS.get(v1.header_of(payload), "unknown")
+            log.info("%s rejected (%s): %s", kind, exc.outcome, exc)
+            self.observer.answered(kind, exc.outcome, 0.0)
+            return [ToClient([*envelope, *exc.reply()])]
+        if isinstance(request, v1.PhotonData):
+            return self._photondata(envelope, payload, request, now)
+        if isinstance(request, v1.DetectorInfoRequest):
+            if self._pool_info is not None:
+                self.observer.answered("detector_info", "ok", 0.0)
+                return [ToClient([*envelope, *self._pool_info])]
+            job = Job("detector_info", payload, _size(payload), 0, None, None)
+            return self._enqueue(job, envelope, now)
+        self.observer.answered(_KINDS[v1.header_of(payload)], "ok", 0.0)
+        return [ToClient([*envelope, tokens.ACK])]
+
+    def _photondata(self, envelope: list[Frame], payload: list[Frame], request: v1.PhotonData,
+                    now: float) -> list[Action]:
+        key: DedupKey | None = None
+        if self.settings.dedup_window_s > 0:
+            key = dedup_key(request, payload[1], len(payload))
+            if key in self._live:
+                self._evict(now)
+            for twin in self._live.get(key, ()):
+                if same_frames(twin.payload, payload):
+                    return self._join(twin, envelope, now)
+        job = Job("photondata", payload, _size(payload), request.n_photons, request.event_id, key)
+        return self._enqueue(job, envelope, now)
+
+    def _join(self, twin: Job, envelope: list[Frame], now: float) -> list[Action]:
+        self.observer.deduplicated()
+        if twin.state == _DONE:
+            assert twin.reply is not None
+            self.observer.answered(twin.kind, "ok", 0.0)
+            return [ToClient([*envelope, *twin.reply])]
+        waiter = Waiter(envelope, now, twin)
+        twin.waiters.append(waiter)
+        if twin.state == _QUEUED:
+            waiter.deadline = now + self.settings.queue_deadline_s
+            self._deadlines.append((waiter.deadline, waiter))
+        log.debug("event %s resent: joined its %s twin", twin.event_id,
+                  "queued" if twin.state == _QUEUED else "in-flight")
+        return []
+
+    def _enqueue(self, job: Job, envelope: list[Frame], now: float) -> list[Action]:
+        s = self.settings
+        if self.queued >= s.queue_max_requests or self.queued_bytes + job.nbytes > s.queue_max_bytes:
+            err = QueueFull(f"queue holds {self.queued} requests, {self.queued_bytes} bytes")
+            log.warning("%s rejected: %s", job.kind, err)
+            self.observer.answered(job.kind, err.outcome, 0.0)
+            return [ToClient([*envelope, *err.reply()])]
+        waiter = Waiter(envelope, now, job, now + s.queue_deadline_s)
+        job.waiters.append(waiter)
+        job.enqueued = now
+        self._queue.append(job)
+        self.queued += 1
+        self.queued_bytes += job.nbytes
+        self._deadlines.append((waiter.deadline, waiter))
+        if job.key is not None:
+            self._live.setdefault(job.key, []).append(job)
+        return self._dispatch(now)
+
+    # ---- worker side -----------------------------------------------------------------------------
+
+    def on_worker(self, identity: bytes, frames: list[Frame], now: float) -> list[Action]:
+        """A message from the worker-facing socket (routing identity removed)."""
+        try:
+            msg = wp.decode_from_worker(frames)
+        except wp.WorkerProtocolError as exc:
+            log.warning("invalid message from worker %s dropped: %s", identity.hex(), exc)
+            return []
+        worker = self.workers.get(identity)
+        if isinstance(msg, wp.Ready):
+            return self._ready(identity, worker, msg, now)
+        if worker is None:
+            if isinstance(msg, wp.Disconnect) or msg.legacy:
+                return []
+            # Unknown (the router restarted, or declared it dead): make it register again.
+            log.info("message from unregistered worker %s: asking it to reconnect", identity.hex())
+            return [ToWorker([identity, *wp.disconnect(wp.REASON_UNKNOWN)])]
+        worker.expiry = now + self.expiry_s
+        if isinstance(msg, wp.Reply):
+            return self._reply(worker, msg, now)
+        if isinstance(msg, wp.Disconnect):
+            if msg.reason == wp.REASON_DRAIN:
+                log.info("worker %s draining (%d in flight)", identity.hex(), len(worker.in_flight))
+                worker.draining = True
+                self._free.pop(identity, None)
+                return [ToWorker([identity, *wp.disconnect(wp.REASON_ACK)])]
+            log.info("worker %s left (%s)", identity.hex(), msg.reason.decode("ascii", "replace"))
+            actions = self._remove(worker, now)
+            return actions + self._dispatch(now)
+        return []
+
+    def _ready(self, identity: bytes, worker: WorkerEntry | None, msg: wp.Ready, now: float) -> list[Action]:
+        if worker is not None:
+            log.warning("worker %s sent READY twice: dropped", identity.hex())
+            dropped = self._remove(worker, now)
+            if not worker.legacy:
+                dropped.append(ToWorker([identity, *wp.disconnect(wp.REASON_PROTOCOL)]))
+            return dropped + self._dispatch(now)
+        if msg.legacy:
+            if not self.settings.accept_legacy_workers:
+                log.warning("ChAR0N worker %s refused: router.accept_legacy_workers is off", identity.hex())
+                self.observer.refused("legacy")
+                return []
+        elif self._pool_fingerprint is not None and msg.fingerprint != self._pool_fingerprint:
+            log.error(
+                "worker %s refused: detector fingerprint %s differs from the pool's %s%s",
+                identity.hex(), msg.fingerprint[:16], self._pool_fingerprint[:16],
+                " (pinned by router.fingerprint)" if self.settings.fingerprint else "",
+            )
+            self.observer.refused("fingerprint")
+            return [ToWorker([identity, *wp.disconnect(wp.REASON_FINGERPRINT)])]
+        worker = WorkerEntry(identity, msg.capacity, None if msg.legacy else msg.fingerprint, msg.engine,
+                             msg.legacy, now + self.expiry_s)
+        self.workers[identity] = worker
+        self._free[identity] = worker
+        actions: list[Action] = []
+        if not msg.legacy:
+            self._charon_workers += 1
+            if self._pool_fingerprint is None:
+                self._pool_fingerprint = msg.fingerprint
+            if self._pool_info is None and msg.detector_info is not None:
+                self._pool_info = [tokens.DETECTOR_INFO, *msg.detector_info]
+            actions.append(ToWorker([identity, *wp.heartbeat()]))
+        log.info("worker %s registered: %s, capacity %d", identity.hex(),
+                 "ChAR0N (legacy)" if msg.legacy else f"engine {msg.engine}, detector {msg.fingerprint[:16]}",
+                 msg.capacity)
+        return actions + self._dispatch(now)
+
+    def _reply(self, worker: WorkerEntry, msg: wp.Reply, now: float) -> list[Action]:
+        job = worker.in_flight.pop(msg.token, None)
+        if job is None:
+            log.info("late reply (token %d) from worker %s dropped", msg.token, worker.identity.hex())
+            return []
+        self.in_flight -= 1
+        if not worker.in_flight:
+            self.busy_workers -= 1
+        if not worker.draining:
+            self._free[worker.identity] = worker
+            self._free.move_to_end(worker.identity)
+        actions = self._complete(job, msg.payload, now)
+        return actions + self._dispatch(now)
+
+    def _complete(self, job: Job, payload: list[Frame], now: float) -> list[Action]:
+        header = v1.header_of(payload)
+        outcome = _OUTCOMES.get(header, "error")
+        if job.kind == "photondata":
+            if header == tokens.SIM_COMPLETE and len(payload) >= tokens.SIM_COMPLETE_FRAMES:
+                self.observer.completed(job.n_photons, len(as_view(payload[2])) // 4, now - job.dispatched)
+            else:
+                self.observer.completed(0, 0, now - job.dispatched)
+        actions = self._answer(job, payload, outcome, now)
+        cacheable = outcome == "ok" and job.key is not None
+        if cacheable:
+            job.state = _DONE
+            job.reply = payload
+            job.reply_bytes = _size(payload)
+            job.done_at = now
+            self._completed.append(job)
+            self._completed_bytes += job.nbytes + job.reply_bytes
+            self._evict(now)
+        else:
+            job.state = _DROPPED
+            self._forget(job)
+        return actions
+
+    def _answer(self, job: Job, payload: Sequence[Frame], outcome: str, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for waiter in job.waiters:
+            if not waiter.answered:
+                waiter.answered = True
+                self.observer.answered(job.kind, outcome, now - waiter.arrived)
+                actions.append(ToClient([*waiter.envelope, *payload]))
+        job.waiters.clear()
+        return actions
+
+    # ---- scheduling ------------------------------------------------------------------------------
+
+    def _dispatch(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        queue = self._queue
+        while queue:
+            job = queue[0]
+            if job.state != _QUEUED:
+                queue.popleft()
+                continue
+            if job.kind == "detector_info" and self._pool_info is not None:
+                queue.popleft()
+                self._unqueue(job)
+                job.state = _DROPPED
+                actions.extend(self._answer(job, self._pool_info, "ok", now))
+                continue
+            if not self._free:
+                break
+            queue.popleft()
+            self._unqueue(job)
+            worker = next(iter(self._free.values()))
+            token = self._next_token
+            self._next_token += 1
+            job.token = token
+            job.state = _IN_FLIGHT
+            job.attempts += 1
+            job.dispatched = now
+            if not worker.in_flight:
+                self.busy_workers += 1
+                worker.busy_since = now
+            worker.in_flight[token] = job
+            self.in_flight += 1
+            if len(worker.in_flight) >= worker.capacity:
+                del self._free[worker.identity]
+            else:
+                self._free.move_to_end(worker.identity)
+            self.observer.dispatched(now - job.enqueued)
+            msg = wp.legacy_request(token, job.payload) if worker.legacy else wp.request(token, job.payload)
+            actions.append(ToWorker([worker.identity, *msg]))
+        return actions
+
+    def _unqueue(self, job: Job) -> None:
+        self.queued -= 1
+        self.queued_bytes -= job.nbytes
+
+    def _remove(self, worker: WorkerEntry, now: float) -> list[Action]:
+        """Forget a worker; its in-flight requests go back to the head of the queue (or fail)."""
+        del self.workers[worker.identity]
+        self._free.pop(worker.identity, None)
+        if not worker.legacy:
+            self._charon_workers -= 1
+            if self._charon_workers == 0:
+                self._pool_fingerprint = self.settings.fingerprint
+                self._pool_info = None
+        actions: list[Action] = []
+        if worker.in_flight:
+            self.busy_workers -= 1
+            self.in_flight -= len(worker.in_flight)
+        for job in reversed(list(worker.in_flight.values())):
+            if job.attempts >= self.settings.max_attempts:
+                err = RetriesExhausted(
+                    f"event {job.event_id}: {job.attempts} workers lost while simulating it", job.event_id or 0
+                )
+                log.error("%s", err)
+                reply = err.reply() if job.kind == "photondata" else [tokens.UNKNOWN_REQUEST]
+                actions.extend(self._answer(job, reply, err.outcome, now))
+                job.state = _DROPPED
+                self._forget(job)
+                continue
+            job.state = _QUEUED
+            job.enqueued = now
+            self._queue.appendleft(job)
+            self.queued += 1
+            self.queued_bytes += job.nbytes
+            for waiter in job.waiters:
+                waiter.deadline = now + self.settings.queue_deadline_s
+                self._deadlines.append((waiter.deadline, waiter))
+            self.observer.requeued()
+        if worker.in_flight:
+            log.warning("worker %s lost with %d request(s) in flight: requeued", worker.identity.hex(),
+                        len(worker.in_flight))
+        worker.in_flight.clear()
+        return actions
+
+    def _forget(self, job: Job) -> None:
+        if job.key is None:
+            return
+        twins = self._live.get(job.key)
+        if twins is not None:
+            if job in twins:
+                twins.remove(job)
+            if not twins:
+                del self._live[job.key]
+
+    def _evict(self, now: float) -> None:
+        window = self.settings.dedup_window_s
+        limit = self.settings.dedup_max_bytes
+        done = self._completed
+        while done and (done[0].done_at + window <= now or self._completed_bytes > limit):
+            job = done.popleft()
+            self._completed_bytes -= job.nbytes + job.reply_bytes
+            job.state = _DROPPED
+            job.reply = None
+            self._forget(job)
+
+    # ---- timers ----------------------------------------------------------------------------------
+
+    def on_tick(self, now: float) -> list[Action]:
+        """Heartbeats, worker expiry, queue deadlines, cache eviction; call at :meth:`next_wakeup`."""
+        actions: list[Action] = []
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.interval
+            for worker in list(self.workers.values()):
+                limit = worker.expiry
+                if worker.legacy and worker.in_flight:
+                    # A ChAR0N worker cannot heartbeat while it simulates.
+                    limit = max(limit, worker.busy_since + self.settings.queue_deadline_s)
+                if limit <= now:
+                    log.warning("worker %s expired (no message for %.1f s)", worker.identity.hex(),
+                                now - worker.expiry + self.expiry_s)
+                    self.observer.expired()
+                    actions.extend(self._remove(worker, now))
+                else:
+                    hb = wp.legacy_heartbeat() if worker.legacy else wp.heartbeat()
+                    actions.append(ToWorker([worker.identity, *hb]))
+            self._evict(now)
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            deadline, waiter = deadlines.popleft()
+            job = waiter.job
+            if waiter.answered or job.state != _QUEUED or waiter.deadline != deadline:
+                continue
+            err = DeadlineExceeded(f"no worker free within {self.settings.queue_deadline_s:g} s")
+            waiter.answered = True
+            job.waiters.remove(waiter)
+            self.observer.answered(job.kind, err.outcome, now - waiter.arrived)
+            actions.append(ToClient([*waiter.envelope, *err.reply()]))
+            if not job.waiters:
+                job.state = _DROPPED
+                self._unqueue(job)
+                self._forget(job)
+        if actions:
+            log.debug("tick: %d actions", len(actions))
+        return actions + self._dispatch(now)
+
+    def shutdown(self) -> list[Action]:
+        """Tell every worker to reconnect (to the next router); requests in hand are not answered."""
+        return [ToWorker([w.identity, *wp.disconnect(wp.REASON_SHUTDOWN)])
+                for w in self.workers.values() if not w.legacy]
+
+
+def _size(frames: Sequence[Frame]) -> int:
+    return sum(len(as_view(f)) for f in frames)
