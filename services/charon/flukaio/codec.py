@@ -101,6 +101,7 @@ Reason: TypeAlias = Literal[
     "key",              # server answered the handshake with another key
     "unexpected",       # a message that is legal FlukaIO but not at this point of the session
     "truncated",        # the peer closed the connection in the middle of a message
+    "batch_too_large",  # more particles in one batch than the receiver accepts
 ]
 REASONS: Final[tuple[str, ...]] = Reason.__args__  # type: ignore[attr-defined]
 

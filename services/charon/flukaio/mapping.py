@@ -1,0 +1,133 @@
+"""Conversion between FlukaIO particles and charon photons/hits, vectorised with numpy.
+
+A batch of PART messages is viewed as a numpy structured array whose packed dtype is the whole
+message (header included), so decoding and encoding a batch is one ``frombuffer``/``tobytes``.
+The unit and field mapping is the table in proto-spec/flukaio.md:
+
+* photons: current layout ``pdgid == 22``; legacy layout (no pdgid) ``m == 0, aa == 0, zz == 0``;
+* position cm -> mm; direction cosines normalised; time s -> ns; ``gen`` carries Chroma flags;
+* energy: trackers put the total energy in GeV into ``pc``; wavelength [nm] = hc / E with
+  hc = 1239.84198 eV nm (a non-positive or non-finite ``pc`` gives a NaN wavelength, which every
+  engine answers with NAN_ABORT);
+* polarisation: the current layout's spin vector, made transverse to the direction; the legacy
+  layout has none, and a spin that is zero or parallel to the direction carries none either, so
+  those photons get a random transverse polarisation, drawn from a generator keyed by
+  (seed, event id) so a rerun gives the same photons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from charon.engine.base import DetectorInfo, Hits, Photons
+from charon.flukaio.codec import Layout, MessageType, ParticleBlock
+
+#: Planck constant times the speed of light, eV nm.
+HC_EV_NM: Final = 1239.84198
+PHOTON_PDGID: Final = 22
+CM_TO_MM: Final = 10.0
+S_TO_NS: Final = 1e9
+GEV_TO_EV: Final = 1e9
+
+_HEADER = [("size", "<u2"), ("type", "u1"), ("id", "<u4"), ("gen", "<u4")]
+_KINEMATICS = [(name, "<f8") for name in ("x", "y", "z", "tx", "ty", "tz", "m", "pc", "t")]
+LEGACY_DTYPE: Final = np.dtype([*_HEADER, ("aa", "<u2"), ("zz", "<u2"), *_KINEMATICS, ("weight", "<f8")])
+CURRENT_DTYPE: Final = np.dtype([*_HEADER, *_KINEMATICS, ("sx", "<f8"), ("sy", "<f8"), ("sz", "<f8"),
+                                 ("pdgid", "<i4"), ("q", "<i2"), ("weight", "<f8")])
+assert LEGACY_DTYPE.itemsize == Layout.LEGACY.value
+assert CURRENT_DTYPE.itemsize == Layout.CURRENT.value
+
+Records = npt.NDArray[np.void]
+F64 = npt.NDArray[np.float64]
+
+
+def dtype_of(layout: Layout) -> np.dtype[np.void]:
+    return LEGACY_DTYPE if layout is Layout.LEGACY else CURRENT_DTYPE
+
+
+def records(blocks: Sequence[ParticleBlock], layout: Layout) -> Records:
+    """All particles of a batch as one structured array (read-only views when there is one block)."""
+    dtype = dtype_of(layout)
+    if not blocks:
+        return np.zeros(0, dtype)
+    if len(blocks) == 1:
+        return np.frombuffer(blocks[0].data, dtype)
+    return np.frombuffer(b"".join(b.data for b in blocks), dtype)
+
+
+def photon_mask(particles: Records, layout: Layout) -> npt.NDArray[np.bool_]:
+    if layout is Layout.CURRENT:
+        return np.asarray(particles["pdgid"] == PHOTON_PDGID)
+    return np.asarray((particles["m"] == 0.0) & (particles["aa"] == 0) & (particles["zz"] == 0))
+
+
+def _unit(v: F64) -> tuple[F64, npt.NDArray[np.float64]]:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        norm = np.sqrt(np.einsum("ij,ij->i", v, v))
+        return v / norm[:, None], norm
+
+
+def random_transverse(direction: F64, rng: np.random.Generator) -> F64:
+    """Unit vectors perpendicular to each (unit) direction, uniform in azimuth."""
+    n = direction.shape[0]
+    helper = np.zeros((n, 3))
+    use_x = np.abs(direction[:, 0]) < 0.9
+    helper[use_x, 0] = 1.0
+    helper[~use_x, 1] = 1.0
+    u, _ = _unit(np.cross(direction, helper))
+    v = np.cross(direction, u)
+    phi = rng.uniform(0.0, 2.0 * np.pi, n)
+    out: F64 = np.cos(phi)[:, None] * u + np.sin(phi)[:, None] * v
+    return out
+
+
+def to_photons(particles: Records, layout: Layout, event_id: int, seed: int) -> Photons:
+    """The photons among ``particles`` (see :func:`photon_mask`) as one event."""
+    p = particles[photon_mask(particles, layout)]
+    pos = np.stack([p["x"], p["y"], p["z"]], axis=1) * CM_TO_MM
+    direction, _ = _unit(np.stack([p["tx"], p["ty"], p["tz"]], axis=1))
+    rng = np.random.default_rng([seed, event_id])
+    pol = random_transverse(np.nan_to_num(direction), rng)
+    if layout is Layout.CURRENT and len(p):
+        spin = np.stack([p["sx"], p["sy"], p["sz"]], axis=1)
+        spin = spin - np.einsum("ij,ij->i", spin, direction)[:, None] * direction
+        spin, norm = _unit(spin)
+        given = np.isfinite(norm) & (norm > 1e-9)
+        pol[given] = spin[given]
+    energy_ev = p["pc"] * GEV_TO_EV
+    with np.errstate(divide="ignore", invalid="ignore"):
+        wavelength = np.where((energy_ev > 0) & np.isfinite(energy_ev), HC_EV_NM / energy_ev, np.nan)
+    return Photons.from_arrays(event_id, pos, direction, pol, wavelength, p["t"] * S_TO_NS,
+                               p["gen"].astype(np.uint32))
+
+
+def hits_to_bytes(hits: Hits, info: DetectorInfo, layout: Layout) -> bytes:
+    """The hits as consecutive PART messages: id = channel, gen = flags, position = the PMT's."""
+    n = len(hits)
+    out = np.zeros(n, dtype_of(layout))
+    if n == 0:
+        return b""
+    channel = np.asarray(hits.channel, dtype=np.int64)
+    if int(channel.max()) >= len(info) or int(channel.min()) < 0:
+        raise ValueError(f"hit channel {int(channel.max())} outside the detector's {len(info)} channels")
+    out["size"] = layout.value
+    out["type"] = MessageType.PART
+    out["id"] = hits.channel
+    out["gen"] = hits.flags
+    out["x"] = np.asarray(info.x, np.float64)[channel] / CM_TO_MM
+    out["y"] = np.asarray(info.y, np.float64)[channel] / CM_TO_MM
+    out["z"] = np.asarray(info.z, np.float64)[channel] / CM_TO_MM
+    out["tx"], out["ty"], out["tz"] = hits.dx, hits.dy, hits.dz
+    wavelength = np.asarray(hits.wavelength, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["pc"] = np.where(wavelength > 0, HC_EV_NM / wavelength / GEV_TO_EV, 0.0)
+    out["t"] = np.asarray(hits.time, np.float64) / S_TO_NS
+    out["weight"] = 1.0
+    if layout is Layout.CURRENT:
+        out["sx"], out["sy"], out["sz"] = hits.polx, hits.poly, hits.polz
+        out["pdgid"] = PHOTON_PDGID
+    return out.tobytes()
