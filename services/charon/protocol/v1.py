@@ -12,7 +12,9 @@ rejected wherever it first arrives, with the reply defined by :mod:`charon.error
 
 from __future__ import annotations
 
+import array
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -25,6 +27,7 @@ _U32 = struct.Struct("<I")
 _META = struct.Struct("<II")
 #: How many leading frames may be routing identities before the delimiter (ROUTER chains).
 _MAX_ENVELOPE_FRAMES = 8
+_LONGEST_REQUEST_HEADER = max(len(h) for h in tokens.REQUEST_HEADERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +90,18 @@ def split_envelope(frames: Sequence[Frame]) -> tuple[list[Frame], list[Frame]]:
         return [frames[0]], []
     if len(as_view(frames[1])) == 0:
         return list(frames[:2]), list(frames[2:])
-    if bytes(frames[1][:16]) in tokens.REQUEST_HEADERS:
+    if _is_request_header(frames[1]):
         return [frames[0]], list(frames[1:])
     # Several routing hops: identities, then a delimiter, then a request header.
     for i in range(2, min(len(frames) - 1, _MAX_ENVELOPE_FRAMES + 1)):
-        if len(as_view(frames[i])) == 0 and bytes(frames[i + 1][:16]) in tokens.REQUEST_HEADERS:
+        if len(as_view(frames[i])) == 0 and _is_request_header(frames[i + 1]):
             return list(frames[: i + 1]), list(frames[i + 1 :])
     return [frames[0]], list(frames[1:])
+
+
+def _is_request_header(frame: Frame) -> bool:
+    view = as_view(frame)
+    return len(view) <= _LONGEST_REQUEST_HEADER and bytes(view) in tokens.REQUEST_HEADERS
 
 
 def read_event_id(metadata: Frame) -> int | None:
@@ -165,6 +173,37 @@ def decode_photondata(payload: Sequence[Frame]) -> PhotonData:
                 event_id,
             )
     return PhotonData(int(event_id), int(n_photons), arrays)
+
+
+# ---- requests (client side) ----------------------------------------------------------------------
+
+
+def photondata_request(event_id: int, arrays: Sequence[Frame]) -> list[Frame]:
+    """A 14-frame PHOTONDATA request from the twelve array frames in wire order (not copied)."""
+    if len(arrays) != len(tokens.PHOTON_FIELDS):
+        raise ValueError(f"PHOTONDATA needs {len(tokens.PHOTON_FIELDS)} array frames, got {len(arrays)}")
+    sizes = {len(as_view(f)) for f in arrays}
+    if len(sizes) != 1 or next(iter(sizes)) % 4:
+        raise ValueError(f"PHOTONDATA array frames must share one length, a multiple of 4: {sizes}")
+    n_photons = next(iter(sizes)) // 4
+    return [tokens.PHOTONDATA, _META.pack(event_id & 0xFFFFFFFF, n_photons), *arrays]
+
+
+def encode_request(request: Request) -> list[Frame]:
+    """The payload frames of a request, as the ratpac-two client sends it (inverse of decode_request).
+
+    RUN_BEGIN always carries its filename frame; an absent filename is sent as an empty frame.
+    """
+    if isinstance(request, Ping):
+        return [tokens.PING]
+    if isinstance(request, RunBegin):
+        return [tokens.RUN_BEGIN, (request.filename or "").encode("utf-8")]
+    if isinstance(request, RunEnd):
+        return [tokens.RUN_END]
+    if isinstance(request, DetectorInfoRequest):
+        return [tokens.DETECTOR_INFO]
+    return [tokens.PHOTONDATA, _META.pack(request.event_id & 0xFFFFFFFF, request.n_photons),
+            *request.arrays]
 
 
 # ---- replies -------------------------------------------------------------------------------------
@@ -263,8 +302,13 @@ def check_detector_info(payload: Sequence[Frame]) -> DetectorInfoReply:
     return DetectorInfoReply((views[0], views[1], views[2], views[3]))
 
 
-def check_sim_complete(payload: Sequence[Frame], event_id: int) -> SimComplete:
-    """Accept a PHOTONDATA reply exactly when ratpac-two's ``PEData::readmsg`` would (sync mode)."""
+def check_sim_complete(
+    payload: Sequence[Frame], event_id: int, *, n_channels: int | None = None
+) -> SimComplete:
+    """Accept a PHOTONDATA reply when ratpac-two's ``PEData::readmsg`` would (sync mode) and the
+    client could use it without reading out of bounds: equal hit-frame lengths and, when
+    ``n_channels`` is given, every channel id below it.
+    """
     header = header_of(payload)
     if header != tokens.SIM_COMPLETE:
         raise InvalidReply(f"expected SIM_COMPLETE for event {event_id}, got {header!r}", header)
@@ -277,4 +321,27 @@ def check_sim_complete(payload: Sequence[Frame], event_id: int) -> SimComplete:
     n = len(views[0])
     if n % 4 or any(len(v) != n for v in views):
         raise InvalidReply("SIM_COMPLETE hit frames differ in length", header)
+    if n_channels is not None and n:
+        channels = array.array("I")
+        channels.frombytes(views[0])
+        if sys.byteorder == "big":
+            channels.byteswap()
+        if max(channels) >= n_channels:
+            raise InvalidReply(f"SIM_COMPLETE channel {max(channels)} >= {n_channels} channels", header)
     return SimComplete(event_id, views)
+
+
+def check_sim_complete_async(payload: Sequence[Frame], event_id: int) -> int:
+    """Accept an asynchronous PHOTONDATA reply as ratpac-two does: exactly two frames, id echoed.
+
+    charon never sends SIM_COMPLETE_ASYNC; this exists so the client rules are complete.
+    """
+    header = header_of(payload)
+    if header != tokens.SIM_COMPLETE_ASYNC or len(payload) != 2:
+        raise InvalidReply(f"expected 2-frame SIM_COMPLETE_ASYNC, got {header!r} x {len(payload)}", header)
+    echo = as_view(payload[1])
+    if len(echo) < 4 or _U32.unpack_from(echo, 0)[0] != event_id & 0xFFFFFFFF:
+        raise InvalidReply(
+            f"SIM_COMPLETE_ASYNC echoes {bytes(echo[:4]).hex()} for event {event_id}", header
+        )
+    return event_id & 0xFFFFFFFF
