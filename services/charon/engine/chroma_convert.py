@@ -133,9 +133,8 @@ def detector_info(detector: Any) -> DetectorInfo:
     if types.ndim != 1 or pos_in.shape != (n, 3):
         raise DetectorError(f"Chroma detector has {n} channel types but positions of shape {pos_in.shape}; "
                             "expected (channels, 3)")
-    if not np.issubdtype(types.dtype, np.integer) or (
-        n and (types.min() < np.iinfo(np.int32).min or types.max() > np.iinfo(np.int32).max)
-    ):
+    if n and (not np.issubdtype(types.dtype, np.integer)
+              or types.min() < np.iinfo(np.int32).min or types.max() > np.iinfo(np.int32).max):
         raise DetectorError("Chroma channel types must be 32-bit integers")
     cols = np.ascontiguousarray(pos_in.T, dtype=np.float32)
     if n and looks_truncated(pos_in):
