@@ -1,0 +1,167 @@
+"""Every golden request vector, well formed or not, sent to a real ``charon serve`` over TCP.
+
+Each vector goes through a REQ socket (as ratpac-two sends it), a DEALER socket with the empty
+delimiter, and a DEALER socket without one. Every request gets its defined reply, a PING right
+after it still gets ACK, and the server process is alive at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zmq
+
+from charon.protocol import tokens, v1
+from tests import procs
+
+VECTOR_DIR = Path(__file__).resolve().parents[1] / "proto-spec" / "vectors" / "v1"
+VECTORS = [json.loads(p.read_text()) for p in sorted(VECTOR_DIR.glob("*.json"))]
+EXCHANGES = [v for v in VECTORS if v["kind"] == "exchange" and not v.get("server")]
+ENVELOPES = [v for v in VECTORS if v["kind"] == "envelope"]
+REPLY_TIMEOUT_MS = 10_000
+TRANSPORTS = ("req", "dealer", "dealer-no-delimiter")
+
+
+def frames(hexes: Sequence[str]) -> list[bytes]:
+    return [bytes.fromhex(h) for h in hexes]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[procs.Proc]:
+    with procs.serve(backend="echo") as proc:
+        yield proc
+        assert proc.alive(), proc.stderr()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def n_channels(server: procs.Proc) -> int:
+    ctx: zmq.Context[Any] = zmq.Context()
+    try:
+        reply = exchange(ctx, server.endpoint, "req", [tokens.DETECTOR_INFO])
+    finally:
+        ctx.destroy(linger=0)
+    return v1.check_detector_info(reply).n_channels
+
+
+def exchange(ctx: zmq.Context[Any], endpoint: str, transport: str, payload: Sequence[bytes]) -> list[bytes]:
+    """Send one request on a fresh socket of the given kind and return the reply payload."""
+    sock = ctx.socket(zmq.REQ if transport == "req" else zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        prefix = [b""] if transport == "dealer" else []
+        sock.send_multipart([*prefix, *payload])
+        assert sock.poll(REPLY_TIMEOUT_MS), f"no reply to {payload[:1]!r} via {transport}"
+        reply = sock.recv_multipart()
+        assert reply[: len(prefix)] == prefix, f"envelope not echoed: {reply[:2]!r}"
+        return reply[len(prefix):]
+    finally:
+        sock.close(linger=0)
+
+
+def assert_ping(ctx: zmq.Context[Any], endpoint: str, transport: str) -> None:
+    assert exchange(ctx, endpoint, transport, [tokens.PING]) == [tokens.ACK]
+
+
+def sendable(payload: Sequence[bytes], transport: str) -> bool:
+    """A DEALER without delimiter cannot send a payload the envelope rule reads differently."""
+    if transport != "dealer-no-delimiter":
+        return True
+    return v1.split_envelope([b"peer", *payload])[1] == list(payload)
+
+
+CASES = [pytest.param(v, t, id=f"{v['name']}-{t}") for v in EXCHANGES for t in TRANSPORTS
+         if sendable(frames(v["request"]), t)]
+
+
+def test_every_exchange_vector_has_a_case_per_transport() -> None:
+    """Only payloads starting with an empty frame are skipped, and only without a delimiter."""
+    skipped = {v["name"] for v in EXCHANGES for t in TRANSPORTS if not sendable(frames(v["request"]), t)}
+    assert skipped == {v["name"] for v in EXCHANGES if v["request"][0] == ""}
+
+
+@pytest.mark.parametrize(("vector", "transport"), CASES)
+def test_vector_gets_its_defined_reply(server: procs.Proc, n_channels: int, context: zmq.Context[Any],
+                                       vector: dict[str, Any], transport: str) -> None:
+    request = frames(vector["request"])
+    reply = exchange(context, server.endpoint, transport, request)
+    shape = vector["reply_shape"]
+    if "reply" in vector and "detector" not in vector:
+        assert reply == frames(vector["reply"])
+    assert reply[0] == shape["header"].encode()
+    assert len(reply) == shape["frames"]
+    if shape["header"] == "DETECTOR_INFO":
+        assert v1.check_detector_info(reply).n_channels == n_channels
+    if shape["header"] == "SIM_COMPLETE":
+        event_id = vector["decoded"]["event_id"]
+        done = v1.check_sim_complete(reply, event_id, n_channels=n_channels)
+        assert reply[1] == bytes.fromhex(shape["event_id"])
+        assert done.n_hits == shape["hits_echo"]
+        channel = np.frombuffer(reply[2], "<u4")
+        np.testing.assert_array_equal(channel, np.arange(done.n_hits) % n_channels)
+        # The echo backend returns the photons' own arrays: they made the round trip intact.
+        for i, name in enumerate(tokens.HIT_FIELDS[1:-1], start=3):
+            assert reply[i] == request[2 + tokens.PHOTON_FIELDS.index(name)], name
+        flags = np.frombuffer(reply[11], "<u4")
+        sent = np.frombuffer(request[13], "<u4")
+        np.testing.assert_array_equal(flags & int(tokens.ORIGIN_FLAGS), sent & int(tokens.ORIGIN_FLAGS))
+    assert_ping(context, server.endpoint, transport)
+    assert server.alive()
+
+
+@pytest.mark.parametrize("vector", ENVELOPES, ids=[v["name"] for v in ENVELOPES])
+def test_envelope_vector_over_dealer(server: procs.Proc, context: zmq.Context[Any],
+                                     vector: dict[str, Any]) -> None:
+    """The DEALER sends the received frames after the identity; it gets back everything after it."""
+    sent = frames(vector["received"])[1:]
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(server.endpoint)
+        sock.send_multipart(sent)
+        assert sock.poll(REPLY_TIMEOUT_MS), "no reply"
+        reply = sock.recv_multipart()
+    finally:
+        sock.close(linger=0)
+    if "reply" in vector:
+        assert reply == frames(vector["reply"])[1:]
+    else:
+        assert reply[: len(vector["reply_prefix"]) - 1] == frames(vector["reply_prefix"])[1:]
+        assert len(reply) == vector["reply_frames"] - 1
+    assert_ping(context, server.endpoint, "dealer")
+
+
+def test_malformed_burst_on_one_dealer_then_ping(server: procs.Proc, context: zmq.Context[Any]) -> None:
+    """All malformed vectors back to back on one DEALER: one reply each, in order, server alive."""
+    malformed = [v for v in EXCHANGES if "error" in v["decoded"]]
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(server.endpoint)
+        for v in malformed:
+            sock.send_multipart([b"", *frames(v["request"])])
+        for v in malformed:
+            assert sock.poll(REPLY_TIMEOUT_MS), f"no reply to {v['name']}"
+            assert sock.recv_multipart() == [b"", *frames(v["reply"])], v["name"]
+        sock.send_multipart([b"", tokens.PING])
+        assert sock.poll(REPLY_TIMEOUT_MS)
+        assert sock.recv_multipart() == [b"", tokens.ACK]
+        assert not sock.poll(100), "a request was answered twice"
+    finally:
+        sock.close(linger=0)
+    assert server.alive()
+
+
+def test_legacy_pong_only_when_switched_on(context: zmq.Context[Any]) -> None:
+    vector = next(v for v in VECTORS if v["name"] == "ping_legacy_pong")
+    assert vector["server"] == {"legacy_pong": True}
+    with procs.serve(backend="echo", env={"CHARON_SERVER__LEGACY_PONG": "true"}) as legacy:
+        for transport in TRANSPORTS:
+            reply = exchange(context, legacy.endpoint, transport, frames(vector["request"]))
+            assert reply == frames(vector["reply"])
+        assert legacy.alive()
