@@ -1,0 +1,181 @@
+"""``charon router``: the zmq loop around :class:`charon.router.state.RouterState`.
+
+It binds a client-facing ROUTER (v1) and a worker-facing ROUTER (CHARONW1), hands every message
+and timer tick to the state machine and sends the actions it returns. Messages are received with
+``copy=False`` and the received ``zmq.Frame`` objects themselves are stored and forwarded, so
+photon frames cross the router without being copied or parsed. No numpy is imported here.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any, cast
+
+import zmq
+
+from charon import metrics
+from charon.health import HealthServer
+from charon.protocol import v1
+from charon.protocol.v1 import Frame
+from charon.router.state import Action, RouterState, ToClient
+from charon.runtime import announce, resolve_endpoint
+from charon.settings import Settings
+
+log = logging.getLogger("charon.router")
+
+#: Longest poll, so a stop request is seen promptly even with no traffic and no timers due.
+_MAX_POLL_S = 0.2
+#: Messages taken from one socket before looking at the other (fairness between the two sides).
+_BATCH = 64
+
+
+class PrometheusObserver:
+    """Maps the state machine's reports onto the metrics in :mod:`charon.metrics`."""
+
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, str], Any] = {}
+        self._queue = metrics.REQUEST_DURATION.labels("queue")
+        self._service = metrics.REQUEST_DURATION.labels("service")
+        self._total = metrics.REQUEST_DURATION.labels("total")
+
+    def answered(self, kind: str, outcome: str, total_s: float) -> None:
+        child = self._requests.get((kind, outcome))
+        if child is None:
+            child = self._requests[kind, outcome] = metrics.REQUESTS.labels(kind, outcome)
+        child.inc()
+        if kind == "photondata":
+            self._total.observe(total_s)
+
+    def dispatched(self, queue_s: float) -> None:
+        self._queue.observe(queue_s)
+
+    def completed(self, n_photons: int, n_hits: int, service_s: float) -> None:
+        self._service.observe(service_s)
+        if n_photons:
+            metrics.PHOTONS.inc(n_photons)
+        if n_hits:
+            metrics.HITS.inc(n_hits)
+
+    def requeued(self) -> None:
+        metrics.REQUEUED.inc()
+
+    def deduplicated(self) -> None:
+        metrics.DEDUPLICATED.inc()
+
+    def refused(self, reason: str) -> None:
+        metrics.WORKERS_REFUSED.labels(reason).inc()
+
+    def expired(self) -> None:
+        metrics.WORKERS_EXPIRED.inc()
+
+
+def _export_gauges(state: RouterState) -> None:
+    """Gauges read the state when scraped: nothing to update per request."""
+    metrics.QUEUE_DEPTH.set_function(lambda: state.queued)
+    metrics.QUEUE_BYTES.set_function(lambda: state.queued_bytes)
+    metrics.IN_FLIGHT.set_function(lambda: state.in_flight)
+    metrics.WORKERS.labels("idle").set_function(lambda: state.idle_workers)
+    metrics.WORKERS.labels("busy").set_function(lambda: state.busy_workers)
+
+
+def _socket(ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
+    sock: zmq.Socket[Any] = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    # The state machine bounds the queue; zmq must never drop silently at a high-water mark.
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    return sock
+
+
+def main(settings: Settings) -> int:
+    state = RouterState(settings.router, settings.heartbeat, PrometheusObserver())
+    _export_gauges(state)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    health = HealthServer(settings.metrics.addr, default_port=9100) if settings.metrics.enabled else None
+    metrics_addr = health.start() if health else None
+    ctx: zmq.Context[Any] = zmq.Context()
+    frontend, backend = _socket(ctx), _socket(ctx)
+    try:
+        for sock, endpoint in ((frontend, settings.router.bind), (backend, settings.router.workers_bind)):
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as exc:
+                log.error("cannot bind %s: %s", endpoint, exc)
+                return 1
+        endpoint, workers_endpoint = resolve_endpoint(frontend), resolve_endpoint(backend)
+        if health:
+            health.set_ready(True)
+        log.info("clients on %s, workers on %s; queue %d requests / %d bytes, deadline %g s",
+                 endpoint, workers_endpoint, settings.router.queue_max_requests,
+                 settings.router.queue_max_bytes, settings.router.queue_deadline_s)
+        announce(endpoint=endpoint, workers_endpoint=workers_endpoint, metrics=metrics_addr)
+        run(state, frontend, backend, stop)
+        if health:
+            health.set_ready(False)
+        _send(frontend, backend, state.shutdown())
+        time.sleep(0.05)  # let the DISCONNECTs leave before the sockets close
+        return 0
+    finally:
+        frontend.close(linger=0)
+        backend.close(linger=0)
+        ctx.term()
+        if health:
+            health.stop()
+
+
+def run(state: RouterState, frontend: zmq.Socket[Any], backend: zmq.Socket[Any], stop: threading.Event) -> None:
+    """The loop: poll both sockets until the state's next timer; stop when ``stop`` is set."""
+    poller = zmq.Poller()
+    poller.register(frontend, zmq.POLLIN)
+    poller.register(backend, zmq.POLLIN)
+    clock = time.monotonic
+    while not stop.is_set():
+        timeout = min(max(state.next_wakeup() - clock(), 0.0), _MAX_POLL_S)
+        ready = dict(poller.poll(int(timeout * 1000.0) + 1))
+        if backend in ready:
+            for _ in range(_BATCH):
+                frames = backend.recv_multipart(copy=False)
+                _send(frontend, backend, state.on_worker(frames[0].bytes, cast(list[Frame], frames[1:]), clock()))
+                if not cast(int, backend.get(zmq.EVENTS)) & zmq.POLLIN:
+                    break
+        if frontend in ready:
+            for _ in range(_BATCH):
+                frames = frontend.recv_multipart(copy=False)
+                n = _envelope_length(frames)
+                _send(frontend, backend, state.on_client(
+                    cast(list[Frame], frames[:n]), cast(list[Frame], frames[n:]), clock()))
+                if not cast(int, frontend.get(zmq.EVENTS)) & zmq.POLLIN:
+                    break
+        now = clock()
+        if now >= state.next_wakeup():
+            _send(frontend, backend, state.on_tick(now))
+
+
+def _envelope_length(frames: Sequence[zmq.Frame]) -> int:
+    """How many leading frames are routing envelope (identity, delimiter)."""
+    if len(frames) >= 2 and len(frames[1]) == 0:
+        return 2  # REQ peer: the common case, decided without touching the payload
+    envelope, _ = v1.split_envelope([f.buffer for f in frames])
+    return len(envelope)
+
+
+def _send(frontend: zmq.Socket[Any], backend: zmq.Socket[Any], actions: list[Action]) -> None:
+    for action in actions:
+        sock = frontend if type(action) is ToClient else backend
+        try:
+            sock.send_multipart(action.frames, copy=False)
+        except zmq.ZMQError as exc:  # a peer that vanished; its reply is dropped
+            log.warning("send dropped: %s", exc)

@@ -1,0 +1,151 @@
+"""The worker's simulation thread: takes requests from a queue, batches them, pushes replies back.
+
+It runs the engine off the socket thread so heartbeats continue during long simulations. Several
+queued PHOTONDATA requests (a worker with capacity > 1) are passed to one ``simulate`` call up to
+``engine.batch_max_photons`` photons, waiting at most ``engine.batch_max_delay_s`` for more; the
+hits come back per request. Replies travel to the socket thread over an inproc PUSH socket, which
+wakes its poller at once; every reply is tagged with the connection generation it belongs to, so
+work taken on a connection that has since been replaced is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import struct
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from charon import metrics
+from charon.errors import CharonError
+from charon.protocol import v1
+from charon.protocol.v1 import Frame
+from charon.service import Answer, RequestHandler
+
+log = logging.getLogger("charon.worker")
+
+_HEAD = struct.Struct("<QQ")
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    generation: int
+    token: int
+    payload: list[Any]
+
+
+def pack_head(generation: int, token: int) -> bytes:
+    return _HEAD.pack(generation, token)
+
+
+def unpack_head(frame: Frame) -> tuple[int, int]:
+    generation, token = _HEAD.unpack(v1.as_view(frame))
+    return int(generation), int(token)
+
+
+class SimulationThread:
+    """Owns the engine; one ``simulate`` call at a time, as the Simulator protocol requires."""
+
+    def __init__(self, handler: RequestHandler, ctx: zmq.Context[Any], results: str, *,
+                 batch_max_photons: int, batch_max_delay_s: float) -> None:
+        self.handler = handler
+        self.inbox: queue.Queue[Work | None] = queue.Queue()
+        self.generation = 0  # the socket thread's current connection; older work is stale
+        self._ctx = ctx
+        self._results = results
+        self._max_photons = batch_max_photons
+        self._max_delay = batch_max_delay_s
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="simulation", daemon=True)
+        self._requests = {o: metrics.WORKER_REQUESTS.labels(o) for o in ("ok", "malformed", "unknown_request",
+                                                                        "simulation_failed")}
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(10.0)
+
+    def stop(self, timeout: float) -> bool:
+        """Ask the thread to finish; True if it did within ``timeout``."""
+        self.inbox.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        push: zmq.Socket[Any] = self._ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.setsockopt(zmq.SNDHWM, 0)
+        push.connect(self._results)
+        self._ready.set()
+        try:
+            while True:
+                batch = self._take()
+                if batch is None:
+                    return
+                for work, answer in self._answer(batch):
+                    push.send_multipart([pack_head(work.generation, work.token), *answer.reply], copy=False)
+        finally:
+            push.close()
+
+    def _take(self) -> list[Work] | None:
+        """The next batch: one request, plus more queued ones up to the photon budget."""
+        first = self.inbox.get()
+        if first is None:
+            return None
+        batch = [first]
+        photons = _photons(first)
+        deadline = time.monotonic() + self._max_delay
+        while photons < self._max_photons:
+            wait = deadline - time.monotonic()
+            try:
+                item = self.inbox.get(timeout=wait) if wait > 0 else self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                self.inbox.put(None)  # stop after this batch
+                break
+            batch.append(item)
+            photons += _photons(item)
+        return [w for w in batch if w.generation == self.generation] or []
+
+    def _answer(self, batch: list[Work]) -> list[tuple[Work, Answer]]:
+        out: list[tuple[Work, Answer]] = []
+        events: list[tuple[Work, v1.PhotonData]] = []
+        for work in batch:
+            try:
+                request = v1.decode_request(work.payload)
+            except CharonError:
+                request = None
+            if isinstance(request, v1.PhotonData):
+                events.append((work, request))
+            else:
+                out.append((work, self.handler.handle(work.payload)))
+        if events:
+            start = time.perf_counter()
+            answers = self.handler.simulate_many([r for _, r in events])
+            metrics.WORKER_SIM_SECONDS.observe(time.perf_counter() - start)
+            for (work, _), answer in zip(events, answers, strict=True):
+                out.append((work, answer))
+                if answer.outcome == "ok":
+                    metrics.WORKER_PHOTONS.inc(answer.n_photons)
+                    metrics.WORKER_HITS.inc(answer.n_hits)
+                else:
+                    log.warning("event failed: %s", answer.detail)
+        for _, answer in out:
+            child = self._requests.get(answer.outcome)
+            if child is None:
+                child = self._requests[answer.outcome] = metrics.WORKER_REQUESTS.labels(answer.outcome)
+            child.inc()
+        return out
+
+
+def _photons(work: Work) -> int:
+    """Photon count from the metadata frame, without decoding the request."""
+    if len(work.payload) > 1:
+        meta = v1.as_view(work.payload[1])
+        if len(meta) >= 8:
+            return int(struct.unpack_from("<I", meta, 4)[0])
+    return 0
