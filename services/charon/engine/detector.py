@@ -213,7 +213,7 @@ class Vessel:
         """Outward unit normal of the wall at ``points`` (N, 3) lying on it."""
         p = np.asarray(points, dtype=np.float64)
         if self.shape == "sphere":
-            return np.asarray(p / np.linalg.norm(p, axis=1, keepdims=True), dtype=np.float64)
+            return np.asarray(p / np.sqrt(np.einsum("ij,ij->i", p, p))[:, None], dtype=np.float64)
         assert self.half_height is not None
         rho = np.hypot(p[:, 0], p[:, 1])
         on_cap = np.abs(p[:, 2]) - self.half_height >= rho - self.radius
@@ -227,7 +227,7 @@ class Vessel:
         """Signed distance of ``points`` from the wall (> 0 outside), exact for the sphere."""
         p = np.asarray(points, dtype=np.float64)
         if self.shape == "sphere":
-            return np.asarray(np.linalg.norm(p, axis=1) - self.radius, dtype=np.float64)
+            return np.asarray(np.sqrt(np.einsum("ij,ij->i", p, p)) - self.radius, dtype=np.float64)
         assert self.half_height is not None
         d_side = np.hypot(p[:, 0], p[:, 1]) - self.radius
         d_cap = np.abs(p[:, 2]) - self.half_height
@@ -511,13 +511,16 @@ class PMTLookup:
     n_u: int
     n_phi: int
     candidates: I32  # (n_u * n_phi, K)
+    #: Per cell: the channel whose photocathode covers the whole cell, -1 where no photocathode
+    #: reaches into it, -2 where the exact check must decide.
+    settled: I32
     positions: F64
     normals: F64
     radius: float
     max_depth: float
 
     @classmethod
-    def build(cls, vessel: Vessel, pmts: PMTArray, cells_per_pmt: int = 40) -> PMTLookup:
+    def build(cls, vessel: Vessel, pmts: PMTArray, cells_per_pmt: int = 160) -> PMTLookup:
         pos = pmts.positions
         p = len(pmts)
         n_u = max(8, int(math.sqrt(cells_per_pmt * p / 2.0)))
@@ -556,6 +559,26 @@ class PMTLookup:
             owners.append(np.full(c.shape[0], k, dtype=np.int64))
         cell = np.concatenate(cells)
         owner = np.concatenate(owners)
+        if vessel.shape == "sphere":
+            # Drop candidates whose cap misses the cell: the point of a (theta, phi) cell nearest an
+            # axis is at the clamped azimuth difference and the clamped optimal polar angle.
+            alpha = math.asin(r / vessel.radius)
+            ci, cj = np.divmod(cell, n_phi)
+            t_hi = np.arccos(np.clip(ci * (2.0 / n_u) - 1.0, -1.0, 1.0))
+            t_lo = np.arccos(np.clip((ci + 1) * (2.0 / n_u) - 1.0, -1.0, 1.0))
+            ph_lo = cj * cell_w - math.pi
+            dphi = np.mod(phi[owner] - ph_lo, 2.0 * math.pi)
+            dmin = np.where(dphi <= cell_w, 0.0, np.minimum(dphi - cell_w, 2.0 * math.pi - dphi))
+            a_coef = np.cos(theta[owner])
+            b_coef = np.sin(theta[owner]) * np.cos(np.minimum(dmin, math.pi))
+            # A cos(t) + B sin(t) = R cos(t - t*): its maximum on [t_lo, t_hi] is at t* when t* lies
+            # inside, else at an end.
+            t_star = np.arctan2(b_coef, a_coef)
+            nearest = np.maximum(a_coef * np.cos(t_lo) + b_coef * np.sin(t_lo),
+                                 a_coef * np.cos(t_hi) + b_coef * np.sin(t_hi))
+            nearest = np.where((t_star >= t_lo) & (t_star <= t_hi), np.hypot(a_coef, b_coef), nearest)
+            reach = nearest >= math.cos(alpha + 1e-9)
+            cell, owner = cell[reach], owner[reach]
         # Within a cell, try first the PMT whose centre is nearest the cell centre.
         ci, cj = np.divmod(cell, n_phi)
         cu = (ci + 0.5) * (2.0 / n_u) - 1.0
@@ -574,13 +597,31 @@ class PMTLookup:
         cand = np.full((n_u * n_phi, width), -1, dtype=np.int32)
         cand[cell, rank] = owner
         cand.flags.writeable = False
-        return cls(n_u, n_phi, cand, pos, pmts.normals, r, depth)
+        settled = np.where(cand[:, 0] < 0, -1, -2).astype(np.int32)
+        if vessel.shape == "sphere":
+            # On a sphere a photocathode is the cap of half-angle alpha around its axis; the point of
+            # a (theta, phi) cell farthest from any axis is one of the cell's corners, so a cell whose
+            # four corners lie within alpha is covered entirely (tiny margin for rounding).
+            cos_alpha = math.cos(math.asin(r / vessel.radius) - 1e-9)
+            ci, cj = np.divmod(cell, n_phi)
+            axis = pos[owner] / dist[owner, None]
+            inside = np.ones(cell.shape[0], dtype=bool)
+            for di in (0, 1):
+                cu = np.clip((ci + di) * (2.0 / n_u) - 1.0, -1.0, 1.0)
+                sn = np.sqrt(np.maximum(0.0, 1.0 - cu * cu))
+                for dj in (0, 1):
+                    ph = (cj + dj) * cell_w - math.pi
+                    corner = np.stack([sn * np.cos(ph), sn * np.sin(ph), cu], axis=1)
+                    inside &= np.einsum("ij,ij->i", corner, axis) >= cos_alpha
+            settled[cell[inside]] = owner[inside]
+        settled.flags.writeable = False
+        return cls(n_u, n_phi, cand, settled, pos, pmts.normals, r, depth)
 
     def cell_of(self, points: F64) -> npt.NDArray[np.intp]:
         """Grid cell index of each point's direction from the origin."""
         p = np.asarray(points, dtype=np.float64)
-        norm = np.sqrt((p * p).sum(axis=1))
-        norm = np.where(norm > 0, norm, 1.0)
+        norm = np.sqrt(np.einsum("ij,ij->i", p, p))
+        norm[norm == 0] = 1.0
         u = p[:, 2] / norm
         i = np.clip(((u + 1.0) * (0.5 * self.n_u)).astype(np.intp), 0, self.n_u - 1)
         phi = np.arctan2(p[:, 1], p[:, 0])
@@ -591,17 +632,19 @@ class PMTLookup:
         """The exact test: does each point lie on the photocathode of the paired channel?"""
         v = points - self.positions[channel]
         n = self.normals[channel]
-        depth = (v * n).sum(axis=1)
-        lateral2 = (v * v).sum(axis=1) - depth * depth
+        depth = np.einsum("ij,ij->i", v, n)
+        lateral2 = np.einsum("ij,ij->i", v, v) - depth * depth
         return np.asarray((lateral2 <= self.radius * self.radius)
                           & (np.abs(depth) <= self.max_depth + PLACEMENT_TOLERANCE_MM))
 
     def find(self, points: F64) -> I32:
         """Channel id of the photocathode each point (N, 3) on the wall lies on, else -1."""
         p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-        out = np.full(p.shape[0], -1, dtype=np.int32)
-        idx = np.arange(p.shape[0])
         cells = self.cell_of(p)
+        out = self.settled[cells].copy()
+        idx = np.flatnonzero(out == -2)
+        out[idx] = -1
+        cells = cells[idx]
         for col in range(self.candidates.shape[1]):
             if idx.size == 0:
                 break
