@@ -198,7 +198,7 @@ affinity:
 {{- end }}
 
 {{- define "charon.monitorRelabelings" -}}
-{{- /* Stable series labels the alert rules and the dashboard select on, the same under both monitors. */}}
+{{- /* Stable series labels the alert rules and the dashboard select on, the same under both monitors. */ -}}
 - action: replace
   targetLabel: charon_release
   replacement: {{ .Release.Name }}
