@@ -9,6 +9,7 @@ tests/test_chroma_gpu.py on a CUDA host.
 from __future__ import annotations
 
 import logging
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -428,3 +429,31 @@ def test_serve_with_chroma_backend_exits_2_with_one_line() -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith(f"charon serve: error: {INSTALL_HINT}")
+
+
+def test_load_detector_rejects_pickles_that_are_not_chroma_detectors(tmp_path: Path) -> None:
+    from charon.engine.chroma import load_detector
+
+    not_a_detector = tmp_path / "dict.pkl"
+    not_a_detector.write_bytes(pickle.dumps({"channel_index_to_position": []}))
+    with pytest.raises(DetectorError, match=r"holds a dict, not a chroma\.detector\.Detector"):
+        load_detector(DetectorSource(not_a_detector, None))
+    garbage = tmp_path / "garbage.pkl"
+    garbage.write_bytes(b"\x00not a pickle")
+    with pytest.raises(DetectorError, match=r"cannot unpickle a Chroma detector from .*garbage\.pkl"):
+        load_detector(DetectorSource(garbage, None))
+
+
+def test_pickle_builder_cli_without_chroma_exits_2_with_one_line(tmp_path: Path) -> None:
+    gdml = tmp_path / "det.gdml"
+    gdml.write_text("<gdml/>")
+    ratdb = tmp_path / "ratdb.json"
+    ratdb.write_text("{}")
+    script = _HIDE_CHROMA + "import runpy; runpy.run_module('charon.engine.chroma', run_name='__main__')"
+    done = subprocess.run([sys.executable, "-c", script, str(gdml), str(ratdb), str(tmp_path / "out.pkl")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "GDML detectors need the pennneutrinos/chroma fork's chroma.rat and gmsh" in lines[0]
+    assert not (tmp_path / "out.pkl").exists()
