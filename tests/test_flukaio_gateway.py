@@ -71,9 +71,10 @@ def engine_gw() -> Iterator[procs.Proc]:
 
 @pytest.fixture(scope="module")
 def strict_gw() -> Iterator[procs.Proc]:
-    """Echo engine, legacy layout only, 1 s idle timeout, batches of at most 50 particles."""
+    """Echo engine, legacy layout only, 1 s idle / 0.5 s write timeout, batches of at most 50 particles."""
     yield from gateway("--backend", "echo", "--layout", "legacy",
                        env={"CHARON_GATEWAY__IDLE_TIMEOUT_S": "1.0",
+                            "CHARON_GATEWAY__WRITE_TIMEOUT_S": "0.5",
                             "CHARON_GATEWAY__MAX_BATCH_PARTICLES": "50"})
 
 
@@ -444,6 +445,22 @@ def test_idle_timeout_closes_a_stalled_peer(strict_gw: procs.Proc, partial: byte
     if partial:
         wait_for_log(strict_gw, r"nothing received for 1 s \(gateway.idle_timeout_s\), 5 bytes of an "
                                 r"incomplete message held")
+
+
+def test_write_timeout_closes_a_peer_that_does_not_read(strict_gw: procs.Proc) -> None:
+    batch = codec.encode(codec.Ipt(1, 0)) + b"".join(
+        codec.encode(Particle(id=i, tz=1.0, pc=3e-9), Layout.LEGACY) for i in range(50)) + codec.EOB_BYTES
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    with sock:
+        sock.connect(("127.0.0.1", port_of(strict_gw)))
+        sock.sendall(codec.encode(Hsk()))
+        start = time.monotonic()
+        with pytest.raises(OSError):  # noqa: PT012 - keep writing until the gateway gives up
+            while time.monotonic() - start < 30:
+                sock.sendall(batch * 20)
+    wait_for_log(strict_gw, r"reply not written within 0.5 s \(gateway.write_timeout_s\); closing")
 
 
 def test_peer_closing_mid_message_is_logged(strict_gw: procs.Proc) -> None:
