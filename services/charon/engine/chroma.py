@@ -179,6 +179,7 @@ class ChromaSimulator:
                 sim = chroma.Simulation(geometry, seed=fold_seed(engine.seed), cuda_device=engine.cuda_device,
                                         particle_tracking=False, photon_tracking=False, geant4_processes=0)
         except Exception as exc:  # noqa: BLE001 - Chroma/PyCUDA raise many unrelated types
+            _pop_contexts(chroma.cuda)
             raise DetectorError(f"cannot set up Chroma on CUDA device {engine.cuda_device}: {_one_line(exc)}"
                                 ) from None
         # Simulation left its context current on this thread; release it so that simulate() can
@@ -302,6 +303,17 @@ def _check_device(cuda: Any, index: int) -> None:
     if index >= count:
         raise ConfigError(f"invalid setting engine.cuda_device (CHARON_ENGINE__CUDA_DEVICE) = {index}: "
                           f"this host has {count} CUDA device(s), allowed: 0..{count - 1}")
+
+
+def _pop_contexts(cuda: Any) -> None:
+    """Leave no CUDA context current on this thread (PyCUDA aborts at exit otherwise)."""
+    for _ in range(16):
+        try:
+            if cuda.Context.get_current() is None:
+                return
+            cuda.Context.pop()
+        except Exception:  # noqa: BLE001 - best effort while already failing
+            return
 
 
 def _configure_caches(kernel_cache_dir: Path | None) -> str | None:
