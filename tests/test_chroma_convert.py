@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from charon.engine.base import DetectorInfo, Hits, Photons
+from charon.engine.base import DetectorInfo, Hits, Photons, Simulator
 from charon.engine.batching import pack
 from charon.engine.chroma import INSTALL_HINT, ChromaSimulator, DetectorSource, fold_seed
 from charon.engine.chroma_convert import (
@@ -314,7 +314,11 @@ def test_simulate_runs_groups_in_single_passes_and_answers_in_order() -> None:
     sizes = [300, 0, 250, 400, 100, 1200, 50]
     batch = [make_photons(100 + i, n, rng) for i, n in enumerate(sizes)]
     sim = FakeSimulation(n_channels=40, rng=rng)
-    out = simulator(sim, 40, budget=1000).simulate(batch)
+    engine = simulator(sim, 40, budget=1000)
+    assert isinstance(engine, Simulator)
+    assert engine.name == "chroma"
+    assert len(engine.detector_info()) == 40
+    out = engine.simulate(batch)
     assert len(out) == len(batch)
     # Non-empty requests grouped under the budget (the 1200-photon one alone), one pass per group.
     assert sim.passes == [950, 100, 1200, 50]
