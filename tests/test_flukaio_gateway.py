@@ -501,3 +501,20 @@ def test_router_mode_forwards_to_a_v1_server() -> None:
         expected = mapping.hits_to_bytes(hits, simulator.detector_info(), Layout.CURRENT)
         assert reply == codec.encode(Hsk()) + expected + codec.EOB_BYTES + codec.END_BYTES
         assert gw.terminate() == 0
+
+
+@pytest.mark.parametrize(("listen", "message"), [
+    ("ipc:///tmp/charon-flukaio", "FlukaIO needs tcp://HOST:PORT"),
+    ("tcp://127.0.0.1:70000", "port above 65535"),
+])
+def test_bad_listen_address_is_one_line_exit_2(listen: str, message: str) -> None:
+    proc = procs.start("flukaio-gateway", "--listen", listen, "--echo", wait_ready=False)
+    try:
+        assert proc.proc.wait(30) == 2
+    finally:
+        proc.kill()
+    time.sleep(0.2)
+    lines = [line for line in proc.stderr().splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert "gateway.listen" in lines[0]
+    assert message in lines[0]

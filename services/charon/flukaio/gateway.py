@@ -144,6 +144,10 @@ class Gateway:
         self._open = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def open_connections(self) -> int:
+        return self._open
+
     async def start(self) -> tuple[str, int]:
         host, port = parse_listen(self.gw.listen)
         self._server = await asyncio.start_server(self._accept, host, port, backlog=128)
@@ -250,9 +254,12 @@ class Gateway:
             log.warning("flukaio %s: reply not written within %g s (gateway.write_timeout_s); closing",
                         peer, gw.write_timeout_s)
             m.error("write_timeout")
-        except (ConnectionError, OSError) as exc:
+        except OSError as exc:
             log.warning("flukaio %s: connection lost: %s", peer, exc)
             m.error("connection_lost")
+        except Exception:
+            log.exception("flukaio %s: internal error; closing without reply", peer)
+            m.error("internal_error")
         finally:
             if executor is not None:
                 if backend is not None:
@@ -320,7 +327,7 @@ async def _run(settings: Settings, backend_factory: Callable[[], Backend]) -> in
     announce(endpoint=f"tcp://{shown}:{port}", metrics=metrics_addr)
     try:
         await stop.wait()
-        log.info("stopping: closing %d connections", len(gateway._tasks))
+        log.info("stopping: closing %d connections", gateway.open_connections)
     finally:
         await gateway.stop()
         if health is not None:

@@ -16,6 +16,7 @@ ERROR_REASONS: Final[tuple[str, ...]] = (
     "simulation_failed",     # the engine or the router failed the batch
     "too_many_connections",  # refused: gateway.max_connections already open
     "connection_lost",       # reset or closed by the peer before END
+    "internal_error",        # a defect in the gateway itself (logged with its traceback)
 )
 PARTICLE_KINDS: Final = ("photon", "skipped", "hit")
 
