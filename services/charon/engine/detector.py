@@ -712,6 +712,43 @@ def sphere_detector(*, radius: float = REFERENCE_RADIUS_MM, n_pmts: int = REFERE
                     vessel=Vessel("sphere", radius, inner.name, outer.name, surface=wall.name), pmts=pmts)
 
 
+def cylinder_detector(*, radius: float, half_height: float, pmt_radius: float, barrel_rings: int,
+                      barrel_columns: int, cap_pitch: float, qe: float = REFERENCE_QE,
+                      inner: Material | None = None, wall_surface: Surface | None = None,
+                      name: str = "cylinder") -> Detector:
+    """A z-axis cylinder with PMT patches on the barrel (rings x columns) and on both end caps
+    (square grid of ``cap_pitch`` mm, channel type 1 for end caps, 0 for the barrel).
+    """
+    inner = inner or water()
+    outer = Material("vacuum", WavelengthTable.flat(1.0), WavelengthTable.flat(math.inf),
+                     WavelengthTable.flat(math.inf))
+    wall = wall_surface or Surface("black", absorb=WavelengthTable.flat(1.0))
+    cathode = Surface("photocathode", detect=WavelengthTable.flat(qe), absorb=WavelengthTable.flat(1.0 - qe))
+    z = (np.arange(barrel_rings) + 0.5) / barrel_rings * 2.0 * (half_height - pmt_radius) \
+        - (half_height - pmt_radius)
+    phi = (np.arange(barrel_columns) + 0.5) / barrel_columns * 2.0 * math.pi
+    zz, pp = np.meshgrid(z, phi, indexing="ij")
+    barrel = np.stack([radius * np.cos(pp).ravel(), radius * np.sin(pp).ravel(), zz.ravel()], axis=1)
+    barrel_n = np.stack([-np.cos(pp).ravel(), -np.sin(pp).ravel(), np.zeros(zz.size)], axis=1)
+    g = np.arange(-radius, radius + cap_pitch, cap_pitch)
+    gx, gy = np.meshgrid(g, g, indexing="ij")
+    ok = np.hypot(gx, gy) + pmt_radius <= radius
+    cap_xy = np.stack([gx[ok], gy[ok]], axis=1)
+    parts = [barrel]
+    normals = [barrel_n]
+    types = [np.zeros(barrel.shape[0], np.int32)]
+    for sign in (1.0, -1.0):
+        parts.append(np.column_stack([cap_xy, np.full(cap_xy.shape[0], sign * half_height)]))
+        normals.append(np.tile([0.0, 0.0, -sign], (cap_xy.shape[0], 1)))
+        types.append(np.ones(cap_xy.shape[0], np.int32))
+    pmts = PMTArray(positions=np.concatenate(parts), normals=np.concatenate(normals), radius=pmt_radius,
+                    surface=cathode.name, channel_type=np.concatenate(types), shape="cap")
+    return Detector(name=name, materials={inner.name: inner, outer.name: outer},
+                    surfaces={wall.name: wall, cathode.name: cathode},
+                    vessel=Vessel("cylinder", radius, inner.name, outer.name, surface=wall.name,
+                                  half_height=half_height), pmts=pmts)
+
+
 @functools.cache
 def reference_detector() -> Detector:
     """The built-in reference: 6 m water sphere, 3000 PMT caps of 160 mm radius, QE 0.25."""
