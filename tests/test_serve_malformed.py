@@ -1,14 +1,19 @@
-"""Every golden request vector, well formed or not, sent to a real ``charon serve`` over TCP.
+"""Every golden request vector, well formed or not, sent over TCP to real charon processes.
 
-Each vector goes through a REQ socket (as ratpac-two sends it), a DEALER socket with the empty
-delimiter, and a DEALER socket without one. Every request gets its defined reply, a PING right
-after it still gets ACK, and the server process is alive at the end.
+Targets: ``charon serve --backend echo``, and ``charon router`` with one echo worker (both are v1
+endpoints a RAT client may point at). Each vector goes through a REQ socket (as ratpac-two sends
+it), a DEALER socket with the empty delimiter, and a DEALER socket without one. Every request gets
+its defined reply, a PING right after it still gets ACK, and the processes are alive at the end.
+A router without workers answers what it can itself and NO_WORKERS after its queue deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +36,35 @@ def frames(hexes: Sequence[str]) -> list[bytes]:
     return [bytes.fromhex(h) for h in hexes]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[procs.Proc]:
-    with procs.serve(backend="echo") as proc:
-        yield proc
-        assert proc.alive(), proc.stderr()[-2000:]
+@dataclass
+class Target:
+    """A client-facing v1 endpoint and the processes behind it."""
+
+    endpoint: str
+    processes: list[procs.Proc]
+
+    def alive(self) -> bool:
+        return all(p.alive() for p in self.processes)
+
+    def stderr(self) -> str:
+        return "".join(p.stderr()[-2000:] for p in self.processes)
+
+
+@pytest.fixture(scope="module", params=["serve", "router"])
+def server(request: pytest.FixtureRequest) -> Iterator[Target]:
+    with contextlib.ExitStack() as stack:
+        if request.param == "serve":
+            target = Target((p := stack.enter_context(procs.serve(backend="echo"))).endpoint, [p])
+        else:
+            r = stack.enter_context(procs.router())
+            w = stack.enter_context(procs.worker(r.workers_endpoint, backend="echo"))
+            target = Target(r.endpoint, [r, w])
+        yield target
+        assert target.alive(), target.stderr()
 
 
 @pytest.fixture(scope="module")
-def n_channels(server: procs.Proc) -> int:
+def n_channels(server: Target) -> int:
     ctx: zmq.Context[Any] = zmq.Context()
     try:
         reply = exchange(ctx, server.endpoint, "req", [tokens.DETECTOR_INFO])
@@ -86,7 +111,7 @@ def test_every_exchange_vector_has_a_case_per_transport() -> None:
 
 
 @pytest.mark.parametrize(("vector", "transport"), CASES)
-def test_vector_gets_its_defined_reply(server: procs.Proc, n_channels: int, context: zmq.Context[Any],
+def test_vector_gets_its_defined_reply(server: Target, n_channels: int, context: zmq.Context[Any],
                                        vector: dict[str, Any], transport: str) -> None:
     request = frames(vector["request"])
     reply = exchange(context, server.endpoint, transport, request)
@@ -115,7 +140,7 @@ def test_vector_gets_its_defined_reply(server: procs.Proc, n_channels: int, cont
 
 
 @pytest.mark.parametrize("vector", ENVELOPES, ids=[v["name"] for v in ENVELOPES])
-def test_envelope_vector_over_dealer(server: procs.Proc, context: zmq.Context[Any],
+def test_envelope_vector_over_dealer(server: Target, context: zmq.Context[Any],
                                      vector: dict[str, Any]) -> None:
     """The DEALER sends the received frames after the identity; it gets back everything after it."""
     sent = frames(vector["received"])[1:]
@@ -136,7 +161,7 @@ def test_envelope_vector_over_dealer(server: procs.Proc, context: zmq.Context[An
     assert_ping(context, server.endpoint, "dealer")
 
 
-def test_malformed_burst_on_one_dealer_then_ping(server: procs.Proc, context: zmq.Context[Any]) -> None:
+def test_malformed_burst_on_one_dealer_then_ping(server: Target, context: zmq.Context[Any]) -> None:
     """All malformed vectors back to back on one DEALER: one reply each, in order, server alive."""
     malformed = [v for v in EXCHANGES if "error" in v["decoded"]]
     sock = context.socket(zmq.DEALER)
@@ -165,3 +190,34 @@ def test_legacy_pong_only_when_switched_on(context: zmq.Context[Any]) -> None:
             reply = exchange(context, legacy.endpoint, transport, frames(vector["request"]))
             assert reply == frames(vector["reply"])
         assert legacy.alive()
+
+
+def test_router_without_workers(context: zmq.Context[Any]) -> None:
+    """No worker: the router answers PING, RUN_BEGIN, RUN_END and every malformed request itself,
+    at once; work it cannot hand out gets NO_WORKERS when the queue deadline passes."""
+    deadline_s = 0.3
+    with procs.router(env={"CHARON_ROUTER__QUEUE_DEADLINE_S": str(deadline_s)}) as router:
+        for vector in EXCHANGES:
+            request = frames(vector["request"])
+            start = time.monotonic()
+            reply = exchange(context, router.endpoint, "req", request)
+            waited = time.monotonic() - start
+            decoded = vector["decoded"]
+            if "error" in decoded or decoded["type"] in ("Ping", "RunBegin", "RunEnd"):
+                assert reply == frames(vector["reply"]), vector["name"]
+                assert waited < deadline_s, vector["name"]
+            elif decoded["type"] == "PhotonData" and decoded["n_photons"] == 0:
+                continue  # see test_router_answers_zero_photons_without_workers
+            else:
+                assert reply == [tokens.NO_WORKERS], vector["name"]
+                assert waited >= deadline_s * 0.9, vector["name"]
+        assert_ping(context, router.endpoint, "req")
+        assert router.alive()
+
+
+@pytest.mark.xfail(reason="the router queues zero-photon events instead of answering them itself; "
+                          "with no worker they get NO_WORKERS, which the client resends forever")
+def test_router_answers_zero_photons_without_workers(context: zmq.Context[Any]) -> None:
+    vector = next(v for v in VECTORS if v["name"] == "photondata_zero_photons")
+    with procs.router(env={"CHARON_ROUTER__QUEUE_DEADLINE_S": "0.3"}) as router:
+        assert exchange(context, router.endpoint, "req", frames(vector["request"])) == frames(vector["reply"])
