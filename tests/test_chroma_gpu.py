@@ -185,6 +185,8 @@ def _builtin_backend() -> str:
     return "builtin" if importlib.util.find_spec("warp") is not None else "numpy"
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # first start compiles Chroma's kernels and builds the BVH
 def test_chroma_serve_detector_info_and_agreement_with_builtin(detector_files: tuple[Path, Path],
                                                                client: Any) -> None:
     npz, pkl = detector_files
@@ -223,6 +225,8 @@ def test_chroma_serve_detector_info_and_agreement_with_builtin(detector_files: t
     assert c_mean[0] > HALF_HEIGHT * N_WATER / C
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_batched_pass_splits_hits_back_to_their_requests(detector_files: tuple[Path, Path]) -> None:
     """Several requests in one Chroma pass: every hit returns to the request whose photons made it."""
     from charon.engine.chroma import ChromaSimulator
