@@ -143,12 +143,27 @@ def event_flags(event_id: int) -> int:
     return int(tokens.Flag.SCINTILLATION) if event_id % 3 == 0 else 0
 
 
-BACKENDS = [
-    "echo",
-    pytest.param("numpy", marks=pytest.mark.skipif(
-        importlib.util.find_spec("charon.engine.numpy_engine") is None,
-        reason="charon.engine.numpy_engine (the numpy backend) is not in this checkout")),
+NUMPY_MISSING = pytest.mark.skipif(
+    importlib.util.find_spec("charon.engine.numpy_engine") is None,
+    reason="charon.engine.numpy_engine (the numpy backend) is not in this checkout")
+BACKENDS = ["echo", pytest.param("numpy", marks=NUMPY_MISSING)]
+#: (backend, through the router?) pairs a RAT run is tried against.
+DEPLOYMENTS = [
+    pytest.param("echo", False, id="serve-echo"),
+    pytest.param("numpy", False, id="serve-numpy", marks=NUMPY_MISSING),
+    pytest.param("echo", True, id="router-echo"),
 ]
+
+
+@contextlib.contextmanager
+def charon_endpoint(backend: str, via_router: bool) -> Iterator[list[procs.Proc]]:
+    """``charon serve``, or ``charon router`` with one worker; the first process is client-facing."""
+    if not via_router:
+        with procs.serve(backend=backend) as server:
+            yield [server]
+        return
+    with procs.router() as router, procs.worker(router.workers_endpoint, backend=backend) as worker:
+        yield [router, worker]
 
 
 @pytest.fixture(scope="module")
@@ -158,13 +173,15 @@ def rat_geometry() -> np.ndarray[Any, Any]:
     return positions[np.random.default_rng(3).permutation(len(positions))]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_rat_run(backend: str, context: zmq.Context[Any], rat_geometry: np.ndarray[Any, Any]) -> None:
-    # The echo backend answers in milliseconds: the client's default 2.5 s timeout must hold. The
-    # numpy engine gets the larger timeout operators are told to set for real simulation.
-    timeout_ms = 2500 if backend == "echo" else 20_000
-    with procs.serve(backend=backend) as server:
-        client = rc.RatpacClient(server.endpoint, context, retries=3, timeout_ms=timeout_ms,
+@pytest.mark.parametrize(("backend", "via_router"), DEPLOYMENTS)
+def test_rat_run(backend: str, via_router: bool, context: zmq.Context[Any],
+                 rat_geometry: np.ndarray[Any, Any]) -> None:
+    # The echo backend answers in milliseconds: the client's default 2.5 s timeout must hold (the
+    # router may wait for its worker to register, so it gets more). The numpy engine gets the
+    # larger timeout operators are told to set for real simulation.
+    timeout_ms = 2500 if backend == "echo" and not via_router else 20_000
+    with charon_endpoint(backend, via_router) as processes:
+        client = rc.RatpacClient(processes[0].endpoint, context, retries=3, timeout_ms=timeout_ms,
                                  rat_pmt_positions=rat_geometry)
         client.begin_of_run("output.root")
 
@@ -182,7 +199,7 @@ def test_rat_run(backend: str, context: zmq.Context[Any], rat_geometry: np.ndarr
         results = [client.event(p) for p in events]
         zero = client.event(isotropic(N_EVENTS, 0, 0))
         assert client.run_end()
-        assert server.alive()
+        assert all(p.alive() for p in processes)
 
     assert client.warnings == []
     for ex in client.exchanges:
