@@ -67,6 +67,9 @@ def main(settings: Settings) -> int:
         sock.close(linger=0)
         if health:
             health.stop()
+        close = getattr(simulator, "close", None)
+        if callable(close):
+            close()
     return 0
 
 
