@@ -198,6 +198,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         executor: ThreadPoolExecutor | None = None
         backend: Backend | None = None
+        warned_skip = False
         log.info("flukaio %s: connected", peer)
         try:
             while True:
@@ -233,8 +234,11 @@ class Gateway:
                             m.PARTICLES.labels(kind="skipped").inc(skipped)
                             m.PARTICLES.labels(kind="hit").inc(hits)
                             if skipped:
-                                log.info("flukaio %s: event %d: skipped %d particles that are not photons",
-                                         peer, action.batch.event_id, skipped)
+                                log.log(logging.DEBUG if warned_skip else logging.INFO,
+                                        "flukaio %s: event %d: skipped %d particles that are not photons "
+                                        "(counted in charon_gateway_particles_total{kind=\"skipped\"})",
+                                        peer, action.batch.event_id, skipped)
+                                warned_skip = True
                             log.debug("flukaio %s: event %d (ipt %s): %d photons -> %d hits", peer,
                                       action.batch.event_id, action.batch.ipt, photons, hits)
                         elif isinstance(action, Close):
