@@ -169,7 +169,8 @@ class GatewaySettings(_Section):
     idle_timeout_s: float = Field(3000.0, gt=0, le=864_000, description="Read timeout per connection")
     write_timeout_s: float = Field(3000.0, gt=0, le=864_000, description="Write timeout per connection")
     max_batch_particles: int = Field(
-        10_000_000, ge=1, description="Largest batch accepted before the connection is closed"
+        1_000_000, ge=1, le=100_000_000,
+        description="Largest batch accepted before the connection is closed (about 120 B per particle)",
     )
     max_connections: int = Field(64, ge=1, le=100_000, description="Concurrent FlukaIO connections")
     echo: bool = Field(False, description="Answer like the FlukaIO sample server (echo particles)")
