@@ -156,7 +156,8 @@ def demo(settings: Settings, args: argparse.Namespace) -> int:
     _validate(args)
     cmd = [sys.executable, "-m", "charon", "serve", "--bind", "tcp://127.0.0.1:*",
            "--metrics-addr", "127.0.0.1:0", "--backend", settings.engine.backend,
-           "--seed", str(settings.engine.seed), "--log-level", settings.log.level]
+           "--seed", str(settings.engine.seed),
+           "--log-level", "warning" if settings.log.level == "info" else settings.log.level]
     if settings.engine.detector is not None:
         cmd += ["--detector", str(settings.engine.detector)]
     print(f"charon demo: starting an embedded server ({settings.engine.backend} backend) ...", flush=True)
