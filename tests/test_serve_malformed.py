@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
+import urllib.request
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ import numpy as np
 import pytest
 import zmq
 
+from charon import errors
 from charon.protocol import tokens, v1
 from tests import procs
 
@@ -221,3 +225,24 @@ def test_router_answers_zero_photons_without_workers(context: zmq.Context[Any]) 
     vector = next(v for v in VECTORS if v["name"] == "photondata_zero_photons")
     with procs.router(env={"CHARON_ROUTER__QUEUE_DEADLINE_S": "0.3"}) as router:
         assert exchange(context, router.endpoint, "req", frames(vector["request"])) == frames(vector["reply"])
+
+
+def test_each_vector_is_counted_under_its_outcome(context: zmq.Context[Any]) -> None:
+    """The yaml's outcome labels are what the server's charon_requests_total counts."""
+    expected: Counter[tuple[str, str]] = Counter()
+    kinds = {b"PING": "ping", b"RUN_BEGIN": "run_begin", b"RUN_END": "run_end",
+             b"DETECTOR_INFO": "detector_info", b"PHOTONDATA": "photondata"}
+    with procs.serve(backend="echo") as server:
+        for vector in EXCHANGES:
+            request = frames(vector["request"])
+            exchange(context, server.endpoint, "req", request)
+            error = vector["decoded"].get("error")
+            outcome = getattr(errors, error).outcome if error else "ok"
+            expected[kinds.get(request[0], "unknown"), outcome] += 1
+        text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
+    counted = Counter({
+        (m["kind"], m["outcome"]): int(float(m["value"]))
+        for m in re.finditer(r'^charon_requests_total\{kind="(?P<kind>\w+)",outcome="(?P<outcome>\w+)"\} '
+                             r"(?P<value>\S+)$", text, re.MULTILINE)
+    })
+    assert +counted == expected
