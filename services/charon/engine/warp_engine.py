@@ -1,0 +1,490 @@
+"""charon's built-in photon engine: the Warp kernels of ``warp_kernels`` driven over chunks and threads.
+
+Why this layer exists: a request may hold 1e7 photons, a worker has a few CPU cores or one GPU,
+and results must not depend on how the work is cut. So photons go through the kernel in chunks of
+``chunk_photons`` (bounded memory); on the CPU each chunk is split into contiguous sub-ranges
+launched from a fixed pool of Python threads (Warp's CPU launches run on one core and release the
+GIL); hits are compacted on the device (prefix sum + scatter) and only they are copied back. Every
+photon's random stream is ``wp.rand_init(event_seed, photon_index)``, with ``event_seed`` derived
+from (seed, event id), so the output is bit-identical for any thread count and chunk size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from charon.engine.base import DetectorInfo, Hits, Photons
+from charon.engine.detector import Detector, Material, PMTLookup, WavelengthTable
+from charon.engine.mesh import MeshGeometry, cylinder_vessel_mesh, sphere_vessel_mesh
+from charon.engine.optics import event_key
+from charon.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Device = Literal["cpu", "cuda", "auto"]
+Geometry = Literal["auto", "analytic", "mesh"]
+
+#: Below this many photons a chunk is launched from one thread (thread hand-off costs more).
+PARALLEL_MIN_PHOTONS = 100_000
+#: Cells of the analytic PMT lookup table per PMT (about 0.2 MB for 3000 PMTs: cache-resident).
+LOOKUP_CELLS_PER_PMT = 8
+#: Wavelength grid of the kernel's tables: at most this many points.
+MAX_TABLE_POINTS = 4096
+#: Points of each re-emission inverse CDF.
+ICDF_POINTS = 2048
+#: Stand-in for an infinite length in float32 tables.
+INFINITE_MM = 1.0e30
+
+_init_lock = threading.Lock()
+_warp: Any = None
+_kernels: Any = None
+
+
+def _load_warp(kernel_cache_dir: Path | None) -> tuple[Any, Any]:
+    """Import and initialise Warp once per process, with the kernel cache where the settings say."""
+    global _warp, _kernels
+    with _init_lock:
+        if _warp is None:
+            import warp as wp
+
+            wp.config.log_level = wp.LOG_WARNING
+            if kernel_cache_dir is not None:
+                cache = Path(kernel_cache_dir)
+                try:
+                    cache.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise ConfigError(f"invalid setting engine.kernel_cache_dir = {str(cache)!r}: {exc}") from None
+                if not os.access(cache, os.W_OK):
+                    raise ConfigError(f"invalid setting engine.kernel_cache_dir = {str(cache)!r}: not writable")
+                wp.config.kernel_cache_dir = str(cache)
+            wp.init()
+            from charon.engine import warp_kernels
+
+            _warp, _kernels = wp, warp_kernels
+        elif kernel_cache_dir is not None:
+            current = Path(_warp.config.kernel_cache_dir or "").resolve()
+            wanted = Path(kernel_cache_dir).resolve()
+            if wanted not in (current, current.parent):
+                log.warning("Warp is already initialised with kernel cache %s; %s is not used",
+                            current, kernel_cache_dir)
+        return _warp, _kernels
+
+
+def cuda_available() -> bool:
+    """True when Warp sees at least one CUDA device (imports and initialises Warp)."""
+    wp, _ = _load_warp(None)
+    return bool(wp.get_cuda_device_count() > 0)
+
+
+def event_seed(seed: int, event_id: int) -> int:
+    """The int32 seed of one event's photon streams, from the shared (seed, event id) key."""
+    k = event_key(seed, event_id)
+    folded = (k ^ (k >> 32)) & 0xFFFFFFFF
+    return folded - (1 << 32) if folded >= (1 << 31) else folded
+
+
+# ------------------------------------------------------------------------------------ tables
+
+
+def _grid(tables: Sequence[WavelengthTable]) -> npt.NDArray[np.float64]:
+    """A uniform wavelength grid fine enough for every table (2 points when all are flat)."""
+    varying = [t for t in tables if not t.is_flat]
+    if not varying:
+        return np.array([200.0, 800.0])
+    pts = np.unique(np.concatenate([t.wavelength for t in varying]))
+    lo, hi = float(pts[0]), float(pts[-1])
+    if pts.size < 2 or hi <= lo:
+        return np.array([lo, lo + 1.0])
+    finest = float(np.min(np.diff(pts)))
+    n = int(min(MAX_TABLE_POINTS, max(2, np.ceil((hi - lo) / finest * 4) + 1)))
+    return np.linspace(lo, hi, n)
+
+
+def _sample(table: WavelengthTable, grid: npt.NDArray[np.float64], infinite: bool = False) -> npt.NDArray[np.float32]:
+    v = table(grid)
+    if infinite:
+        v = np.where(np.isfinite(v), v, INFINITE_MM)
+    return np.asarray(v, dtype=np.float32)
+
+
+def _icdf(material: Material) -> npt.NDArray[np.float32]:
+    cdf = material.reemission_cdf
+    if cdf is None:
+        return np.zeros(ICDF_POINTS, np.float32)
+    u = np.linspace(0.0, 1.0, ICDF_POINTS)
+    return np.interp(u, cdf.value, cdf.wavelength).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class OpticsTables:
+    """The detector's materials and surfaces resampled for the kernel (rows in detector index order)."""
+
+    grid: npt.NDArray[np.float64]
+    rindex: npt.NDArray[np.float32]
+    abslen: npt.NDArray[np.float32]
+    scatlen: npt.NDArray[np.float32]
+    reemit_prob: npt.NDArray[np.float32]
+    reemit_icdf: npt.NDArray[np.float32]
+    reemit_tau: npt.NDArray[np.float32]
+    s_detect: npt.NDArray[np.float32]
+    s_absorb: npt.NDArray[np.float32]
+    s_rdiff: npt.NDArray[np.float32]
+    s_rspec: npt.NDArray[np.float32]
+
+    @classmethod
+    def from_detector(cls, det: Detector) -> OpticsTables:
+        mats = [det.materials[n] for n in det.material_names]
+        surfs = [det.surfaces[n] for n in det.surface_names]
+        tabs: list[WavelengthTable] = []
+        for m in mats:
+            tabs += [m.refractive_index, m.absorption_length, m.scattering_length, m.reemission_prob]
+        for s in surfs:
+            tabs += [s.detect, s.absorb, s.reflect_diffuse, s.reflect_specular]
+        g = _grid(tabs)
+
+        def rows(objs: Sequence[Any], attr: str, infinite: bool = False) -> npt.NDArray[np.float32]:
+            if not objs:
+                return np.zeros((1, g.size), np.float32)
+            return np.stack([_sample(getattr(o, attr), g, infinite) for o in objs])
+
+        return cls(
+            grid=g,
+            rindex=rows(mats, "refractive_index"),
+            abslen=rows(mats, "absorption_length", True),
+            scatlen=rows(mats, "scattering_length", True),
+            reemit_prob=rows(mats, "reemission_prob"),
+            reemit_icdf=np.stack([_icdf(m) for m in mats]),
+            reemit_tau=np.array([m.reemission_time_ns for m in mats], np.float32),
+            s_detect=rows(surfs, "detect"),
+            s_absorb=rows(surfs, "absorb"),
+            s_rdiff=rows(surfs, "reflect_diffuse"),
+            s_rspec=rows(surfs, "reflect_specular"),
+        )
+
+
+# ------------------------------------------------------------------------------------ geometry
+
+
+def mesh_from_detector(det: Detector, *, level: int = 5, segments: int = 12) -> MeshGeometry:
+    """The triangle-mesh form of an analytic detector: vessel wall plus one cap solid per PMT.
+
+    Solid 0 is the wall, solid k + 1 the photocathode of channel k. Caps lie on the ideal wall,
+    the tessellated wall just outside it, so caps are always hit first from inside.
+    """
+    if det.mesh is not None:
+        mesh: MeshGeometry = det.mesh
+        return mesh
+    v = det.vessel
+    inner = det.material_index(v.inner_material)
+    outer = det.material_index(v.outer_material)
+    wall = det.surface_index(v.surface)
+    cathode = det.surface_index(det.pmts.surface)
+    if v.shape == "sphere":
+        return sphere_vessel_mesh(v.radius, det.pmts.positions, det.pmts.radius, inner=inner, outer=outer,
+                               wall_surface=wall, pmt_surface=cathode, level=level, segments=segments)
+    assert v.half_height is not None
+    return cylinder_vessel_mesh(v.radius, v.half_height, det.pmts.positions, det.pmts.radius, inner=inner,
+                             outer=outer, wall_surface=wall, pmt_surface=cathode, segments=segments)
+
+
+@dataclass
+class FinalState:
+    """Every photon's state after propagation (diagnostics and tests): numpy arrays of length N."""
+
+    pos: npt.NDArray[np.float32]
+    dir: npt.NDArray[np.float32]
+    pol: npt.NDArray[np.float32]
+    wavelength: npt.NDArray[np.float32]
+    time: npt.NDArray[np.float32]
+    flags: npt.NDArray[np.uint32]
+    channel: npt.NDArray[np.int32]
+    steps: npt.NDArray[np.int32]
+
+
+_OUT_FIELDS = (("channel", np.int32), ("dx", np.float32), ("dy", np.float32), ("dz", np.float32),
+               ("px", np.float32), ("py", np.float32), ("pz", np.float32), ("wl", np.float32),
+               ("t", np.float32), ("flags", np.uint32), ("x", np.float32), ("y", np.float32),
+               ("z", np.float32), ("steps", np.int32), ("is_hit", np.int32))
+_IN_FIELDS = ("x", "y", "z", "dx", "dy", "dz", "px", "py", "pz", "wl", "t", "flags")
+
+
+class WarpSimulator:
+    """The ``builtin`` backend: Chroma-equivalent optics in Warp kernels, CPU threads or CUDA."""
+
+    name = "builtin"
+
+    def __init__(self, detector: Detector, *, seed: int = 0, max_steps: int = 1000, device: Device = "auto",
+                 threads: int = 0, chunk_photons: int = 1_000_000, kernel_cache_dir: Path | None = None,
+                 geometry: Geometry = "auto") -> None:
+        if max_steps < 1:
+            raise ConfigError(f"invalid setting engine.max_steps = {max_steps}: must be >= 1")
+        if chunk_photons < 1:
+            raise ConfigError(f"invalid setting engine.chunk_photons = {chunk_photons}: must be >= 1")
+        if threads < 0:
+            raise ConfigError(f"invalid setting engine.threads = {threads}: must be >= 0 (0 = all cores)")
+        if geometry not in ("auto", "analytic", "mesh"):
+            raise ConfigError(f"invalid geometry {geometry!r}: allowed auto, analytic, mesh")
+        wp, k = _load_warp(kernel_cache_dir)
+        self._wp, self._k = wp, k
+        self.detector = detector
+        self.seed = int(seed)
+        self.max_steps = int(max_steps)
+        self.chunk_photons = int(chunk_photons)
+        self.device = self._pick_device(device)
+        self.threads = 1 if self.device != "cpu" else (threads or _cpu_count())
+        self.geometry: Literal["analytic", "mesh"] = (
+            "mesh" if geometry == "mesh" or (geometry == "auto" and detector.mesh is not None) else "analytic")
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="warp") if self.threads > 1 else None
+        self._keep: list[Any] = []
+        self.tables = OpticsTables.from_detector(detector)
+        self._optics = self._make_optics()
+        self._analytic = self._make_analytic()
+        self.mesh_geometry: MeshGeometry | None = None
+        self._mesh_obj: Any = None
+        self._meshgeo = self._make_mesh()
+        self._out: Any = None
+        self._out_arrays: dict[str, Any] = {}
+        self._out_size = 0
+        # Compile (or load from the cache) now, so the first request does not pay for it. The block
+        # size is part of the module hash: it must be the one launches use (1 on CPU, 256 on CUDA).
+        k.propagate.module.load(self.device, block_dim=1 if self.device == "cpu" else 256)
+
+    # -- construction helpers ------------------------------------------------------------------
+
+    def _pick_device(self, device: str) -> str:
+        wp = self._wp
+        n_cuda = int(wp.get_cuda_device_count())
+        if device == "cpu":
+            return "cpu"
+        if device == "cuda":
+            if n_cuda == 0:
+                raise ConfigError("invalid setting engine.device = 'cuda': no CUDA device is available "
+                                  "(allowed: cpu, cuda, auto)")
+            return "cuda:0"
+        if device == "auto":
+            return "cuda:0" if n_cuda > 0 else "cpu"
+        raise ConfigError(f"invalid setting engine.device = {device!r} (allowed: cpu, cuda, auto)")
+
+    def _arr(self, a: npt.NDArray[Any], dtype: Any) -> Any:
+        arr = self._wp.array(np.ascontiguousarray(a), dtype=dtype, device=self.device)
+        self._keep.append(arr)
+        return arr
+
+    def _make_optics(self) -> Any:
+        wp, t = self._wp, self.tables
+        o = self._k.Optics()
+        o.wl0 = float(t.grid[0])
+        o.inv_dwl = float((t.grid.size - 1) / (t.grid[-1] - t.grid[0]))
+        o.nwl = int(t.grid.size)
+        for name in ("rindex", "abslen", "scatlen", "reemit_prob", "reemit_icdf", "s_detect", "s_absorb",
+                     "s_rdiff", "s_rspec"):
+            setattr(o, name, self._arr(getattr(t, name), wp.float32))
+        o.reemit_tau = self._arr(t.reemit_tau, wp.float32)
+        return o
+
+    def _make_analytic(self) -> Any:
+        wp, det = self._wp, self.detector
+        v = det.vessel
+        # A coarser cell table than the NumPy engine's: it stays in cache (same exact test behind it).
+        lk = PMTLookup.build(v, det.pmts, cells_per_pmt=LOOKUP_CELLS_PER_PMT)
+        a = self._k.Analytic()
+        a.shape = 0 if v.shape == "sphere" else 1
+        a.radius = float(v.radius)
+        a.half_height = float(v.half_height or 0.0)
+        a.mat_in = det.material_index(v.inner_material)
+        a.mat_out = det.material_index(v.outer_material)
+        a.wall_surface = det.surface_index(v.surface)
+        a.pmt_surface = det.surface_index(det.pmts.surface)
+        a.pmt_pos = self._arr(lk.positions.astype(np.float32), wp.vec3)
+        a.pmt_nrm = self._arr(lk.normals.astype(np.float32), wp.vec3)
+        a.pmt_r2 = float(lk.radius) ** 2
+        # float32 hit points on a wall metres away carry ~1e-3 mm of rounding.
+        a.max_depth = float(lk.max_depth) + 1e-3 + 2e-7 * float(v.radius)
+        a.n_u = int(lk.n_u)
+        a.n_phi = int(lk.n_phi)
+        a.candidates = self._arr(lk.candidates.astype(np.int32), wp.int32)
+        return a
+
+    def _make_mesh(self) -> Any:
+        wp = self._wp
+        m = self._k.MeshGeo()
+        if self.geometry == "mesh":
+            geo = mesh_from_detector(self.detector)
+            if geo.n_channels > self.detector.n_channels:
+                raise ConfigError(f"detector mesh has {geo.n_channels} channels, the detector "
+                                  f"{self.detector.n_channels}")
+            self.mesh_geometry = geo
+            points = self._arr(geo.vertices, wp.vec3)
+            indices = self._arr(geo.triangles.reshape(-1), wp.int32)
+            self._mesh_obj = wp.Mesh(points=points, indices=indices)
+            m.mesh = self._mesh_obj.id
+            m.mat_in = self._arr(geo.mat_inner, wp.int32)
+            m.mat_out = self._arr(geo.mat_outer, wp.int32)
+            m.surface = self._arr(geo.surface, wp.int32)
+            m.solid = self._arr(geo.solid, wp.int32)
+            m.solid_channel = self._arr(geo.solid_channel, wp.int32)
+        else:
+            m.mesh = 0
+            empty = self._arr(np.zeros(1, np.int32), wp.int32)
+            m.mat_in = m.mat_out = m.surface = m.solid = m.solid_channel = empty
+        return m
+
+    # -- Simulator protocol -------------------------------------------------------------------
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.detector.fingerprint)
+
+    def detector_info(self) -> DetectorInfo:
+        return self.detector.info()
+
+    def simulate(self, batch: Sequence[Photons]) -> list[Hits]:
+        with self._lock:
+            return [self._run(ph, keep_all=False)[0] for ph in batch]
+
+    def propagate(self, photons: Photons) -> FinalState:
+        """Every photon's final state (not just hits): for tests and diagnostics."""
+        with self._lock:
+            state = self._run(photons, keep_all=True)[1]
+        assert state is not None
+        return state
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> WarpSimulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the work -----------------------------------------------------------------------------
+
+    def _ensure_out(self, n: int) -> None:
+        if self._out is not None and self._out_size >= n:
+            return
+        wp = self._wp
+        size = max(n, 1)
+        out = self._k.PhotonsOut()
+        arrays = {}
+        for name, dt in _OUT_FIELDS:
+            wdt = {np.int32: wp.int32, np.float32: wp.float32, np.uint32: wp.uint32}[dt]
+            arrays[name] = wp.empty(size, dtype=wdt, device=self.device)
+            setattr(out, name, arrays[name])
+        self._out, self._out_arrays, self._out_size = out, arrays, size
+        self._index = wp.empty(size, dtype=wp.int32, device=self.device)
+
+    def _inputs(self, ph: Photons, a: int, b: int) -> Any:
+        wp = self._wp
+        inp = self._k.PhotonsIn()
+        cols = (ph.x, ph.y, ph.z, ph.dx, ph.dy, ph.dz, ph.polx, ph.poly, ph.polz, ph.wavelength, ph.time,
+                ph.flags)
+        keep = []
+        for name, col in zip(_IN_FIELDS, cols, strict=True):
+            dt = wp.uint32 if name == "flags" else wp.float32
+            host = np.ascontiguousarray(col[a:b], dtype=np.uint32 if name == "flags" else np.float32)
+            arr = wp.array(host, dtype=dt, device=self.device, copy=self.device != "cpu")
+            keep.append(arr)
+            setattr(inp, name, arr)
+        return inp, keep
+
+    def _launch(self, inp: Any, n: int, seed: int, first: int) -> None:
+        wp, k = self._wp, self._k
+        mode = 1 if self.geometry == "mesh" else 0
+
+        cpu = self.device == "cpu"
+
+        def run(offset: int, count: int) -> None:
+            wp.launch(k.propagate, dim=1 if cpu else count, device=self.device,
+                      inputs=[inp, self._out, self._optics, self._analytic, self._meshgeo, mode, seed, first,
+                              offset, count, count if cpu else 1, self.max_steps])
+
+        if self._pool is None or n < PARALLEL_MIN_PHOTONS:
+            run(0, n)
+            return
+        bounds = np.linspace(0, n, self.threads + 1).astype(int)
+        futures = [self._pool.submit(run, int(lo), int(hi - lo))
+                   for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
+        for f in futures:
+            f.result()
+
+    def _run(self, ph: Photons, keep_all: bool) -> tuple[Hits, FinalState | None]:
+        wp, k = self._wp, self._k
+        n = len(ph)
+        seed = event_seed(self.seed, ph.event_id)
+        hit_parts: list[Hits] = []
+        full: list[dict[str, npt.NDArray[Any]]] = []
+        for a in range(0, n, self.chunk_photons):
+            b = min(n, a + self.chunk_photons)
+            m = b - a
+            self._ensure_out(m)
+            inp, _keep = self._inputs(ph, a, b)
+            self._launch(inp, m, seed, a)
+            if keep_all:
+                full.append({name: self._out_arrays[name].numpy()[:m].copy() for name, _ in _OUT_FIELDS})
+            hit_parts.append(self._compact(m))
+        hits = Hits.concatenate(hit_parts)
+        state = None
+        if keep_all:
+            cat = {name: (np.concatenate([f[name] for f in full]) if full else np.zeros(0, dt))
+                   for name, dt in _OUT_FIELDS}
+            state = FinalState(
+                pos=np.stack([cat["x"], cat["y"], cat["z"]], 1) if n else np.zeros((0, 3), np.float32),
+                dir=np.stack([cat["dx"], cat["dy"], cat["dz"]], 1) if n else np.zeros((0, 3), np.float32),
+                pol=np.stack([cat["px"], cat["py"], cat["pz"]], 1) if n else np.zeros((0, 3), np.float32),
+                wavelength=cat["wl"], time=cat["t"], flags=cat["flags"], channel=cat["channel"],
+                steps=cat["steps"])
+        del wp, k
+        return hits, state
+
+    def _compact(self, m: int) -> Hits:
+        """Prefix-sum the hit mask on the device, scatter hits to a dense buffer, copy only that back."""
+        wp, k = self._wp, self._k
+        is_hit = self._out_arrays["is_hit"]
+        wp.utils.array_scan(is_hit[:m], self._index[:m], inclusive=False)
+        last = np.zeros(2, np.int32)
+        last[0] = int(self._index[m - 1:m].numpy()[0])
+        last[1] = int(is_hit[m - 1:m].numpy()[0])
+        count = int(last[0] + last[1])
+        if count == 0:
+            return Hits.empty()
+        dst = k.PhotonsOut()
+        dense = {}
+        for name, dt in _OUT_FIELDS:
+            wdt = {np.int32: wp.int32, np.float32: wp.float32, np.uint32: wp.uint32}[dt]
+            dense[name] = wp.empty(count, dtype=wdt, device=self.device)
+            setattr(dst, name, dense[name])
+        src = self._slice_out(m)
+        wp.launch(k.compact_hits, dim=m, device=self.device, inputs=[src, self._index, dst])
+        host = {name: dense[name].numpy() for name in ("channel", "dx", "dy", "dz", "px", "py", "pz", "wl",
+                                                        "t", "flags")}
+        return Hits(host["channel"].astype(np.uint32), host["dx"], host["dy"], host["dz"], host["px"],
+                    host["py"], host["pz"], host["wl"], host["t"], host["flags"])
+
+    def _slice_out(self, m: int) -> Any:
+        if m == self._out_size:
+            return self._out
+        s = self._k.PhotonsOut()
+        for name, _ in _OUT_FIELDS:
+            setattr(s, name, self._out_arrays[name][:m])
+        return s
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)

@@ -1,0 +1,603 @@
+"""Every Warp kernel of the built-in engine, in one module so its hash (and kernel cache) is stable.
+
+One propagation kernel serves both geometries (``mode`` 0: analytic vessel with PMT patches,
+1: triangle mesh), so a worker compiles once. The physics follows Chroma's propagation loop: find
+the next boundary; in the material the photon is in, sample absorption and Rayleigh distances;
+absorb (maybe re-emit), scatter, or move to the boundary; at a boundary with an optical surface,
+detect / absorb / reflect diffusely / reflect specularly / transmit by the surface's wavelength
+tables, otherwise Fresnel reflect or refract with polarisation. Random numbers come from
+``wp.rand_init(event_seed, photon_index)``, so a photon's history does not depend on how the work
+is split. Importing this module defines the kernels; nothing is compiled until the first launch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import warp as wp
+
+# Forward-only kernels: no adjoint code, half the compile time.
+wp.set_module_options({"enable_backward": False})
+
+C_MM_PER_NS = wp.constant(299.792458)
+TWO_PI = wp.constant(6.283185307179586)
+
+F_NO_HIT = wp.constant(wp.uint32(0x1))
+F_BULK_ABSORB = wp.constant(wp.uint32(0x2))
+F_SURFACE_DETECT = wp.constant(wp.uint32(0x4))
+F_SURFACE_ABSORB = wp.constant(wp.uint32(0x8))
+F_RAYLEIGH_SCATTER = wp.constant(wp.uint32(0x10))
+F_REFLECT_DIFFUSE = wp.constant(wp.uint32(0x20))
+F_REFLECT_SPECULAR = wp.constant(wp.uint32(0x40))
+F_BULK_REEMIT = wp.constant(wp.uint32(0x200))
+F_NAN_ABORT = wp.constant(wp.uint32(0x80000000))
+F_TERMINAL = wp.constant(wp.uint32(0x8000000F))
+
+MODE_ANALYTIC = wp.constant(0)
+MODE_MESH = wp.constant(1)
+SHAPE_SPHERE = wp.constant(0)
+SHAPE_CYLINDER = wp.constant(1)
+
+
+@wp.struct
+class Optics:
+    """Material and surface tables on one uniform wavelength grid (rows = material/surface index)."""
+
+    wl0: float
+    inv_dwl: float
+    nwl: int
+    rindex: wp.array2d(dtype=float)
+    abslen: wp.array2d(dtype=float)
+    scatlen: wp.array2d(dtype=float)
+    reemit_prob: wp.array2d(dtype=float)
+    reemit_icdf: wp.array2d(dtype=float)  # wavelength at cumulative probability j / (ncdf - 1)
+    reemit_tau: wp.array(dtype=float)
+    s_detect: wp.array2d(dtype=float)
+    s_absorb: wp.array2d(dtype=float)
+    s_rdiff: wp.array2d(dtype=float)
+    s_rspec: wp.array2d(dtype=float)
+
+
+@wp.struct
+class Analytic:
+    """A sphere or z-cylinder vessel about the origin; PMT photocathodes are patches of its wall.
+
+    A wall point is on PMT k's photocathode when its distance from the PMT axis is <= radius and
+    its depth along the axis is <= max_depth; candidates come from a (cos theta, phi) cell table
+    (``charon.engine.detector.PMTLookup``), so the lookup is exact and cheap.
+    """
+
+    shape: int
+    radius: float
+    half_height: float
+    mat_in: int
+    mat_out: int
+    wall_surface: int
+    pmt_surface: int
+    pmt_pos: wp.array(dtype=wp.vec3)
+    pmt_nrm: wp.array(dtype=wp.vec3)
+    pmt_r2: float
+    max_depth: float
+    n_u: int
+    n_phi: int
+    candidates: wp.array2d(dtype=int)
+
+
+@wp.struct
+class MeshGeo:
+    """A ``wp.Mesh`` plus per-triangle materials, surface and solid, and the solid -> channel map."""
+
+    mesh: wp.uint64
+    mat_in: wp.array(dtype=int)
+    mat_out: wp.array(dtype=int)
+    surface: wp.array(dtype=int)
+    solid: wp.array(dtype=int)
+    solid_channel: wp.array(dtype=int)
+
+
+@wp.struct
+class PhotonsIn:
+    x: wp.array(dtype=float)
+    y: wp.array(dtype=float)
+    z: wp.array(dtype=float)
+    dx: wp.array(dtype=float)
+    dy: wp.array(dtype=float)
+    dz: wp.array(dtype=float)
+    px: wp.array(dtype=float)
+    py: wp.array(dtype=float)
+    pz: wp.array(dtype=float)
+    wl: wp.array(dtype=float)
+    t: wp.array(dtype=float)
+    flags: wp.array(dtype=wp.uint32)
+
+
+@wp.struct
+class PhotonsOut:
+    """Final state (hit arrays in v1 SIM_COMPLETE order) plus position, steps and hit mask."""
+
+    channel: wp.array(dtype=int)
+    dx: wp.array(dtype=float)
+    dy: wp.array(dtype=float)
+    dz: wp.array(dtype=float)
+    px: wp.array(dtype=float)
+    py: wp.array(dtype=float)
+    pz: wp.array(dtype=float)
+    wl: wp.array(dtype=float)
+    t: wp.array(dtype=float)
+    flags: wp.array(dtype=wp.uint32)
+    x: wp.array(dtype=float)
+    y: wp.array(dtype=float)
+    z: wp.array(dtype=float)
+    steps: wp.array(dtype=int)
+    is_hit: wp.array(dtype=int)
+
+
+# ------------------------------------------------------------------------------------------
+# Helpers
+
+
+@wp.func
+def interp_row(tab: wp.array2d(dtype=float), row: int, wl: float, wl0: float, inv_dwl: float, n: int) -> float:
+    f = wp.clamp((wl - wl0) * inv_dwl, 0.0, float(n - 1))
+    i = wp.min(int(f), n - 2)
+    w = f - float(i)
+    return tab[row, i] * (1.0 - w) + tab[row, i + 1] * w
+
+
+@wp.func
+def uniform_open(state: wp.uint32) -> tuple[float, wp.uint32]:
+    """Uniform in (0, 1]: safe under ``log``."""
+    s = state
+    u = 1.0 - wp.randf(s)
+    return u, s
+
+
+@wp.func
+def isotropic(state: wp.uint32) -> tuple[wp.vec3, wp.uint32]:
+    s = state
+    c = 2.0 * wp.randf(s) - 1.0
+    phi = TWO_PI * wp.randf(s)
+    r = wp.sqrt(wp.max(0.0, 1.0 - c * c))
+    return wp.vec3(r * wp.cos(phi), r * wp.sin(phi), c), s
+
+
+@wp.func
+def any_perpendicular(d: wp.vec3) -> wp.vec3:
+    a = wp.vec3(1.0, 0.0, 0.0)
+    if wp.abs(d[0]) > 0.9:
+        a = wp.vec3(0.0, 1.0, 0.0)
+    return wp.normalize(wp.cross(d, a))
+
+
+@wp.func
+def random_perpendicular(d: wp.vec3, state: wp.uint32) -> tuple[wp.vec3, wp.uint32]:
+    s = state
+    e1 = any_perpendicular(d)
+    e2 = wp.cross(d, e1)
+    phi = TWO_PI * wp.randf(s)
+    return wp.cos(phi) * e1 + wp.sin(phi) * e2, s
+
+
+@wp.func
+def lambertian(n: wp.vec3, state: wp.uint32) -> tuple[wp.vec3, wp.uint32]:
+    """Cosine-weighted direction in the hemisphere of unit normal ``n``."""
+    s = state
+    e1 = any_perpendicular(n)
+    e2 = wp.cross(n, e1)
+    r2 = wp.randf(s)
+    phi = TWO_PI * wp.randf(s)
+    r = wp.sqrt(r2)
+    return wp.normalize(r * wp.cos(phi) * e1 + r * wp.sin(phi) * e2 + wp.sqrt(1.0 - r2) * n), s
+
+
+@wp.func
+def rayleigh(d: wp.vec3, pol: wp.vec3, state: wp.uint32) -> tuple[wp.vec3, wp.vec3, wp.uint32]:
+    """Dipole scattering: new direction with density ~ 1 - (k'.e)^2, new polarisation e's part normal to k'.
+
+    Averaged over polarisations this is the (1 + cos^2 theta) law about the old direction.
+    """
+    s = state
+    k = d
+    e = pol
+    accepted = int(0)
+    while accepted == 0:
+        k, s = isotropic(s)
+        c = wp.dot(k, pol)
+        if wp.randf(s) < 1.0 - c * c:
+            e = pol - c * k
+            ln = wp.length(e)
+            if ln > 1.0e-6:
+                e = e / ln
+                accepted = 1
+    return k, e, s
+
+
+# ------------------------------------------------------------------------------------------
+# Geometry queries: next boundary along the ray
+
+
+@wp.func
+def analytic_interval(g: Analytic, p: wp.vec3, d: wp.vec3) -> tuple[float, float, wp.vec3, wp.vec3, int]:
+    """Entry/exit distances of the line p + t d through the vessel, outward normals there, ok flag."""
+    ta = float(-1.0e30)
+    tb = float(1.0e30)
+    na = wp.vec3(0.0)
+    nb = wp.vec3(0.0)
+    ok = int(1)
+    if g.shape == SHAPE_SPHERE:
+        b = wp.dot(p, d)
+        c = wp.dot(p, p) - g.radius * g.radius
+        disc = b * b - c
+        if disc < 0.0:
+            ok = 0
+        else:
+            sq = wp.sqrt(disc)
+            ta = -b - sq
+            tb = -b + sq
+            na = wp.normalize(p + ta * d)
+            nb = wp.normalize(p + tb * d)
+    else:
+        a = d[0] * d[0] + d[1] * d[1]
+        b = p[0] * d[0] + p[1] * d[1]
+        c = p[0] * p[0] + p[1] * p[1] - g.radius * g.radius
+        if a > 1.0e-12:
+            disc = b * b - a * c
+            if disc < 0.0:
+                ok = 0
+            else:
+                sq = wp.sqrt(disc)
+                ta = (-b - sq) / a
+                tb = (-b + sq) / a
+                qa = p + ta * d
+                qb = p + tb * d
+                na = wp.normalize(wp.vec3(qa[0], qa[1], 0.0))
+                nb = wp.normalize(wp.vec3(qb[0], qb[1], 0.0))
+        elif c > 0.0:
+            ok = 0
+        if ok == 1:
+            if wp.abs(d[2]) > 1.0e-12:
+                t1 = (-g.half_height - p[2]) / d[2]
+                t2 = (g.half_height - p[2]) / d[2]
+                n1 = wp.vec3(0.0, 0.0, -1.0)
+                n2 = wp.vec3(0.0, 0.0, 1.0)
+                if t1 > t2:
+                    tmp = t1
+                    t1 = t2
+                    t2 = tmp
+                    n1 = wp.vec3(0.0, 0.0, 1.0)
+                    n2 = wp.vec3(0.0, 0.0, -1.0)
+                if t1 > ta:
+                    ta = t1
+                    na = n1
+                if t2 < tb:
+                    tb = t2
+                    nb = n2
+            elif wp.abs(p[2]) > g.half_height:
+                ok = 0
+        if ta >= tb:
+            ok = 0
+    return ta, tb, na, nb, ok
+
+
+@wp.func
+def analytic_inside(g: Analytic, p: wp.vec3) -> int:
+    """1 if ``p`` is inside the vessel or on its wall (within 1e-6 of the radius)."""
+    tol = 1.0e-6 * g.radius
+    if g.shape == SHAPE_SPHERE:
+        if wp.length(p) - g.radius <= tol:
+            return 1
+        return 0
+    rho = wp.sqrt(p[0] * p[0] + p[1] * p[1])
+    if wp.max(rho - g.radius, wp.abs(p[2]) - g.half_height) <= tol:
+        return 1
+    return 0
+
+
+@wp.func
+def find_pmt(g: Analytic, q: wp.vec3) -> int:
+    """Channel whose photocathode contains wall point ``q``, or -1 (photocathodes do not overlap)."""
+    nq = wp.length(q)
+    u = float(0.0)
+    if nq > 0.0:
+        u = q[2] / nq
+    iu = wp.clamp(int((u + 1.0) * (0.5 * float(g.n_u))), 0, g.n_u - 1)
+    phi = wp.atan2(q[1], q[0])
+    ip = wp.clamp(int((phi + 3.141592653589793) * (float(g.n_phi) / TWO_PI)), 0, g.n_phi - 1)
+    cell = iu * g.n_phi + ip
+    found = int(-1)
+    for col in range(g.candidates.shape[1]):
+        k = g.candidates[cell, col]
+        if k < 0:
+            break
+        v = q - g.pmt_pos[k]
+        depth = wp.dot(v, g.pmt_nrm[k])
+        if wp.dot(v, v) - depth * depth <= g.pmt_r2 and wp.abs(depth) <= g.max_depth:
+            found = k
+            break
+    return found
+
+
+# ------------------------------------------------------------------------------------------
+# Boundary physics
+
+
+@wp.func
+def fresnel(d: wp.vec3, pol: wp.vec3, nf: wp.vec3, n1: float, n2: float,
+            state: wp.uint32) -> tuple[wp.vec3, wp.vec3, int, wp.uint32]:
+    """Reflect or refract at a dielectric boundary; ``nf`` is the unit normal facing the incoming side.
+
+    The photon is projected onto s or p polarisation with the probabilities of its polarisation
+    vector, then reflected with that component's Fresnel reflectance (Chroma's scheme). Returns
+    new direction, polarisation and 1 if it was transmitted.
+    """
+    s = state
+    cos_i = wp.clamp(-wp.dot(d, nf), 0.0, 1.0)
+    eta = n1 / n2
+    sin_t2 = eta * eta * (1.0 - cos_i * cos_i)
+    plane = wp.cross(d, nf)
+    lp = wp.length(plane)
+    s_hat = wp.vec3(0.0)
+    if lp > 1.0e-6:
+        s_hat = plane / lp
+    else:
+        s_hat = wp.normalize(pol - wp.dot(pol, d) * d)
+    ps = wp.dot(pol, s_hat)
+    is_s = int(0)
+    if wp.randf(s) < ps * ps:
+        is_s = 1
+    refl = wp.normalize(d + 2.0 * cos_i * nf)
+    new_d = refl
+    transmitted = int(0)
+    r = float(1.0)
+    cos_t = float(0.0)
+    if sin_t2 < 1.0:
+        cos_t = wp.sqrt(1.0 - sin_t2)
+        if is_s == 1:
+            rs = (n1 * cos_i - n2 * cos_t) / (n1 * cos_i + n2 * cos_t)
+            r = rs * rs
+        else:
+            rp = (n2 * cos_i - n1 * cos_t) / (n2 * cos_i + n1 * cos_t)
+            r = rp * rp
+        if wp.randf(s) >= r:
+            transmitted = 1
+            new_d = wp.normalize(eta * d + (eta * cos_i - cos_t) * nf)
+    new_pol = s_hat
+    if is_s == 0:
+        new_pol = wp.normalize(wp.cross(s_hat, new_d))
+    return new_d, new_pol, transmitted, s
+
+
+# ------------------------------------------------------------------------------------------
+# Kernels
+
+
+@wp.func
+def trace_one(i: int, inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: MeshGeo, mode: int,
+              seed: int, first_index: int, max_steps: int):
+    pos = wp.vec3(inp.x[i], inp.y[i], inp.z[i])
+    d = wp.vec3(inp.dx[i], inp.dy[i], inp.dz[i])
+    pol = wp.vec3(inp.px[i], inp.py[i], inp.pz[i])
+    wl = inp.wl[i]
+    t = inp.t[i]
+    flags = inp.flags[i]
+    channel = int(-1)
+    steps = int(0)
+    s = wp.rand_init(seed, first_index + i)
+
+    live = int(1)
+    if (flags & F_TERMINAL) != wp.uint32(0):
+        live = 0
+    elif not (wp.isfinite(pos) and wp.isfinite(d) and wp.isfinite(pol) and wp.isfinite(wl) and wp.isfinite(t)):
+        flags = flags | F_NAN_ABORT
+        live = 0
+    else:
+        ld = wp.length(d)
+        if ld < 1.0e-6:
+            flags = flags | F_NAN_ABORT
+            live = 0
+        else:
+            d = d / ld
+            pp = pol - wp.dot(pol, d) * d
+            lpp = wp.length(pp)
+            if lpp > 1.0e-6:
+                pol = pp / lpp
+            else:
+                pol, s = random_perpendicular(d, s)
+
+    # The analytic world is the vessel: photons starting outside it are not traced.
+    if live == 1 and mode == MODE_ANALYTIC:
+        if analytic_inside(ana, pos) == 0:
+            flags = flags | F_NO_HIT
+            live = 0
+
+    while live == 1 and steps < max_steps:
+        steps += 1
+        # --- next boundary: distance, outward normal, materials, surface, channel
+        dist = float(0.0)
+        n_out = wp.vec3(0.0)
+        m_in = int(0)
+        m_out = int(0)
+        surf = int(-1)
+        chan = int(-1)
+        exiting = int(0)
+        found = int(0)
+        if mode == MODE_ANALYTIC:
+            ta, tb, na, nb, ok = analytic_interval(ana, pos, d)
+            if ok == 1:
+                dist = wp.max(tb, 0.0)
+                n_out = nb
+                exiting = 1
+                found = 1
+                m_in = ana.mat_in
+                m_out = ana.mat_out
+                surf = ana.wall_surface
+                k = find_pmt(ana, pos + dist * d)
+                if k >= 0:
+                    surf = ana.pmt_surface
+                    chan = k
+        else:
+            q = wp.mesh_query_ray(msh.mesh, pos, d, 1.0e30)
+            if q.result:
+                found = 1
+                dist = q.t
+                n_out = wp.normalize(q.normal)
+                m_in = msh.mat_in[q.face]
+                m_out = msh.mat_out[q.face]
+                surf = msh.surface[q.face]
+                chan = msh.solid_channel[msh.solid[q.face]]
+                if wp.dot(d, n_out) > 0.0:
+                    exiting = 1
+        if found == 0:
+            flags = flags | F_NO_HIT
+            live = 0
+            break
+        m1 = m_out
+        m2 = m_in
+        nf = n_out
+        if exiting == 1:
+            m1 = m_in
+            m2 = m_out
+            nf = -n_out
+        n1 = interp_row(opt.rindex, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl)
+        # --- bulk: absorption and Rayleigh in material m1
+        u1, s = uniform_open(s)
+        u2, s = uniform_open(s)
+        d_abs = -interp_row(opt.abslen, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl) * wp.log(u1)
+        d_sca = -interp_row(opt.scatlen, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl) * wp.log(u2)
+        if d_abs <= d_sca and d_abs < dist:
+            pos = pos + d_abs * d
+            t = t + d_abs * n1 / C_MM_PER_NS
+            if wp.randf(s) < interp_row(opt.reemit_prob, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl):
+                ncdf = opt.reemit_icdf.shape[1]
+                f = wp.randf(s) * float(ncdf - 1)
+                j = wp.min(int(f), ncdf - 2)
+                w = f - float(j)
+                wl = opt.reemit_icdf[m1, j] * (1.0 - w) + opt.reemit_icdf[m1, j + 1] * w
+                d, s = isotropic(s)
+                pol, s = random_perpendicular(d, s)
+                u3, s = uniform_open(s)
+                t = t - opt.reemit_tau[m1] * wp.log(u3)
+                flags = flags | F_BULK_REEMIT
+                continue
+            flags = flags | F_BULK_ABSORB
+            live = 0
+            break
+        if d_sca < d_abs and d_sca < dist:
+            pos = pos + d_sca * d
+            t = t + d_sca * n1 / C_MM_PER_NS
+            d, pol, s = rayleigh(d, pol, s)
+            flags = flags | F_RAYLEIGH_SCATTER
+            continue
+        pos = pos + dist * d
+        t = t + dist * n1 / C_MM_PER_NS
+        # --- at the boundary
+        side = int(0)  # +1: continue on the far side, -1: back on the near side
+        if surf >= 0:
+            u = wp.randf(s)
+            p_abs = interp_row(opt.s_absorb, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
+            p_det = interp_row(opt.s_detect, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
+            p_dif = interp_row(opt.s_rdiff, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
+            p_spe = interp_row(opt.s_rspec, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
+            if u < p_abs:
+                flags = flags | F_SURFACE_ABSORB
+                live = 0
+                break
+            if u < p_abs + p_det:
+                flags = flags | F_SURFACE_DETECT
+                channel = chan
+                live = 0
+                break
+            if u < p_abs + p_det + p_dif:
+                d, s = lambertian(nf, s)
+                pol, s = random_perpendicular(d, s)
+                flags = flags | F_REFLECT_DIFFUSE
+                side = -1
+            elif u < p_abs + p_det + p_dif + p_spe:
+                d = wp.normalize(d - 2.0 * wp.dot(d, nf) * nf)
+                pol = wp.normalize(pol - 2.0 * wp.dot(pol, nf) * nf)
+                flags = flags | F_REFLECT_SPECULAR
+                side = -1
+            else:
+                surf = -1  # the remaining probability: a bare dielectric boundary
+        if surf < 0:
+            n2 = interp_row(opt.rindex, m2, wl, opt.wl0, opt.inv_dwl, opt.nwl)
+            tr = int(0)
+            d, pol, tr, s = fresnel(d, pol, nf, n1, n2, s)
+            side = -1
+            if tr == 1:
+                side = 1
+            else:
+                flags = flags | F_REFLECT_SPECULAR
+        if side == 1 and mode == MODE_ANALYTIC:
+            # into the outer world, which the analytic geometry does not trace
+            flags = flags | F_NO_HIT
+            live = 0
+            break
+        # step off the surface towards the side the photon now travels in
+        eps = 1.0e-3 + 8.0e-6 * (wp.abs(pos[0]) + wp.abs(pos[1]) + wp.abs(pos[2]))
+        if mode == MODE_MESH:
+            if side == 1:
+                pos = pos - eps * nf
+            else:
+                pos = pos + eps * nf
+
+    if live == 1:
+        flags = flags | F_NO_HIT  # out of steps
+    out.channel[i] = channel
+    out.dx[i] = d[0]
+    out.dy[i] = d[1]
+    out.dz[i] = d[2]
+    out.px[i] = pol[0]
+    out.py[i] = pol[1]
+    out.pz[i] = pol[2]
+    out.wl[i] = wl
+    out.t[i] = t
+    out.flags[i] = flags
+    out.x[i] = pos[0]
+    out.y[i] = pos[1]
+    out.z[i] = pos[2]
+    out.steps[i] = steps
+    hit = int(0)
+    if channel >= 0 and (flags & F_SURFACE_DETECT) != wp.uint32(0):
+        hit = 1
+    out.is_hit[i] = hit
+
+
+@wp.kernel
+def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: MeshGeo, mode: int,
+              seed: int, first_index: int, offset: int, count: int, per_task: int, max_steps: int):
+    """Photons offset + [tid * per_task, (tid + 1) * per_task) of the chunk, capped at offset + count.
+
+    On the CPU one task takes a whole sub-range (per-task argument set-up is then paid once); on
+    CUDA each task takes one photon.
+    """
+    lo = offset + wp.tid() * per_task
+    hi = wp.min(lo + per_task, offset + count)
+    for i in range(lo, hi):
+        trace_one(i, inp, out, opt, ana, msh, mode, seed, first_index, max_steps)
+
+
+@wp.kernel
+def compact_hits(src: PhotonsOut, index: wp.array(dtype=int), dst: PhotonsOut):
+    """Copy photon i to row index[i] of ``dst`` if it is a hit (``index`` = exclusive scan of is_hit)."""
+    i = wp.tid()
+    if src.is_hit[i] == 1:
+        j = index[i]
+        dst.channel[j] = src.channel[i]
+        dst.dx[j] = src.dx[i]
+        dst.dy[j] = src.dy[i]
+        dst.dz[j] = src.dz[i]
+        dst.px[j] = src.px[i]
+        dst.py[j] = src.py[i]
+        dst.pz[j] = src.pz[i]
+        dst.wl[j] = src.wl[i]
+        dst.t[j] = src.t[i]
+        dst.flags[j] = src.flags[i]
+        dst.x[j] = src.x[i]
+        dst.y[j] = src.y[i]
+        dst.z[j] = src.z[i]
+        dst.steps[j] = src.steps[i]
+        dst.is_hit[j] = 1
+
+
+KERNELS: tuple[Any, ...] = (propagate, compact_hits)
