@@ -619,28 +619,36 @@ class PMTLookup:
 
     def cell_of(self, points: F64) -> npt.NDArray[np.intp]:
         """Grid cell index of each point's direction from the origin."""
-        p = np.asarray(points, dtype=np.float64)
-        norm = np.sqrt(np.einsum("ij,ij->i", p, p))
+        p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        return self._cells(p[:, 0], p[:, 1], p[:, 2])
+
+    def _cells(self, x: F64, y: F64, z: F64) -> npt.NDArray[np.intp]:
+        norm = np.sqrt(x * x + y * y + z * z)
         norm[norm == 0] = 1.0
-        u = p[:, 2] / norm
-        i = np.clip(((u + 1.0) * (0.5 * self.n_u)).astype(np.intp), 0, self.n_u - 1)
-        phi = np.arctan2(p[:, 1], p[:, 0])
+        i = np.clip(((z / norm + 1.0) * (0.5 * self.n_u)).astype(np.intp), 0, self.n_u - 1)
+        phi = np.arctan2(y, x)
         j = np.clip(((phi + math.pi) * (self.n_phi / (2.0 * math.pi))).astype(np.intp), 0, self.n_phi - 1)
         return np.asarray(i * self.n_phi + j)
 
-    def on_photocathode(self, points: F64, channel: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.bool_]:
-        """The exact test: does each point lie on the photocathode of the paired channel?"""
-        v = points - self.positions[channel]
+    def on_photocathode(self, x: F64, y: F64, z: F64, channel: npt.NDArray[np.integer[Any]]
+                        ) -> npt.NDArray[np.bool_]:
+        """The exact test: does each point (x, y, z) lie on the photocathode of the paired channel?"""
+        c = self.positions[channel]
         n = self.normals[channel]
-        depth = np.einsum("ij,ij->i", v, n)
-        lateral2 = np.einsum("ij,ij->i", v, v) - depth * depth
+        vx, vy, vz = x - c[:, 0], y - c[:, 1], z - c[:, 2]
+        depth = vx * n[:, 0] + vy * n[:, 1] + vz * n[:, 2]
+        lateral2 = vx * vx + vy * vy + vz * vz - depth * depth
         return np.asarray((lateral2 <= self.radius * self.radius)
                           & (np.abs(depth) <= self.max_depth + PLACEMENT_TOLERANCE_MM))
 
     def find(self, points: F64) -> I32:
         """Channel id of the photocathode each point (N, 3) on the wall lies on, else -1."""
         p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
-        cells = self.cell_of(p)
+        return self.find_xyz(p[:, 0], p[:, 1], p[:, 2])
+
+    def find_xyz(self, x: F64, y: F64, z: F64) -> I32:
+        """``find`` for points given as three coordinate arrays."""
+        cells = self._cells(x, y, z)
         out = self.settled[cells].copy()
         idx = np.flatnonzero(out == -2)
         out[idx] = -1
@@ -652,7 +660,7 @@ class PMTLookup:
             valid = k >= 0
             if not np.all(valid):
                 idx, cells, k = idx[valid], cells[valid], k[valid]
-            on = self.on_photocathode(p[idx], k)
+            on = self.on_photocathode(x[idx], y[idx], z[idx], k)
             out[idx[on]] = k[on]
             miss = ~on
             idx, cells = idx[miss], cells[miss]

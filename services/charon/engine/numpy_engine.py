@@ -62,6 +62,20 @@ class _Optics:
         return cls(m.refractive_index, m.absorption_length, m.scattering_length, m.reemission_prob, m)
 
 
+@dataclass(frozen=True)
+class _SurfaceOptics:
+    absorb: WavelengthTable
+    detect: WavelengthTable
+    diffuse: WavelengthTable
+    specular: WavelengthTable
+    always_absorbs: bool
+
+    @classmethod
+    def of(cls, s: Surface) -> _SurfaceOptics:
+        return cls(s.absorb, s.detect, s.reflect_diffuse, s.reflect_specular,
+                   bool(np.all(s.absorb.value >= 1.0)))
+
+
 @dataclass(frozen=True, eq=False)
 class Outcome:
     """What happened to every photon of a propagated chunk."""
@@ -100,8 +114,8 @@ class NumpySimulator:
         v = detector.vessel
         self._inner = _Optics.of(detector.materials[v.inner_material])
         self._outer = _Optics.of(detector.materials[v.outer_material])
-        self._wall: Surface | None = None if v.surface is None else detector.surfaces[v.surface]
-        self._cathode: Surface = detector.surfaces[detector.pmts.surface]
+        self._wall = None if v.surface is None else _SurfaceOptics.of(detector.surfaces[v.surface])
+        self._cathode = _SurfaceOptics.of(detector.surfaces[detector.pmts.surface])
 
     @property
     def fingerprint(self) -> str:
@@ -162,197 +176,280 @@ class NumpySimulator:
         hit_parts: list[tuple[npt.NDArray[np.intp], Hits]] = []
         if n_all == 0:
             return Outcome(flags, channel, np.zeros(0, np.intp), Hits.empty())
-        pos = np.stack([np.asarray(cols[k], dtype=np.float64) for k in ("x", "y", "z")], axis=1)
-        d = np.stack([np.asarray(cols[k], dtype=np.float64) for k in ("dx", "dy", "dz")], axis=1)
-        pol = np.stack([np.asarray(cols[k], dtype=np.float64) for k in ("polx", "poly", "polz")], axis=1)
-        wl = np.asarray(cols["wavelength"], dtype=np.float64)
-        t = np.asarray(cols["time"], dtype=np.float64)
+        s = _State.from_columns(cols, keys, flags)
 
         # Set-up: terminal input stays as it is; non-finite input is aborted.
-        dnorm2 = optics.dot(d, d)
-        finite = np.isfinite(optics.dot(pos, pos) + dnorm2 + optics.dot(pol, pol) + wl + t) & (dnorm2 > 0)
+        dnorm2 = s.dx * s.dx + s.dy * s.dy + s.dz * s.dz
+        r2 = s.x * s.x + s.y * s.y + s.z * s.z
+        finite = np.isfinite(r2 + dnorm2 + s.ex * s.ex + s.ey * s.ey + s.ez * s.ez + s.w + s.t) & (dnorm2 > 0)
         live = (flags & _TERMINAL) == 0
         flags[live & ~finite] |= _U[Flag.NAN_ABORT]
         live &= finite
         # Photons starting outside the vessel are in the untraced outer world.
-        idx = np.flatnonzero(live)
         vessel = self.detector.vessel
-        outside = vessel.distance_to_wall(pos[idx]) > 1e-6 * vessel.radius
-        flags[idx[outside]] |= _U[Flag.NO_HIT]
-        idx = idx[~outside]
-
-        p = pos[idx]
-        dd = d[idx] / np.sqrt(dnorm2[idx])[:, None]
-        kk = keys[idx]
-        ee = optics.transverse_polarization(dd, pol[idx], optics.uniform(kk, SLOT_INIT_POL))
-        w = wl[idx]
-        tt = t[idx]
-        fl = flags[idx]
+        if vessel.shape == "sphere":
+            outside = live & (r2 > (vessel.radius * (1.0 + 1e-6)) ** 2)
+        else:
+            outside = np.zeros(n_all, dtype=bool)
+            outside[live] = vessel.distance_to_wall(s.points(live)) > 1e-6 * vessel.radius
+        flags[outside] |= _U[Flag.NO_HIT]
+        live &= ~outside
+        if not live.all():
+            s = s.take(np.flatnonzero(live))
+            dnorm2 = dnorm2[s.idx]
+        inv = 1.0 / np.sqrt(dnorm2)
+        s.dx *= inv
+        s.dy *= inv
+        s.dz *= inv
+        # Same as optics.transverse_polarization, drawing only where the input polarisation is unusable.
+        pd = s.ex * s.dx + s.ey * s.dy + s.ez * s.dz
+        s.ex -= pd * s.dx
+        s.ey -= pd * s.dy
+        s.ez -= pd * s.dz
+        e_norm = np.sqrt(s.ex * s.ex + s.ey * s.ey + s.ez * s.ez)
+        unusable = ~(e_norm > 1e-6)
+        inv = 1.0 / np.where(unusable, 1.0, e_norm)
+        s.ex *= inv
+        s.ey *= inv
+        s.ez *= inv
+        if np.any(unusable):
+            s.set_pol(unusable, optics.random_perpendicular(
+                s.dirs(unusable), optics.uniform(s.k[unusable], SLOT_INIT_POL)))
 
         inner = self._inner
         c = optics.SPEED_OF_LIGHT_MM_PER_NS
         for step in range(self.max_steps):
-            if idx.size == 0:
+            if s.idx.size == 0:
                 break
             base = (step + 1) * DRAWS_PER_STEP
-            n1 = _at(inner.n, w)
-            d_wall = self._distance_to_wall(p, dd)
-            d_abs = optics.exponential(optics.uniform(kk, base + SLOT_ABSORB), _at(inner.absorption, w))
-            d_sca = optics.exponential(optics.uniform(kk, base + SLOT_SCATTER), _at(inner.scattering, w))
+            n1 = _at(inner.n, s.w)
+            d_wall = self._distance_to_wall(s)
+            d_abs = optics.exponential(optics.uniform(s.k, base + SLOT_ABSORB), _at(inner.absorption, s.w))
+            d_sca = optics.exponential(optics.uniform(s.k, base + SLOT_SCATTER), _at(inner.scattering, s.w))
             absorbed = (d_abs <= d_sca) & (d_abs <= d_wall)
             scattered = ~absorbed & (d_sca <= d_wall)
             at_wall = ~(absorbed | scattered)
             dist = np.minimum(np.minimum(d_abs, d_sca), d_wall)
-            p = p + dist[:, None] * dd
-            tt = tt + dist * (np.asarray(n1) / c)
-            done = np.zeros(idx.shape[0], dtype=bool)
+            s.x += dist * s.dx
+            s.y += dist * s.dy
+            s.z += dist * s.dz
+            s.t += dist * (np.asarray(n1) / c)
+            done = np.zeros(s.idx.shape[0], dtype=bool)
 
             if np.any(absorbed):
                 a = np.flatnonzero(absorbed)
                 reemit = np.zeros(a.shape[0], dtype=bool)
                 if inner.material.reemits:
-                    u = optics.uniform(kk[a], base + SLOT_CHOICE)
-                    reemit = u < _at(inner.reemission, w[a])
+                    u = optics.uniform(s.k[a], base + SLOT_CHOICE)
+                    reemit = u < _at(inner.reemission, s.w[a])
                 if np.any(reemit):
                     r = a[reemit]
-                    kr = kk[r]
+                    kr = s.k[r]
                     cdf = inner.material.reemission_cdf
                     assert cdf is not None
-                    w[r] = optics.sample_cdf(optics.uniform(kr, base + SLOT_A), cdf.wavelength, cdf.value)
-                    dd[r] = optics.isotropic(optics.uniform(kr, base + SLOT_B), optics.uniform(kr, base + SLOT_C))
-                    ee[r] = optics.random_perpendicular(dd[r], optics.uniform(kr, base + SLOT_D))
+                    s.w[r] = optics.sample_cdf(optics.uniform(kr, base + SLOT_A), cdf.wavelength, cdf.value)
+                    new_d = optics.isotropic(optics.uniform(kr, base + SLOT_B), optics.uniform(kr, base + SLOT_C))
+                    s.set_dir(r, new_d)
+                    s.set_pol(r, optics.random_perpendicular(new_d, optics.uniform(kr, base + SLOT_D)))
                     tau = inner.material.reemission_time_ns
                     if tau > 0:
-                        tt[r] += optics.exponential(optics.uniform(kr, base + SLOT_E), tau)
-                    fl[r] |= _U[Flag.BULK_REEMIT]
+                        s.t[r] += optics.exponential(optics.uniform(kr, base + SLOT_E), tau)
+                    s.fl[r] |= _U[Flag.BULK_REEMIT]
                 gone = a[~reemit]
-                fl[gone] |= _U[Flag.BULK_ABSORB]
+                s.fl[gone] |= _U[Flag.BULK_ABSORB]
                 done[gone] = True
 
             if np.any(scattered):
-                s = np.flatnonzero(scattered)
-                ks = kk[s]
-                dd[s], ee[s] = optics.rayleigh_scatter(dd[s], ee[s], optics.uniform(ks, base + SLOT_A),
+                sc = np.flatnonzero(scattered)
+                ks = s.k[sc]
+                new_d, new_e = optics.rayleigh_scatter(s.dirs(sc), s.pols(sc), optics.uniform(ks, base + SLOT_A),
                                                        optics.uniform(ks, base + SLOT_B))
-                fl[s] |= _U[Flag.RAYLEIGH_SCATTER]
+                s.set_dir(sc, new_d)
+                s.set_pol(sc, new_e)
+                s.fl[sc] |= _U[Flag.RAYLEIGH_SCATTER]
 
             if np.any(at_wall):
                 wsel = np.flatnonzero(at_wall)
-                hit_channel = self._wall_step(wsel, p, dd, ee, w, fl, kk, done, base)
+                hit_channel = self._wall_step(s, wsel, done, base)
                 det = hit_channel >= 0
                 if np.any(det):
                     r = wsel[det]
-                    rows = idx[r]
+                    rows = s.idx[r]
                     channel[rows] = hit_channel[det]
-                    def f32(a: F64) -> npt.NDArray[np.float32]:
-                        return np.ascontiguousarray(a, dtype=np.float32)
+                    hit_parts.append((rows, s.hits(r, hit_channel[det])))
 
-                    hit_parts.append((rows, Hits(
-                        channel=hit_channel[det].astype(np.uint32), dx=f32(dd[r, 0]), dy=f32(dd[r, 1]),
-                        dz=f32(dd[r, 2]), polx=f32(ee[r, 0]), poly=f32(ee[r, 1]), polz=f32(ee[r, 2]),
-                        wavelength=f32(w[r]), time=f32(tt[r]), flags=fl[r].copy())))
-
-            bad = ~np.isfinite(p[:, 0] + p[:, 1] + p[:, 2] + dd[:, 0] + tt)
+            bad = ~np.isfinite(s.x + s.y + s.z + s.dx + s.t)
             if np.any(bad):
-                fl[bad & ~done] |= _U[Flag.NAN_ABORT]
+                s.fl[bad & ~done] |= _U[Flag.NAN_ABORT]
                 done |= bad
 
             if np.any(done):
-                flags[idx[done]] = fl[done]
-                keep = np.flatnonzero(~done)
-                idx, p, dd, ee, w, tt, fl, kk = (idx[keep], p[keep], dd[keep], ee[keep], w[keep], tt[keep],
-                                                 fl[keep], kk[keep])
+                flags[s.idx[done]] = s.fl[done]
+                s = s.take(np.flatnonzero(~done))
 
-        if idx.size:
-            flags[idx] = fl | _U[Flag.NO_HIT]
+        if s.idx.size:
+            flags[s.idx] = s.fl | _U[Flag.NO_HIT]
         if hit_parts:
             rows_all = np.concatenate([r for r, _ in hit_parts])
             return Outcome(flags, channel, rows_all, Hits.concatenate([h for _, h in hit_parts]))
         return Outcome(flags, channel, np.zeros(0, np.intp), Hits.empty())
 
-    def _wall_step(self, wsel: npt.NDArray[np.intp], p: F64, dd: F64, ee: F64, w: F64, fl: U32,
-                   kk: npt.NDArray[np.uint64], done: npt.NDArray[np.bool_], base: int) -> npt.NDArray[np.int32]:
-        """Surface interaction of the photons ``wsel`` that reached the wall (arrays updated in place).
+    def _wall_step(self, s: _State, wsel: npt.NDArray[np.intp], done: npt.NDArray[np.bool_],
+                   base: int) -> npt.NDArray[np.int32]:
+        """Surface interaction of the photons ``wsel`` that reached the wall (state updated in place).
 
         Returns, per photon in ``wsel``, the channel where it was detected on a photocathode, else -1.
         """
-        pw = p[wsel]
-        ch = self._lookup.find(pw)
+        ch = self._lookup.find_xyz(s.x[wsel], s.y[wsel], s.z[wsel])
         result = np.full(wsel.shape[0], -1, dtype=np.int32)
-        inward_cache: list[F64] = []
 
         def inward(sel: npt.NDArray[np.bool_]) -> F64:
-            if not inward_cache:
-                inward_cache.append(-self.detector.vessel.wall_normal(pw))
-            return inward_cache[0][sel]
+            return -self.detector.vessel.wall_normal(s.points(wsel[sel]))
 
-        u = optics.uniform(kk[wsel], base + SLOT_CHOICE)
+        u = optics.uniform(s.k[wsel], base + SLOT_CHOICE)
         fresnel = np.zeros(wsel.shape[0], dtype=bool)
-        groups: list[tuple[npt.NDArray[np.bool_], Surface | None]] = [(ch >= 0, self._cathode),
-                                                                      (ch < 0, self._wall)]
+        groups: list[tuple[npt.NDArray[np.bool_], _SurfaceOptics | None]] = [
+            (ch >= 0, self._cathode), (ch < 0, self._wall)]
         for sel, surface in groups:
-            if not np.any(sel):
-                continue
             if surface is None:
                 fresnel |= sel
                 continue
-            wl = w[wsel]
-            absorb = _at(surface.absorb, wl)
-            detect = _at(surface.detect, wl)
-            diffuse = _at(surface.reflect_diffuse, wl)
-            specular = _at(surface.reflect_specular, wl)
-            c1 = np.asarray(absorb) + 0.0 * u
-            c2 = c1 + detect
-            c3 = c2 + diffuse
-            c4 = c3 + specular
-            is_abs = sel & (u < c1)
-            is_det = sel & ~is_abs & (u < c2)
-            is_dif = sel & ~(is_abs | is_det) & (u < c3)
-            is_spe = sel & ~(is_abs | is_det | is_dif) & (u < c4)
-            fresnel |= sel & ~(is_abs | is_det | is_dif | is_spe)
-            fl[wsel[is_abs]] |= _U[Flag.SURFACE_ABSORB]
-            done[wsel[is_abs]] = True
-            fl[wsel[is_det]] |= _U[Flag.SURFACE_DETECT]
-            done[wsel[is_det]] = True
-            result[is_det] = ch[is_det]  # -1 where a detecting wall is no photocathode: no hit
+            g = np.flatnonzero(sel)
+            if g.size == 0:
+                continue
+            if surface.always_absorbs:
+                s.fl[wsel[g]] |= _U[Flag.SURFACE_ABSORB]
+                done[wsel[g]] = True
+                continue
+            ug = u[g]
+            wl = s.w[wsel[g]]
+            # Cumulative thresholds absorb | detect | diffuse | specular | rest (Fresnel): index 0..4.
+            edge = np.asarray(_at(surface.absorb, wl))
+            choice = (ug >= edge).astype(np.int8)
+            for table in (surface.detect, surface.diffuse, surface.specular):
+                edge = edge + _at(table, wl)
+                choice += ug >= edge
+            gr = wsel[g]
+            absorbed = choice == 0
+            s.fl[gr[absorbed]] |= _U[Flag.SURFACE_ABSORB]
+            done[gr[absorbed]] = True
+            det = choice == 1
+            s.fl[gr[det]] |= _U[Flag.SURFACE_DETECT]
+            done[gr[det]] = True
+            # A detection off the photocathodes (a detecting wall) is terminal but is no hit.
+            result[g[det]] = ch[g[det]]
+            is_dif = np.zeros(wsel.shape[0], dtype=bool)
+            is_dif[g[choice == 2]] = True
             if np.any(is_dif):
                 r = wsel[is_dif]
-                kr = kk[r]
-                dd[r], ee[r] = optics.lambertian(inward(is_dif), optics.uniform(kr, base + SLOT_A),
+                kr = s.k[r]
+                new_d, new_e = optics.lambertian(inward(is_dif), optics.uniform(kr, base + SLOT_A),
                                                  optics.uniform(kr, base + SLOT_B),
                                                  optics.uniform(kr, base + SLOT_C))
-                fl[r] |= _U[Flag.REFLECT_DIFFUSE]
+                s.set_dir(r, new_d)
+                s.set_pol(r, new_e)
+                s.fl[r] |= _U[Flag.REFLECT_DIFFUSE]
+            is_spe = np.zeros(wsel.shape[0], dtype=bool)
+            is_spe[g[choice == 3]] = True
             if np.any(is_spe):
                 r = wsel[is_spe]
-                dd[r], ee[r] = optics.specular_reflect(dd[r], ee[r], inward(is_spe))
-                fl[r] |= _U[Flag.REFLECT_SPECULAR]
+                new_d, new_e = optics.specular_reflect(s.dirs(r), s.pols(r), inward(is_spe))
+                s.set_dir(r, new_d)
+                s.set_pol(r, new_e)
+                s.fl[r] |= _U[Flag.REFLECT_SPECULAR]
+            fresnel[g[choice == 4]] = True
         if np.any(fresnel):
             r = wsel[fresnel]
-            kr = kk[r]
+            kr = s.k[r]
             new_d, new_e, reflected = optics.fresnel(
-                dd[r], ee[r], inward(fresnel), _at(self._inner.n, w[r]), _at(self._outer.n, w[r]),
+                s.dirs(r), s.pols(r), inward(fresnel), _at(self._inner.n, s.w[r]), _at(self._outer.n, s.w[r]),
                 optics.uniform(kr, base + SLOT_D), optics.uniform(kr, base + SLOT_E))
-            dd[r], ee[r] = new_d, new_e
-            fl[r[reflected]] |= _U[Flag.REFLECT_SPECULAR]
+            s.set_dir(r, new_d)
+            s.set_pol(r, new_e)
+            s.fl[r[reflected]] |= _U[Flag.REFLECT_SPECULAR]
             # Transmitted photons enter the untraced outer world.
-            fl[r[~reflected]] |= _U[Flag.NO_HIT]
+            s.fl[r[~reflected]] |= _U[Flag.NO_HIT]
             done[r[~reflected]] = True
-        # A detection without a channel (detecting wall) is terminal and is no hit.
         return result
 
-    def _distance_to_wall(self, p: F64, d: F64) -> F64:
-        """Distance along ``d`` from ``p`` (inside or on the wall) to where the photon leaves the vessel."""
+    def _distance_to_wall(self, s: _State) -> F64:
+        """Distance along the direction from each point (inside or on the wall) to the wall."""
         v = self.detector.vessel
         if v.shape == "sphere":
-            b = optics.dot(p, d)
-            cc = optics.dot(p, p) - v.radius * v.radius
+            b = s.x * s.dx + s.y * s.dy + s.z * s.dz
+            cc = s.x * s.x + s.y * s.y + s.z * s.z - v.radius * v.radius
             return np.asarray(np.maximum(-b + np.sqrt(np.maximum(b * b - cc, 0.0)), 0.0))
         assert v.half_height is not None
-        a = d[:, 0] ** 2 + d[:, 1] ** 2
-        b = p[:, 0] * d[:, 0] + p[:, 1] * d[:, 1]
-        cc = p[:, 0] ** 2 + p[:, 1] ** 2 - v.radius * v.radius
+        a = s.dx * s.dx + s.dy * s.dy
+        b = s.x * s.dx + s.y * s.dy
+        cc = s.x * s.x + s.y * s.y - v.radius * v.radius
         with np.errstate(divide="ignore", invalid="ignore"):
             t_side = np.where(a > 0, (-b + np.sqrt(np.maximum(b * b - a * cc, 0.0))) / a, math.inf)
-            t_cap = np.where(d[:, 2] > 0, (v.half_height - p[:, 2]) / d[:, 2],
-                             np.where(d[:, 2] < 0, (-v.half_height - p[:, 2]) / d[:, 2], math.inf))
+            t_cap = np.where(s.dz > 0, (v.half_height - s.z) / s.dz,
+                             np.where(s.dz < 0, (-v.half_height - s.z) / s.dz, math.inf))
         return np.asarray(np.maximum(np.minimum(t_side, t_cap), 0.0))
+
+
+_VEC = ("x", "y", "z", "dx", "dy", "dz", "ex", "ey", "ez")
+
+
+class _State:
+    """Live photons as separate float64 columns (faster in numpy than (N, 3) arrays)."""
+
+    __slots__ = ("dx", "dy", "dz", "ex", "ey", "ez", "fl", "idx", "k", "t", "w", "x", "y", "z")
+
+    idx: npt.NDArray[np.intp]
+    x: F64
+    y: F64
+    z: F64
+    dx: F64
+    dy: F64
+    dz: F64
+    ex: F64
+    ey: F64
+    ez: F64
+    w: F64
+    t: F64
+    fl: U32
+    k: npt.NDArray[np.uint64]
+
+    @classmethod
+    def from_columns(cls, cols: Mapping[str, npt.ArrayLike], keys: npt.NDArray[np.uint64], flags: U32) -> _State:
+        s = cls()
+        s.idx = np.arange(keys.shape[0])
+        for mine, theirs in zip(_VEC, ("x", "y", "z", "dx", "dy", "dz", "polx", "poly", "polz"), strict=True):
+            setattr(s, mine, np.array(cols[theirs], dtype=np.float64).reshape(-1))
+        s.w = np.array(cols["wavelength"], dtype=np.float64).reshape(-1)
+        s.t = np.array(cols["time"], dtype=np.float64).reshape(-1)
+        s.fl = flags.copy()
+        s.k = keys
+        return s
+
+    def take(self, rows: npt.NDArray[np.intp]) -> _State:
+        out = _State()
+        for name in self.__slots__:
+            setattr(out, name, getattr(self, name)[rows])
+        return out
+
+    def points(self, sel: npt.NDArray[np.intp] | npt.NDArray[np.bool_]) -> F64:
+        return np.column_stack([self.x[sel], self.y[sel], self.z[sel]])
+
+    def dirs(self, sel: npt.NDArray[np.intp] | npt.NDArray[np.bool_]) -> F64:
+        return np.column_stack([self.dx[sel], self.dy[sel], self.dz[sel]])
+
+    def pols(self, sel: npt.NDArray[np.intp] | npt.NDArray[np.bool_]) -> F64:
+        return np.column_stack([self.ex[sel], self.ey[sel], self.ez[sel]])
+
+    def set_dir(self, sel: npt.NDArray[np.intp] | npt.NDArray[np.bool_], v: F64) -> None:
+        self.dx[sel], self.dy[sel], self.dz[sel] = v[:, 0], v[:, 1], v[:, 2]
+
+    def set_pol(self, sel: npt.NDArray[np.intp] | npt.NDArray[np.bool_], v: F64) -> None:
+        self.ex[sel], self.ey[sel], self.ez[sel] = v[:, 0], v[:, 1], v[:, 2]
+
+    def hits(self, rows: npt.NDArray[np.intp], channel: npt.NDArray[np.int32]) -> Hits:
+        def f32(a: F64) -> npt.NDArray[np.float32]:
+            return np.ascontiguousarray(a[rows], dtype=np.float32)
+
+        return Hits(channel=channel.astype(np.uint32), dx=f32(self.dx), dy=f32(self.dy), dz=f32(self.dz),
+                    polx=f32(self.ex), poly=f32(self.ey), polz=f32(self.ez), wavelength=f32(self.w),
+                    time=f32(self.t), flags=self.fl[rows].copy())
