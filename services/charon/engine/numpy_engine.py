@@ -149,8 +149,11 @@ class NumpySimulator:
 
     def _run_chunk(self, batch: Sequence[Photons], pieces: list[tuple[int, int, int]],
                    results: list[list[Hits]]) -> None:
-        cols = {name: np.concatenate([np.asarray(getattr(batch[ev], name))[a:b] for ev, a, b in pieces])
-                for name in tokens.PHOTON_FIELDS}
+        def column(name: str) -> npt.NDArray[np.generic]:
+            parts = [np.asarray(getattr(batch[ev], name))[a:b] for ev, a, b in pieces]
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+        cols = {name: column(name) for name in tokens.PHOTON_FIELDS}
         keys = np.concatenate([optics.photon_keys(self.seed, batch[ev].event_id, np.arange(a, b))
                                for ev, a, b in pieces])
         state = self.propagate(cols, keys)
