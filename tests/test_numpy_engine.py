@@ -345,3 +345,59 @@ def test_diffuse_wall_and_photons_outside(ref: Detector) -> None:
     _check_fraction(int((out.channel >= 0).sum()), n, 0.25)
     outside = _outcome(sim, _source(100, pos=(0.0, 0.0, 7000.0)))
     assert np.all(outside.flags == int(Flag.NO_HIT))
+
+
+def test_wavelength_dependent_tables() -> None:
+    # n(300 nm) = 1.40, n(600 nm) = 1.30; QE(300 nm) = 0.10, QE(600 nm) = 0.30; linear in between
+    water_wl = Material("water", WavelengthTable([300.0, 600.0], [1.40, 1.30]),
+                        WavelengthTable([300.0, 600.0], [20_000.0, 40_000.0]), WavelengthTable.flat(math.inf))
+    base = sphere_detector(inner=water_wl, name="dispersive")
+    from dataclasses import replace
+
+    cathode = Surface("photocathode", detect=WavelengthTable([300.0, 600.0], [0.10, 0.30]),
+                      absorb=WavelengthTable([300.0, 600.0], [0.90, 0.70]))
+    det = replace(base, surfaces=dict(base.surfaces, photocathode=cathode))
+    sim = NumpySimulator(det, seed=2, max_steps=10)
+    n = 100_000
+    for wl, index, qe, lam in ((300.0, 1.40, 0.10, 20_000.0), (450.0, 1.35, 0.20, 30_000.0),
+                               (600.0, 1.30, 0.30, 40_000.0)):
+        hits = sim.simulate([_source(n, wavelength=wl)])[0]
+        _check_fraction(len(hits), n, qe * det.coverage() * math.exp(-R / lam))
+        np.testing.assert_allclose(hits.time, R * index / C, rtol=1e-6)
+
+
+def test_cylinder_vessel_absorption_only() -> None:
+    from charon.engine.detector import cylinder_detector
+
+    det = cylinder_detector(radius=2000.0, half_height=3000.0, pmt_radius=150.0, barrel_rings=8,
+                            barrel_columns=30, cap_pitch=400.0,
+                            inner=water(absorption_length_mm=10_000.0, scattering_length_mm=math.inf))
+    # expectation: QE x average over isotropic directions of [exit point on a photocathode] x
+    # exp(-path / lambda), integrated with an independent sample of 10^6 directions
+    rng = np.random.default_rng(77)
+    m = 1_000_000
+    z = rng.uniform(-1, 1, m)
+    phi = rng.uniform(0, 2 * math.pi, m)
+    s = np.sqrt(1 - z * z)
+    d = np.column_stack([s * np.cos(phi), s * np.sin(phi), z])
+    with np.errstate(divide="ignore"):
+        t_side = 2000.0 / np.where(s > 0, s, 1e-300)
+        t_cap = 3000.0 / np.abs(z)
+    path = np.minimum(t_side, t_cap)
+    on = det.lookup.find(d * path[:, None]) >= 0
+    expected = 0.25 * float(np.mean(on * np.exp(-path / 10_000.0)))
+    n = 200_000
+    sim = NumpySimulator(det, seed=5, max_steps=10)
+    hits = sim.simulate([_source(n)])[0]
+    # 4 sigma of the engine's binomial error and the integration's error combined
+    sigma = math.sqrt(expected * (1 - expected) * (1 / n + 1 / m))
+    assert abs(len(hits) / n - expected) <= 4 * sigma
+    assert np.all(hits.channel < len(det.pmts))
+    # times: path along the hit direction to the wall
+    hd = np.column_stack([hits.dx, hits.dy, hits.dz]).astype(np.float64)
+    s_h = np.hypot(hd[:, 0], hd[:, 1])
+    with np.errstate(divide="ignore"):
+        hp = np.minimum(2000.0 / np.where(s_h > 0, s_h, 1e-300), 3000.0 / np.abs(hd[:, 2]))
+    np.testing.assert_allclose(hits.time, hp * 1.33 / C, rtol=1e-4)
+    types = det.pmts.channel_type[hits.channel]
+    assert set(np.unique(types)) == {0, 1}
