@@ -117,7 +117,8 @@ def test_stl_round_trip(tmp_path: Path, ascii: bool) -> None:
     path = tmp_path / "ball.stl"
     m.write_stl(path, v * 100.0, f, ascii=ascii)
     rv, rf = m.read_stl(path)
-    assert rv.shape == v.shape and rf.shape == f.shape
+    assert rv.shape == v.shape
+    assert rf.shape == f.shape
     assert edges_shared_twice(rf)
     assert signed_volume(rv.astype(float), rf) == pytest.approx(signed_volume(v * 100.0, f), rel=1e-5)
     solid = m.stl_solid(path, inner=1, outer=0, solid=0, scale=10.0)

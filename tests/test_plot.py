@@ -21,7 +21,7 @@ def make_hits(channels: list[int], times: list[float]) -> Hits:
 def test_hit_counts_sum_events() -> None:
     info = reference_detector().info()
     counts = hit_counts(info, [make_hits([0, 5, 5], [1, 2, 3]), make_hits([5, 2999], [4, 5])])
-    assert counts[0] == 1 and counts[5] == 3 and counts[2999] == 1 and counts.sum() == 5
+    assert (counts[0], counts[5], counts[2999], counts.sum()) == (1, 3, 1, 5)
 
 
 def test_plot_writes_png(tmp_path: Path) -> None:

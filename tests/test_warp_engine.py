@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from charon.engine.base import Hits, Photons, Simulator
-from charon.engine.detector import reference_detector, save_detector, load_detector, sphere_detector, water
+from charon.engine.detector import load_detector, reference_detector, save_detector, sphere_detector, water
 from charon.engine.warp_engine import WarpSimulator, cuda_available, event_seed, mesh_from_detector
 from charon.errors import ConfigError
 from charon.protocol.tokens import TERMINAL_FLAGS, Flag
@@ -53,7 +53,7 @@ def test_is_a_simulator(analytic: WarpSimulator) -> None:
     assert analytic.geometry == "analytic"
     assert analytic.simulate([]) == []
     empty = analytic.simulate([point_source(0)])
-    assert len(empty) == 1 and len(empty[0]) == 0
+    assert [len(h) for h in empty] == [0]
 
 
 def test_threads_give_bit_identical_hits() -> None:
@@ -87,7 +87,8 @@ def test_seed_and_event_id_select_the_streams(analytic: WarpSimulator) -> None:
     assert event_seed(3, 1) != event_seed(3, 2) != event_seed(4, 2)
     # a batch is the same as its events one at a time
     batch = analytic.simulate([point_source(50_000, event_id=1), point_source(50_000, event_id=2)])
-    assert same_hits(batch[0], a) and same_hits(batch[1], b)
+    assert same_hits(batch[0], a)
+    assert same_hits(batch[1], b)
 
 
 def test_terminal_flags_nan_and_origin_bits(analytic: WarpSimulator) -> None:
@@ -122,7 +123,9 @@ def test_terminal_flags_nan_and_origin_bits(analytic: WarpSimulator) -> None:
     assert not np.any(hits.flags & Flag.NAN_ABORT)
     n_ch = np.count_nonzero(hits.flags & Flag.CHERENKOV)
     n_sc = np.count_nonzero(hits.flags & Flag.SCINTILLATION)
-    assert n_ch > 0 and n_sc > 0 and n_ch + n_sc == len(hits)
+    assert n_ch > 0
+    assert n_sc > 0
+    assert n_ch + n_sc == len(hits)
     # every live photon ends with a terminal flag (out-of-steps ones get NO_HIT)
     assert np.all(st.flags[k:] & TERMINAL_FLAGS)
 
@@ -149,7 +152,8 @@ def _compare(a: list[Hits], b: list[Hits], n_channels: int) -> None:
 def test_analytic_and_mesh_forms_agree(analytic: WarpSimulator, mesh: WarpSimulator) -> None:
     assert mesh.geometry == "mesh"
     geo = mesh.mesh_geometry
-    assert geo is not None and geo.n_channels == REF.n_channels
+    assert geo is not None
+    assert geo.n_channels == REF.n_channels
     # several events so the two forms see independent photon sets too
     batch = [point_source(150_000, event_id=e, seed=20 + e) for e in range(3)]
     _compare(analytic.simulate(batch), mesh.simulate(batch), REF.n_channels)
@@ -191,7 +195,7 @@ def test_warp_agrees_with_numpy_reference(analytic: WarpSimulator) -> None:
 
 
 def test_device_selection() -> None:
-    with pytest.raises(ConfigError, match="engine.threads"):
+    with pytest.raises(ConfigError, match=r"engine\.threads"):
         WarpSimulator(REF, threads=-1)
     with pytest.raises(ConfigError, match="geometry"):
         WarpSimulator(REF, geometry="voxels")  # type: ignore[arg-type]

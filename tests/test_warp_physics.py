@@ -14,7 +14,7 @@ import pytest
 from charon.engine.detector import Material, sphere_detector, water
 from charon.engine.warp_engine import WarpSimulator
 from charon.protocol.tokens import Flag
-from tests.warp_support import WT, C_MM_PER_NS, ball, beam, chi2_limit, point_source
+from tests.warp_support import C_MM_PER_NS, WT, ball, beam, chi2_limit, point_source
 
 SIGMAS = 4.0
 
@@ -118,7 +118,7 @@ def test_fresnel_brewster_angle(glass: WarpSimulator) -> None:
     _, refl_p, _ = _oblique(glass, theta_b, (0.0, 1.0, 0.0), n)
     assert refl_p.sum() <= 2
     # s polarisation
-    st_s, refl_s, _ = _oblique(glass, theta_b, (0.0, 0.0, 1.0), n)
+    _, refl_s, _ = _oblique(glass, theta_b, (0.0, 0.0, 1.0), n)
     ok, msg = binomial_ok(int(refl_s.sum()), n, rs)
     assert ok, msg
     # unpolarised: (R_s + R_p) / 2, and what is reflected is s-polarised
@@ -213,7 +213,8 @@ def test_reemission_spectrum_and_delay() -> None:
     assert len(hits) > 0.9 * det.coverage() * n
     assert np.all(hits.flags & Flag.BULK_REEMIT)
     wl = hits.wavelength.astype(np.float64)
-    assert wl.min() >= 400.0 and wl.max() <= 500.0
+    assert wl.min() >= 400.0
+    assert wl.max() <= 500.0
     edges = np.linspace(400.0, 500.0, 11)
     counts, _ = np.histogram(wl, edges)
     expected = len(hits) * np.diff(np.interp(edges, cdf_wl, cdf_val))

@@ -11,6 +11,7 @@ from (seed, event id), so the output is bit-identical for any thread count and c
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -67,7 +68,7 @@ def _load_warp(kernel_cache_dir: Path | None) -> tuple[Any, Any]:
                 if not os.access(cache, os.W_OK):
                     raise ConfigError(f"invalid setting engine.kernel_cache_dir = {str(cache)!r}: not writable")
                 wp.config.kernel_cache_dir = str(cache)
-            wp.init()
+            wp.init()  # type: ignore[no-untyped-call]
             from charon.engine import warp_kernels
 
             _warp, _kernels = wp, warp_kernels
@@ -365,7 +366,7 @@ class WarpSimulator:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def __enter__(self) -> WarpSimulator:
+    def __enter__(self) -> WarpSimulator:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -417,12 +418,11 @@ class WarpSimulator:
             return
         bounds = np.linspace(0, n, self.threads + 1).astype(int)
         futures = [self._pool.submit(run, int(lo), int(hi - lo))
-                   for lo, hi in zip(bounds[:-1], bounds[1:], strict=True) if hi > lo]
+                   for lo, hi in itertools.pairwise(bounds) if hi > lo]
         for f in futures:
             f.result()
 
     def _run(self, ph: Photons, keep_all: bool) -> tuple[Hits, FinalState | None]:
-        wp, k = self._wp, self._k
         n = len(ph)
         seed = event_seed(self.seed, ph.event_id)
         hit_parts: list[Hits] = []
@@ -439,15 +439,16 @@ class WarpSimulator:
         hits = Hits.concatenate(hit_parts)
         state = None
         if keep_all:
-            cat = {name: (np.concatenate([f[name] for f in full]) if full else np.zeros(0, dt))
-                   for name, dt in _OUT_FIELDS}
-            state = FinalState(
-                pos=np.stack([cat["x"], cat["y"], cat["z"]], 1) if n else np.zeros((0, 3), np.float32),
-                dir=np.stack([cat["dx"], cat["dy"], cat["dz"]], 1) if n else np.zeros((0, 3), np.float32),
-                pol=np.stack([cat["px"], cat["py"], cat["pz"]], 1) if n else np.zeros((0, 3), np.float32),
-                wavelength=cat["wl"], time=cat["t"], flags=cat["flags"], channel=cat["channel"],
-                steps=cat["steps"])
-        del wp, k
+            cat: dict[str, npt.NDArray[Any]] = {
+                name: (np.concatenate([f[name] for f in full]) if full else np.zeros(0, dt))
+                for name, dt in _OUT_FIELDS}
+
+            def vec(*names: str) -> npt.NDArray[np.float32]:
+                return np.stack([cat[x] for x in names], 1).astype(np.float32, copy=False)
+
+            state = FinalState(pos=vec("x", "y", "z"), dir=vec("dx", "dy", "dz"), pol=vec("px", "py", "pz"),
+                               wavelength=cat["wl"], time=cat["t"], flags=cat["flags"],
+                               channel=cat["channel"], steps=cat["steps"])
         return hits, state
 
     def _compact(self, m: int) -> Hits:

@@ -10,6 +10,11 @@ tables, otherwise Fresnel reflect or refract with polarisation. Random numbers c
 is split. Importing this module defines the kernels; nothing is compiled until the first launch.
 """
 
+# mypy: ignore-errors
+# ruff: noqa: UP018, RUF046, SIM102, SIM108, RUF059
+# Warp kernels are a typed DSL compiled by Warp: int(0) / float(0.0) declare loop-carried dynamic
+# variables, and there are no conditional expressions; mypy's view of Warp's stubs does not apply.
+
 from __future__ import annotations
 
 from typing import Any
