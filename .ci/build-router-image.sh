@@ -59,11 +59,15 @@ name="charon-router-ci-$$"
 "${RUNC[@]}" -d --name "$name" --network host "$TAG" router \
   --bind "tcp://127.0.0.1:$port" --workers-bind "tcp://127.0.0.1:$wport" --metrics-addr "127.0.0.1:$mport" >/dev/null
 trap 'podman --runtime runc rm -f "$name" >/dev/null 2>&1 || true' EXIT
-ok=""
-for _ in $(seq 40); do
-  if "${RUNC[@]}" --network host "$TAG" ping --endpoint "tcp://127.0.0.1:$port" >/dev/null 2>&1; then ok=1; break; fi
+for _ in $(seq 60); do
+  python3 -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:$mport/readyz', timeout=1).status != 200)" \
+    2>/dev/null && break
   sleep 0.5
 done
-[[ -n "$ok" ]] || { log "charon ping against the containerised router failed"; podman --runtime runc logs "$name" >&2 || true; exit 1; }
+if ! out="$("${RUNC[@]}" --network host "$TAG" ping --endpoint "tcp://127.0.0.1:$port" 2>&1)"; then
+  log "charon ping (in the image) against the containerised router failed:"
+  printf '%s\n' "$out" | tail -5 >&2
+  exit 1
+fi
 size="$(podman image inspect "$TAG" --format '{{.Size}}')"
-echo "image ok $TAG user=10001 entrypoint=charon size_bytes=$size ping=ok"
+echo "image ok $TAG user=10001 entrypoint=charon size_bytes=$size ping=ok ($out)"
