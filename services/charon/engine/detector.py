@@ -793,7 +793,7 @@ def load_detector(path: Path | None) -> Detector:
         return _from_parts(arrays)
     except DetectorError as exc:
         raise DetectorError(f"detector file {str(path)!r}: {exc}") from None
-    except (KeyError, TypeError, ValueError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, UnicodeDecodeError) as exc:
         raise DetectorError(f"detector file {str(path)!r} is malformed: {type(exc).__name__}: {exc}") from None
 
 
