@@ -257,3 +257,17 @@ def test_invalid_definitions_are_rejected(ref: Detector) -> None:
         Vessel("cylinder", 1000.0, "water", "vacuum")
     with pytest.raises(DetectorError, match="absorption_length"):
         water(absorption_length_mm=0.0)
+
+
+def test_disk_photocathodes_on_flat_end_caps(cyl: Detector) -> None:
+    caps = cyl.pmts.channel_type == 1
+    disks = PMTArray(cyl.pmts.positions[caps], cyl.pmts.normals[caps], 150.0, "photocathode",
+                     cyl.pmts.channel_type[caps], shape="disk")
+    det = dataclasses.replace(cyl, pmts=disks)
+    assert det.fingerprint != dataclasses.replace(det, pmts=dataclasses.replace(disks, shape="cap")).fingerprint
+    c = disks.positions[3]
+    inside = c + np.array([149.0, 0.0, 0.0])
+    outside = c + np.array([151.0, 0.0, 0.0])
+    np.testing.assert_array_equal(det.lookup.find(np.array([inside, outside])), [3, -1])
+    with pytest.raises(DetectorError, match="flat wall"):
+        dataclasses.replace(cyl, pmts=dataclasses.replace(cyl.pmts, shape="disk"))
