@@ -94,13 +94,13 @@ class NumpySimulator:
     """Simulator protocol implementation on numpy, float64 internally.
 
     ``chunk_photons`` bounds memory: a batch is propagated that many photons at a time (results do
-    not depend on it).
+    not depend on it; about 250k keeps the working set in cache and is fastest).
     """
 
     name = "numpy"
 
     def __init__(self, detector: Detector, *, seed: int, max_steps: int,
-                 chunk_photons: int = 1_000_000) -> None:
+                 chunk_photons: int = 250_000) -> None:
         if max_steps < 1:
             raise ValueError("max_steps must be >= 1")
         if chunk_photons < 1:
