@@ -49,7 +49,7 @@ _U = {f: np.uint32(int(f)) for f in Flag}
 
 @dataclass(frozen=True)
 class _Optics:
-    """A material's tables, with flat ones reduced to constants (the common case, and much faster)."""
+    """The tables of the material a photon is in (``_at`` reads flat ones as plain constants)."""
 
     n: WavelengthTable
     absorption: WavelengthTable
@@ -64,6 +64,8 @@ class _Optics:
 
 @dataclass(frozen=True)
 class _SurfaceOptics:
+    """A surface's tables in the order they are drawn, and whether it absorbs everything."""
+
     absorb: WavelengthTable
     detect: WavelengthTable
     diffuse: WavelengthTable
