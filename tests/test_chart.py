@@ -503,10 +503,12 @@ def test_keda_scaled_object_scales_workers_on_queue_depth() -> None:
     assert trigger["type"] == "prometheus"
     meta = trigger["metadata"]
     assert meta["ignoreNullValues"] == "false"
-    assert "charon_queue_depth" in meta["query"]
-    assert 'charon_release="charon"' in meta["query"]
+    # Outstanding requests: the queue alone reads 0 while every worker is busy.
+    assert meta["query"] == ('sum(charon_queue_depth{namespace="charon", charon_release="charon", '
+                             'charon_component="router"}) + sum(charon_in_flight{namespace="charon", '
+                             'charon_release="charon", charon_component="router"})')
     assert all(isinstance(v, str) for v in meta.values())  # KEDA metadata is map[string]string
-    assert float(meta["threshold"]) == 4
+    assert float(meta["threshold"]) == 3
     # The autoscaler owns the count: the Deployment leaves replicas unset.
     assert "replicas" not in one(docs, "Deployment", "charon-worker")["spec"]
     assert not by_kind(docs, "HorizontalPodAutoscaler")
@@ -517,7 +519,9 @@ def test_hpa_scales_workers_on_the_external_queue_metric() -> None:
     (hpa,) = by_kind(docs, "HorizontalPodAutoscaler")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "charon-worker"
     (metric,) = hpa["spec"]["metrics"]
-    assert metric["external"]["metric"]["name"] == "charon_queue_depth"
+    assert metric["external"]["metric"]["name"] == "charon_outstanding_requests"
+    assert metric["external"]["metric"]["selector"]["matchLabels"] == {"charon_release": RELEASE}
+    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "2"}
     assert "replicas" not in one(docs, "Deployment", "charon-worker")["spec"]
     assert not by_kind(docs, "ScaledObject")
 

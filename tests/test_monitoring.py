@@ -4,7 +4,7 @@
   ``tests/prometheus/`` (``promtool test rules``);
 * every dashboard query parses (as recording rules through ``promtool check rules``);
 * end to end: a real Prometheus scrapes a running router and worker on loopback while traffic
-  runs; every dashboard and alert expression evaluates, every metric they select returns data
+  runs; every dashboard, alert and KEDA-trigger expression evaluates, every metric they select returns data
   (the DCGM GPU panel is exempt: no GPU exporter here), and no alert condition holds on the
   healthy system.
 """
@@ -47,6 +47,15 @@ def _render_rules() -> dict[str, Any]:
     rule = yaml.safe_load(res.stdout)
     assert rule["kind"] == "PrometheusRule"
     return {"groups": rule["spec"]["groups"]}
+
+
+def _keda_query() -> str:
+    helm = tool("helm")
+    res = run(helm, "template", RELEASE, str(CHART), "-n", NAMESPACE,
+              "-f", str(CHART / "ci" / "keda-values.yaml"), "--show-only", "templates/keda-scaledobject.yaml",
+              check=True)
+    (trigger,) = yaml.safe_load(res.stdout)["spec"]["triggers"]
+    return str(trigger["metadata"]["query"])
 
 
 def _dashboard_exprs() -> list[tuple[str, str]]:
@@ -252,6 +261,7 @@ def _check_live(base: str) -> None:
     alerts = [r for g in _render_rules()["groups"] for r in g["rules"]]
     exprs = [(f"panel {title!r}", _concrete(e)) for title, e in _dashboard_exprs()]
     exprs += [(f"alert {a['alert']}", a["expr"]) for a in alerts]
+    exprs += [("KEDA trigger", _keda_query())]
     # 1. Every selected metric returns data (the metric names match what the code exports).
     for where, expr in exprs:
         for name, matchers in SELECTOR.findall(expr):
@@ -259,9 +269,9 @@ def _check_live(base: str) -> None:
                 continue
             selector = f"{name}{{{matchers}}}"
             assert _query(base, selector), f"{where}: {selector} returned no data"
-    # 2. Every dashboard expression evaluates to data (GPU panel exempt).
+    # 2. Every dashboard expression and the autoscaler's query evaluate to data (GPU panel exempt).
     for where, expr in exprs:
-        if where.startswith("panel") and not any(m in expr for m in EXEMPT_METRICS):
+        if where.startswith(("panel", "KEDA")) and not any(m in expr for m in EXEMPT_METRICS):
             assert _query(base, expr), f"{where}: {expr} returned no data"
     # 3. The healthy system trips no alert condition (evaluated directly, ignoring `for`).
     for a in alerts:
