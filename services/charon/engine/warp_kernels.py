@@ -299,6 +299,27 @@ def analytic_inside(g: Analytic, p: wp.vec3) -> int:
 
 
 @wp.func
+def fast_atan2(y: float, x: float) -> float:
+    """atan2 to ~1e-5 rad: enough to pick a lookup cell (candidate lists have a one-cell margin)."""
+    ax = wp.abs(x)
+    ay = wp.abs(y)
+    mx = wp.max(ax, ay)
+    a = float(0.0)
+    if mx > 0.0:
+        a = wp.min(ax, ay) / mx
+    s2 = a * a
+    r = ((((-0.0117212 * s2 + 0.05265332) * s2 - 0.11643287) * s2 + 0.19354346) * s2 - 0.33262347) * s2 + 0.99997726
+    r = r * a
+    if ay > ax:
+        r = 1.5707963267948966 - r
+    if x < 0.0:
+        r = 3.141592653589793 - r
+    if y < 0.0:
+        r = -r
+    return r
+
+
+@wp.func
 def find_pmt(g: Analytic, q: wp.vec3) -> int:
     """Channel whose photocathode contains wall point ``q``, or -1 (photocathodes do not overlap)."""
     nq = wp.length(q)
@@ -306,7 +327,7 @@ def find_pmt(g: Analytic, q: wp.vec3) -> int:
     if nq > 0.0:
         u = q[2] / nq
     iu = wp.clamp(int((u + 1.0) * (0.5 * float(g.n_u))), 0, g.n_u - 1)
-    phi = wp.atan2(q[1], q[0])
+    phi = fast_atan2(q[1], q[0])
     ip = wp.clamp(int((phi + 3.141592653589793) * (float(g.n_phi) / TWO_PI)), 0, g.n_phi - 1)
     cell = iu * g.n_phi + ip
     found = int(-1)
@@ -376,198 +397,6 @@ def fresnel(d: wp.vec3, pol: wp.vec3, nf: wp.vec3, n1: float, n2: float,
 # Kernels
 
 
-@wp.func
-def trace_one(i: int, inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: MeshGeo, mode: int,
-              seed: int, first_index: int, max_steps: int):
-    pos = wp.vec3(inp.x[i], inp.y[i], inp.z[i])
-    d = wp.vec3(inp.dx[i], inp.dy[i], inp.dz[i])
-    pol = wp.vec3(inp.px[i], inp.py[i], inp.pz[i])
-    wl = inp.wl[i]
-    t = inp.t[i]
-    flags = inp.flags[i]
-    channel = int(-1)
-    steps = int(0)
-    s = wp.rand_init(seed, first_index + i)
-
-    live = int(1)
-    if (flags & F_TERMINAL) != wp.uint32(0):
-        live = 0
-    elif not (wp.isfinite(pos) and wp.isfinite(d) and wp.isfinite(pol) and wp.isfinite(wl) and wp.isfinite(t)):
-        flags = flags | F_NAN_ABORT
-        live = 0
-    else:
-        ld = wp.length(d)
-        if ld < 1.0e-6:
-            flags = flags | F_NAN_ABORT
-            live = 0
-        else:
-            d = d / ld
-            pp = pol - wp.dot(pol, d) * d
-            lpp = wp.length(pp)
-            if lpp > 1.0e-6:
-                pol = pp / lpp
-            else:
-                pol, s = random_perpendicular(d, s)
-
-    # The analytic world is the vessel: photons starting outside it are not traced.
-    if live == 1 and mode == MODE_ANALYTIC:
-        if analytic_inside(ana, pos) == 0:
-            flags = flags | F_NO_HIT
-            live = 0
-
-    while live == 1 and steps < max_steps:
-        steps += 1
-        # --- next boundary: distance, outward normal, materials, surface, channel
-        dist = float(0.0)
-        n_out = wp.vec3(0.0)
-        m_in = int(0)
-        m_out = int(0)
-        surf = int(-1)
-        chan = int(-1)
-        exiting = int(0)
-        found = int(0)
-        if mode == MODE_ANALYTIC:
-            ta, tb, na, nb, ok = analytic_interval(ana, pos, d)
-            if ok == 1:
-                dist = wp.max(tb, 0.0)
-                n_out = nb
-                exiting = 1
-                found = 1
-                m_in = ana.mat_in
-                m_out = ana.mat_out
-                surf = ana.wall_surface
-                k = find_pmt(ana, pos + dist * d)
-                if k >= 0:
-                    surf = ana.pmt_surface
-                    chan = k
-        else:
-            q = wp.mesh_query_ray(msh.mesh, pos, d, 1.0e30)
-            if q.result:
-                found = 1
-                dist = q.t
-                n_out = wp.normalize(q.normal)
-                m_in = msh.mat_in[q.face]
-                m_out = msh.mat_out[q.face]
-                surf = msh.surface[q.face]
-                chan = msh.solid_channel[msh.solid[q.face]]
-                if wp.dot(d, n_out) > 0.0:
-                    exiting = 1
-        if found == 0:
-            flags = flags | F_NO_HIT
-            live = 0
-            break
-        m1 = m_out
-        m2 = m_in
-        nf = n_out
-        if exiting == 1:
-            m1 = m_in
-            m2 = m_out
-            nf = -n_out
-        n1 = interp_row(opt.rindex, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl)
-        # --- bulk: absorption and Rayleigh in material m1
-        u1, s = uniform_open(s)
-        u2, s = uniform_open(s)
-        d_abs = -interp_row(opt.abslen, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl) * wp.log(u1)
-        d_sca = -interp_row(opt.scatlen, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl) * wp.log(u2)
-        if d_abs <= d_sca and d_abs < dist:
-            pos = pos + d_abs * d
-            t = t + d_abs * n1 / C_MM_PER_NS
-            if wp.randf(s) < interp_row(opt.reemit_prob, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl):
-                ncdf = opt.reemit_icdf.shape[1]
-                f = wp.randf(s) * float(ncdf - 1)
-                j = wp.min(int(f), ncdf - 2)
-                w = f - float(j)
-                wl = opt.reemit_icdf[m1, j] * (1.0 - w) + opt.reemit_icdf[m1, j + 1] * w
-                d, s = isotropic(s)
-                pol, s = random_perpendicular(d, s)
-                u3, s = uniform_open(s)
-                t = t - opt.reemit_tau[m1] * wp.log(u3)
-                flags = flags | F_BULK_REEMIT
-                continue
-            flags = flags | F_BULK_ABSORB
-            live = 0
-            break
-        if d_sca < d_abs and d_sca < dist:
-            pos = pos + d_sca * d
-            t = t + d_sca * n1 / C_MM_PER_NS
-            d, pol, s = rayleigh(d, pol, s)
-            flags = flags | F_RAYLEIGH_SCATTER
-            continue
-        pos = pos + dist * d
-        t = t + dist * n1 / C_MM_PER_NS
-        # --- at the boundary
-        side = int(0)  # +1: continue on the far side, -1: back on the near side
-        if surf >= 0:
-            u = wp.randf(s)
-            p_abs = interp_row(opt.s_absorb, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
-            p_det = interp_row(opt.s_detect, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
-            p_dif = interp_row(opt.s_rdiff, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
-            p_spe = interp_row(opt.s_rspec, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
-            if u < p_abs:
-                flags = flags | F_SURFACE_ABSORB
-                live = 0
-                break
-            if u < p_abs + p_det:
-                flags = flags | F_SURFACE_DETECT
-                channel = chan
-                live = 0
-                break
-            if u < p_abs + p_det + p_dif:
-                d, s = lambertian(nf, s)
-                pol, s = random_perpendicular(d, s)
-                flags = flags | F_REFLECT_DIFFUSE
-                side = -1
-            elif u < p_abs + p_det + p_dif + p_spe:
-                d = wp.normalize(d - 2.0 * wp.dot(d, nf) * nf)
-                pol = wp.normalize(pol - 2.0 * wp.dot(pol, nf) * nf)
-                flags = flags | F_REFLECT_SPECULAR
-                side = -1
-            else:
-                surf = -1  # the remaining probability: a bare dielectric boundary
-        if surf < 0:
-            n2 = interp_row(opt.rindex, m2, wl, opt.wl0, opt.inv_dwl, opt.nwl)
-            tr = int(0)
-            d, pol, tr, s = fresnel(d, pol, nf, n1, n2, s)
-            side = -1
-            if tr == 1:
-                side = 1
-            else:
-                flags = flags | F_REFLECT_SPECULAR
-        if side == 1 and mode == MODE_ANALYTIC:
-            # into the outer world, which the analytic geometry does not trace
-            flags = flags | F_NO_HIT
-            live = 0
-            break
-        # step off the surface towards the side the photon now travels in
-        eps = 1.0e-3 + 8.0e-6 * (wp.abs(pos[0]) + wp.abs(pos[1]) + wp.abs(pos[2]))
-        if mode == MODE_MESH:
-            if side == 1:
-                pos = pos - eps * nf
-            else:
-                pos = pos + eps * nf
-
-    if live == 1:
-        flags = flags | F_NO_HIT  # out of steps
-    out.channel[i] = channel
-    out.dx[i] = d[0]
-    out.dy[i] = d[1]
-    out.dz[i] = d[2]
-    out.px[i] = pol[0]
-    out.py[i] = pol[1]
-    out.pz[i] = pol[2]
-    out.wl[i] = wl
-    out.t[i] = t
-    out.flags[i] = flags
-    out.x[i] = pos[0]
-    out.y[i] = pos[1]
-    out.z[i] = pos[2]
-    out.steps[i] = steps
-    hit = int(0)
-    if channel >= 0 and (flags & F_SURFACE_DETECT) != wp.uint32(0):
-        hit = 1
-    out.is_hit[i] = hit
-
-
 @wp.kernel
 def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: MeshGeo, mode: int,
               seed: int, first_index: int, offset: int, count: int, per_task: int, max_steps: int):
@@ -579,7 +408,196 @@ def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: 
     lo = offset + wp.tid() * per_task
     hi = wp.min(lo + per_task, offset + count)
     for i in range(lo, hi):
-        trace_one(i, inp, out, opt, ana, msh, mode, seed, first_index, max_steps)
+        pos = wp.vec3(inp.x[i], inp.y[i], inp.z[i])
+        d = wp.vec3(inp.dx[i], inp.dy[i], inp.dz[i])
+        pol = wp.vec3(inp.px[i], inp.py[i], inp.pz[i])
+        wl = inp.wl[i]
+        t = inp.t[i]
+        flags = inp.flags[i]
+        channel = int(-1)
+        steps = int(0)
+        s = wp.rand_init(seed, first_index + i)
+
+        live = int(1)
+        if (flags & F_TERMINAL) != wp.uint32(0):
+            live = 0
+        elif not (wp.isfinite(pos) and wp.isfinite(d) and wp.isfinite(pol) and wp.isfinite(wl) and wp.isfinite(t)):
+            flags = flags | F_NAN_ABORT
+            live = 0
+        else:
+            ld = wp.length(d)
+            if ld < 1.0e-6:
+                flags = flags | F_NAN_ABORT
+                live = 0
+            else:
+                d = d / ld
+                pp = pol - wp.dot(pol, d) * d
+                lpp = wp.length(pp)
+                if lpp > 1.0e-6:
+                    pol = pp / lpp
+                else:
+                    pol, s = random_perpendicular(d, s)
+
+        # The analytic world is the vessel: photons starting outside it are not traced.
+        if live == 1 and mode == MODE_ANALYTIC:
+            if analytic_inside(ana, pos) == 0:
+                flags = flags | F_NO_HIT
+                live = 0
+
+        while live == 1 and steps < max_steps:
+            steps += 1
+            # --- next boundary: distance, outward normal, materials, surface, channel
+            dist = float(0.0)
+            n_out = wp.vec3(0.0)
+            m_in = int(0)
+            m_out = int(0)
+            surf = int(-1)
+            chan = int(-1)
+            exiting = int(0)
+            found = int(0)
+            if mode == MODE_ANALYTIC:
+                ta, tb, na, nb, ok = analytic_interval(ana, pos, d)
+                if ok == 1:
+                    dist = wp.max(tb, 0.0)
+                    n_out = nb
+                    exiting = 1
+                    found = 1
+                    m_in = ana.mat_in
+                    m_out = ana.mat_out
+                    surf = ana.wall_surface
+            else:
+                q = wp.mesh_query_ray(msh.mesh, pos, d, 1.0e30)
+                if q.result:
+                    found = 1
+                    dist = q.t
+                    n_out = wp.normalize(q.normal)
+                    m_in = msh.mat_in[q.face]
+                    m_out = msh.mat_out[q.face]
+                    surf = msh.surface[q.face]
+                    chan = msh.solid_channel[msh.solid[q.face]]
+                    if wp.dot(d, n_out) > 0.0:
+                        exiting = 1
+            if found == 0:
+                flags = flags | F_NO_HIT
+                live = 0
+                break
+            m1 = m_out
+            m2 = m_in
+            nf = n_out
+            if exiting == 1:
+                m1 = m_in
+                m2 = m_out
+                nf = -n_out
+            n1 = interp_row(opt.rindex, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl)
+            # --- bulk: absorption and Rayleigh in material m1
+            u1, s = uniform_open(s)
+            u2, s = uniform_open(s)
+            d_abs = -interp_row(opt.abslen, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl) * wp.log(u1)
+            d_sca = -interp_row(opt.scatlen, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl) * wp.log(u2)
+            if d_abs <= d_sca and d_abs < dist:
+                pos = pos + d_abs * d
+                t = t + d_abs * n1 / C_MM_PER_NS
+                if wp.randf(s) < interp_row(opt.reemit_prob, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl):
+                    ncdf = opt.reemit_icdf.shape[1]
+                    f = wp.randf(s) * float(ncdf - 1)
+                    j = wp.min(int(f), ncdf - 2)
+                    w = f - float(j)
+                    wl = opt.reemit_icdf[m1, j] * (1.0 - w) + opt.reemit_icdf[m1, j + 1] * w
+                    d, s = isotropic(s)
+                    pol, s = random_perpendicular(d, s)
+                    u3, s = uniform_open(s)
+                    t = t - opt.reemit_tau[m1] * wp.log(u3)
+                    flags = flags | F_BULK_REEMIT
+                    continue
+                flags = flags | F_BULK_ABSORB
+                live = 0
+                break
+            if d_sca < d_abs and d_sca < dist:
+                pos = pos + d_sca * d
+                t = t + d_sca * n1 / C_MM_PER_NS
+                d, pol, s = rayleigh(d, pol, s)
+                flags = flags | F_RAYLEIGH_SCATTER
+                continue
+            pos = pos + dist * d
+            t = t + dist * n1 / C_MM_PER_NS
+            # --- at the boundary (the analytic PMT lookup is only needed here)
+            if mode == MODE_ANALYTIC:
+                k = find_pmt(ana, pos)
+                if k >= 0:
+                    surf = ana.pmt_surface
+                    chan = k
+            side = int(0)  # +1: continue on the far side, -1: back on the near side
+            if surf >= 0:
+                u = wp.randf(s)
+                p_abs = interp_row(opt.s_absorb, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
+                p_det = interp_row(opt.s_detect, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
+                p_dif = interp_row(opt.s_rdiff, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
+                p_spe = interp_row(opt.s_rspec, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
+                if u < p_abs:
+                    flags = flags | F_SURFACE_ABSORB
+                    live = 0
+                    break
+                if u < p_abs + p_det:
+                    flags = flags | F_SURFACE_DETECT
+                    channel = chan
+                    live = 0
+                    break
+                if u < p_abs + p_det + p_dif:
+                    d, s = lambertian(nf, s)
+                    pol, s = random_perpendicular(d, s)
+                    flags = flags | F_REFLECT_DIFFUSE
+                    side = -1
+                elif u < p_abs + p_det + p_dif + p_spe:
+                    d = wp.normalize(d - 2.0 * wp.dot(d, nf) * nf)
+                    pol = wp.normalize(pol - 2.0 * wp.dot(pol, nf) * nf)
+                    flags = flags | F_REFLECT_SPECULAR
+                    side = -1
+                else:
+                    surf = -1  # the remaining probability: a bare dielectric boundary
+            if surf < 0:
+                n2 = interp_row(opt.rindex, m2, wl, opt.wl0, opt.inv_dwl, opt.nwl)
+                tr = int(0)
+                d, pol, tr, s = fresnel(d, pol, nf, n1, n2, s)
+                side = -1
+                if tr == 1:
+                    side = 1
+                else:
+                    flags = flags | F_REFLECT_SPECULAR
+            if side == 1 and mode == MODE_ANALYTIC:
+                # into the outer world, which the analytic geometry does not trace
+                flags = flags | F_NO_HIT
+                live = 0
+                break
+            # step off the surface towards the side the photon now travels in
+            eps = 1.0e-3 + 8.0e-6 * (wp.abs(pos[0]) + wp.abs(pos[1]) + wp.abs(pos[2]))
+            if mode == MODE_MESH:
+                if side == 1:
+                    pos = pos - eps * nf
+                else:
+                    pos = pos + eps * nf
+
+        if live == 1:
+            flags = flags | F_NO_HIT  # out of steps
+        out.channel[i] = channel
+        out.dx[i] = d[0]
+        out.dy[i] = d[1]
+        out.dz[i] = d[2]
+        out.px[i] = pol[0]
+        out.py[i] = pol[1]
+        out.pz[i] = pol[2]
+        out.wl[i] = wl
+        out.t[i] = t
+        out.flags[i] = flags
+        out.x[i] = pos[0]
+        out.y[i] = pos[1]
+        out.z[i] = pos[2]
+        out.steps[i] = steps
+        hit = int(0)
+        if channel >= 0 and (flags & F_SURFACE_DETECT) != wp.uint32(0):
+            hit = 1
+        out.is_hit[i] = hit
+
+
 
 
 @wp.kernel
