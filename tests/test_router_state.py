@@ -9,7 +9,7 @@ import pytest
 
 from charon.protocol import tokens, v1
 from charon.protocol import worker as wp
-from charon.router.state import DEDUP_SAMPLE_BYTES, RouterState, ToClient, ToWorker
+from charon.router.state import DEDUP_SAMPLE_BYTES, RouterState, ToClient, ToWorker, end_checksum
 from charon.settings import HeartbeatSettings, RouterSettings
 
 FP_A = "a" * 64
@@ -475,19 +475,37 @@ def test_each_requester_keeps_its_own_queue_deadline() -> None:
     assert to_clients(reply(state, b"w", token, sim_complete(8), 12.0))[0][0] == b"r2"
 
 
-def test_equal_key_but_different_bytes_is_not_deduplicated() -> None:
+@pytest.mark.parametrize("where", ["middle", "end"])
+def test_equal_key_but_different_bytes_is_not_deduplicated(where: str) -> None:
     state, rec = make()
     register(state, b"w1")
     register(state, b"w2")
+    register(state, b"w3")
     n = 4 * DEDUP_SAMPLE_BYTES  # frames longer than the two checksummed ends
     a = photondata(1, n=n)
     b = list(a)
-    middle = bytearray(a[2])
-    middle[len(middle) // 2] ^= 0xFF
-    b[2] = bytes(middle)
+    changed = bytearray(a[2])
+    changed[len(changed) // 2 if where == "middle" else -1] ^= 0xFF
+    b[2] = bytes(changed)
     assert len(requests_to(state.on_client(env("a"), a, 0.0))) == 1
     assert len(requests_to(state.on_client(env("b"), b, 0.0))) == 1
     assert rec.dedups == 0
+    # The true resend still finds its twin among the two.
+    assert requests_to(state.on_client(env("c"), b, 0.0)) == []
+    assert rec.dedups == 1
+
+
+def test_end_checksum_reads_only_the_frame_ends() -> None:
+    n = 10 * DEDUP_SAMPLE_BYTES
+    a = v1.decode_photondata(photondata(1, n=n))
+    middle = bytearray(photondata(1, n=n)[5])
+    middle[n] ^= 1
+    b = v1.decode_photondata([*photondata(1, n=n)[:5], bytes(middle), *photondata(1, n=n)[6:]])
+    assert end_checksum(a.arrays) == end_checksum(b.arrays)
+    end = bytearray(middle)
+    end[-1] ^= 1
+    c = v1.decode_photondata([*photondata(1, n=n)[:5], bytes(end), *photondata(1, n=n)[6:]])
+    assert end_checksum(a.arrays) != end_checksum(c.arrays)
 
 
 def test_a_failed_simulation_is_not_cached_for_resends() -> None:

@@ -98,22 +98,28 @@ class NullObserver:
     def expired(self) -> None: ...
 
 
-DedupKey = tuple[bytes, tuple[int, ...], int]
+#: Metadata bytes and frame count: with the lengths PHOTONDATA validation implies, the cheap part of
+#: the de-duplication key. Different events almost never share it, so the checksum part is
+#: computed only when they do.
+DedupKey = tuple[bytes, int]
 
 
-def dedup_key(request: v1.PhotonData, metadata: Frame, n_frames: int) -> DedupKey:
-    """Metadata bytes, frame lengths and a CRC of each photon frame's first and last bytes."""
-    crc = 0
-    lengths = [n_frames]
-    for view in request.arrays:
+def dedup_key(metadata: Frame, n_frames: int) -> DedupKey:
+    """Header (implied), metadata and frame lengths (implied by the photon count and frame count)."""
+    return bytes(as_view(metadata)), n_frames
+
+
+def end_checksum(arrays: Sequence[memoryview]) -> int:
+    """CRC-32 of each photon frame's first and last DEDUP_SAMPLE_BYTES: cost independent of size."""
+    samples: list[memoryview] = []
+    for view in arrays:
         n = len(view)
-        lengths.append(n)
         if n <= 2 * DEDUP_SAMPLE_BYTES:
-            crc = zlib.crc32(view, crc)
+            samples.append(view)
         else:
-            crc = zlib.crc32(view[:DEDUP_SAMPLE_BYTES], crc)
-            crc = zlib.crc32(view[n - DEDUP_SAMPLE_BYTES :], crc)
-    return bytes(as_view(metadata)), tuple(lengths), crc
+            samples.append(view[:DEDUP_SAMPLE_BYTES])
+            samples.append(view[n - DEDUP_SAMPLE_BYTES :])
+    return zlib.crc32(b"".join(samples))
 
 
 def same_frames(a: Sequence[Frame], b: Sequence[Frame]) -> bool:
@@ -149,6 +155,7 @@ class Job:
     event_id: int | None
     key: DedupKey | None
     waiters: list[Waiter] = field(default_factory=list)
+    checksum: int | None = None
     state: int = _QUEUED
     attempts: int = 0
     enqueued: float = 0.0
@@ -241,12 +248,15 @@ class RouterState:
                     now: float) -> list[Action]:
         key: DedupKey | None = None
         if self.settings.dedup_window_s > 0:
-            key = dedup_key(request, payload[1], len(payload))
+            key = dedup_key(payload[1], len(payload))
             if key in self._live:
                 self._evict(now)
-            for twin in self._live.get(key, ()):
-                if same_frames(twin.payload, payload):
-                    return self._join(twin, envelope, now)
+                checksum = end_checksum(request.arrays)
+                for twin in self._live.get(key, ()):
+                    if twin.checksum is None:
+                        twin.checksum = end_checksum(v1.decode_photondata(twin.payload).arrays)
+                    if twin.checksum == checksum and same_frames(twin.payload, payload):
+                        return self._join(twin, envelope, now)
         job = Job("photondata", payload, _size(payload), request.n_photons, request.event_id, key)
         return self._enqueue(job, envelope, now)
 
@@ -281,7 +291,18 @@ class RouterState:
         self._deadlines.append((waiter.deadline, waiter))
         if job.key is not None:
             self._live.setdefault(job.key, []).append(job)
-        return self._dispatch(now)
+        actions = self._dispatch(now)
+        self._trim_deadlines()
+        return actions
+
+    def _trim_deadlines(self) -> None:
+        """Drop deadline entries of requesters no longer waiting in the queue (most are dispatched at once)."""
+        deadlines = self._deadlines
+        while deadlines:
+            deadline, waiter = deadlines[0]
+            if not waiter.answered and waiter.job.state == _QUEUED and waiter.deadline == deadline:
+                return
+            deadlines.popleft()
 
     # ---- worker side -----------------------------------------------------------------------------
 
@@ -385,8 +406,7 @@ class RouterState:
             self._completed_bytes += job.nbytes + job.reply_bytes
             self._evict(now)
         else:
-            job.state = _DROPPED
-            self._forget(job)
+            self._drop(job)
         return actions
 
     def _answer(self, job: Job, payload: Sequence[Frame], outcome: str, now: float) -> list[Action]:
@@ -465,8 +485,7 @@ class RouterState:
                 log.error("%s", err)
                 reply = err.reply() if job.kind == "photondata" else [tokens.UNKNOWN_REQUEST]
                 actions.extend(self._answer(job, reply, err.outcome, now))
-                job.state = _DROPPED
-                self._forget(job)
+                self._drop(job)
                 continue
             job.state = _QUEUED
             job.enqueued = now
@@ -482,6 +501,12 @@ class RouterState:
                         len(worker.in_flight))
         worker.in_flight.clear()
         return actions
+
+    def _drop(self, job: Job) -> None:
+        """The job is finished and not cached: release its frames and its de-duplication entry."""
+        job.state = _DROPPED
+        job.payload = []
+        self._forget(job)
 
     def _forget(self, job: Job) -> None:
         if job.key is None:
@@ -500,9 +525,8 @@ class RouterState:
         while done and (done[0].done_at + window <= now or self._completed_bytes > limit):
             job = done.popleft()
             self._completed_bytes -= job.nbytes + job.reply_bytes
-            job.state = _DROPPED
             job.reply = None
-            self._forget(job)
+            self._drop(job)
 
     # ---- timers ----------------------------------------------------------------------------------
 
@@ -525,6 +549,7 @@ class RouterState:
                     hb = wp.legacy_heartbeat() if worker.legacy else wp.heartbeat()
                     actions.append(ToWorker([worker.identity, *hb]))
             self._evict(now)
+        self._trim_deadlines()
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             deadline, waiter = deadlines.popleft()
@@ -537,9 +562,8 @@ class RouterState:
             self.observer.answered(job.kind, err.outcome, now - waiter.arrived)
             actions.append(ToClient([*waiter.envelope, *err.reply()]))
             if not job.waiters:
-                job.state = _DROPPED
                 self._unqueue(job)
-                self._forget(job)
+                self._drop(job)
         if actions:
             log.debug("tick: %d actions", len(actions))
         return actions + self._dispatch(now)
@@ -551,4 +575,4 @@ class RouterState:
 
 
 def _size(frames: Sequence[Frame]) -> int:
-    return sum(len(as_view(f)) for f in frames)
+    return sum(f.nbytes if isinstance(f, memoryview) else len(f) for f in frames)

@@ -1,0 +1,87 @@
+"""``charon top``: histogram percentiles, rendering, and a real ``--once`` against a running router."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+import zmq
+
+from charon.top import parse, quantile, render
+from tests import procs
+from tests.router_support import FAST, Requester, check_sim_complete, metric, photondata, scrape, wait_for
+
+
+def test_quantile_interpolates_inside_the_bucket_like_prometheus() -> None:
+    # 10 observations <= 1 s, 10 more in (1, 2]: the median is at the top of the first bucket,
+    # p75 halfway through the second.
+    buckets = [(1.0, 10.0), (2.0, 20.0), (math.inf, 20.0)]
+    assert quantile(0.5, buckets) == pytest.approx(1.0)
+    assert quantile(0.75, buckets) == pytest.approx(1.5)
+    assert quantile(0.99, buckets) == pytest.approx(1.98)
+    assert quantile(0.5, [(1.0, 0.0), (math.inf, 0.0)]) is None
+    assert quantile(0.99, [(1.0, 1.0), (math.inf, 100.0)]) == 1.0  # beyond the last finite bound
+
+
+TEXT = """\
+# TYPE charon_queue_depth gauge
+charon_queue_depth 7.0
+# TYPE charon_workers gauge
+charon_workers{state="idle"} 2.0
+charon_workers{state="busy"} 3.0
+# TYPE charon_photons_total counter
+charon_photons_total 5000.0
+# TYPE charon_requests_total counter
+charon_requests_total{kind="photondata",outcome="ok"} 5.0
+charon_requests_total{kind="photondata",outcome="deadline"} 1.0
+# TYPE charon_request_duration_seconds histogram
+charon_request_duration_seconds_bucket{le="0.001",phase="total"} 2.0
+charon_request_duration_seconds_bucket{le="0.01",phase="total"} 6.0
+charon_request_duration_seconds_bucket{le="+Inf",phase="total"} 6.0
+charon_request_duration_seconds_count{phase="total"} 6.0
+charon_request_duration_seconds_sum{phase="total"} 0.02
+"""
+
+
+def test_parse_and_render_a_snapshot() -> None:
+    snap = parse(TEXT, at=10.0)
+    assert snap.gauges["charon_queue_depth"] == 7
+    assert snap.gauges["workers_busy"] == 3
+    assert snap.requests["photondata", "deadline"] == 1
+    screen = render(snap, None, "http://x/metrics")
+    assert "idle 2   busy 3" in screen
+    assert "queue     7 requests" in screen
+    assert "5,000 total" in screen
+    # 6 observations: p50 is the 3rd, inside (1 ms, 10 ms].
+    assert "total" in screen
+    assert "3.25 ms" in screen
+    later = parse(TEXT.replace("charon_photons_total 5000.0", "charon_photons_total 25000.0"), at=12.0)
+    assert "10,000/s" in render(later, snap, "x")
+
+
+def test_top_once_against_a_router_under_traffic(context: zmq.Context[Any]) -> None:
+    with procs.router(env=FAST) as router, procs.worker(router.workers_endpoint, env=FAST):
+        wait_for(lambda: metric(scrape(router.metrics), "charon_workers", 'state="idle"') == 1, 10, "worker")
+        req = Requester(context, router.endpoint)
+        try:
+            for i in range(5):
+                check_sim_complete(req.request(photondata(i, 100)), i, 100)
+        finally:
+            req.close()
+        out = subprocess.run([sys.executable, "-m", "charon", "top", "--metrics-url",
+                              f"http://{router.metrics}/metrics", "--once"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "idle 1   busy 0" in out
+    assert "500 total" in out
+    assert "photondata    ok" in out
+
+
+def test_top_once_reports_an_unreachable_router_in_one_line() -> None:
+    proc = subprocess.run([sys.executable, "-m", "charon", "top", "--metrics-url", "http://127.0.0.1:9/metrics",
+                           "--once"], check=False, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1
+    assert "cannot read http://127.0.0.1:9/metrics" in proc.stderr
