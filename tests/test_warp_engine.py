@@ -19,7 +19,14 @@ import numpy as np
 import pytest
 
 from charon.engine.base import Hits, Photons, Simulator
-from charon.engine.detector import load_detector, reference_detector, save_detector, sphere_detector, water
+from charon.engine.detector import (
+    cylinder_detector,
+    load_detector,
+    reference_detector,
+    save_detector,
+    sphere_detector,
+    water,
+)
 from charon.engine.warp_engine import WarpSimulator, cuda_available, event_seed, mesh_from_detector
 from charon.errors import ConfigError
 from charon.protocol.tokens import TERMINAL_FLAGS, Flag
@@ -157,6 +164,18 @@ def test_analytic_and_mesh_forms_agree(analytic: WarpSimulator, mesh: WarpSimula
     # several events so the two forms see independent photon sets too
     batch = [point_source(150_000, event_id=e, seed=20 + e) for e in range(3)]
     _compare(analytic.simulate(batch), mesh.simulate(batch), REF.n_channels)
+
+
+def test_cylinder_analytic_and_mesh_agree() -> None:
+    det = cylinder_detector(radius=2000.0, half_height=2500.0, pmt_radius=150.0, barrel_rings=10,
+                            barrel_columns=30, cap_pitch=450.0, qe=0.5,
+                            inner=water(absorption_length_mm=20_000.0, scattering_length_mm=10_000.0))
+    a = WarpSimulator(det, seed=2, device="cpu", threads=2, geometry="analytic")
+    m = WarpSimulator(det, seed=2, device="cpu", threads=2, geometry="mesh")
+    batch = [point_source(200_000, event_id=e, seed=80 + e, centre=(300.0, -200.0, 400.0)) for e in range(2)]
+    ha, hm = a.simulate(batch), m.simulate(batch)
+    assert sum(len(h) for h in ha) > 20_000
+    _compare(ha, hm, det.n_channels)
 
 
 @pytest.mark.parametrize("geometry", ["analytic", "mesh"])
