@@ -252,6 +252,21 @@ def test_kernel_cache_dir_setting_is_used(tmp_path: Path) -> None:
     assert second < first  # the second start skips compilation
 
 
+def test_kernels_compile_for_cuda_without_a_gpu(tmp_path: Path) -> None:
+    """The CUDA side of the kernel module builds (NVRTC, bundled with Warp) for Ampere and Hopper."""
+    import warp as wp
+
+    from charon.engine import warp_kernels
+
+    WarpSimulator(REF, device="cpu", threads=1)  # initialises Warp
+    paths = wp.compile_aot_module(warp_kernels, arch=[80, 90], module_dir=tmp_path, use_ptx=True)
+    assert len(paths) == 2
+    for p in paths:
+        text = Path(p).read_text()
+        assert ".entry" in text
+        assert "propagate" in text
+
+
 @pytest.mark.gpu
 def test_cuda_matches_cpu_statistically() -> None:
     if not cuda_available():
