@@ -142,10 +142,15 @@ class PhotonsOut:
 
 
 @wp.func
-def interp_row(tab: wp.array2d(dtype=float), row: int, wl: float, wl0: float, inv_dwl: float, n: int) -> float:
+def wl_cell(wl: float, wl0: float, inv_dwl: float, n: int) -> tuple[int, float]:
+    """Grid cell and weight of wavelength ``wl`` (clamped to the table): shared by every table."""
     f = wp.clamp((wl - wl0) * inv_dwl, 0.0, float(n - 1))
     i = wp.min(int(f), n - 2)
-    w = f - float(i)
+    return i, f - float(i)
+
+
+@wp.func
+def lerp_row(tab: wp.array2d(dtype=float), row: int, i: int, w: float) -> float:
     return tab[row, i] * (1.0 - w) + tab[row, i + 1] * w
 
 
@@ -488,16 +493,17 @@ def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: 
                 m1 = m_in
                 m2 = m_out
                 nf = -n_out
-            n1 = interp_row(opt.rindex, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl)
+            wi, ww = wl_cell(wl, opt.wl0, opt.inv_dwl, opt.nwl)
+            n1 = lerp_row(opt.rindex, m1, wi, ww)
             # --- bulk: absorption and Rayleigh in material m1
             u1, s = uniform_open(s)
             u2, s = uniform_open(s)
-            d_abs = -interp_row(opt.abslen, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl) * wp.log(u1)
-            d_sca = -interp_row(opt.scatlen, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl) * wp.log(u2)
+            d_abs = -lerp_row(opt.abslen, m1, wi, ww) * wp.log(u1)
+            d_sca = -lerp_row(opt.scatlen, m1, wi, ww) * wp.log(u2)
             if d_abs <= d_sca and d_abs < dist:
                 pos = pos + d_abs * d
                 t = t + d_abs * n1 / C_MM_PER_NS
-                if wp.randf(s) < interp_row(opt.reemit_prob, m1, wl, opt.wl0, opt.inv_dwl, opt.nwl):
+                if wp.randf(s) < lerp_row(opt.reemit_prob, m1, wi, ww):
                     ncdf = opt.reemit_icdf.shape[1]
                     f = wp.randf(s) * float(ncdf - 1)
                     j = wp.min(int(f), ncdf - 2)
@@ -529,10 +535,10 @@ def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: 
             side = int(0)  # +1: continue on the far side, -1: back on the near side
             if surf >= 0:
                 u = wp.randf(s)
-                p_abs = interp_row(opt.s_absorb, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
-                p_det = interp_row(opt.s_detect, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
-                p_dif = interp_row(opt.s_rdiff, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
-                p_spe = interp_row(opt.s_rspec, surf, wl, opt.wl0, opt.inv_dwl, opt.nwl)
+                p_abs = lerp_row(opt.s_absorb, surf, wi, ww)
+                p_det = lerp_row(opt.s_detect, surf, wi, ww)
+                p_dif = lerp_row(opt.s_rdiff, surf, wi, ww)
+                p_spe = lerp_row(opt.s_rspec, surf, wi, ww)
                 if u < p_abs:
                     flags = flags | F_SURFACE_ABSORB
                     live = 0
@@ -555,7 +561,7 @@ def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: 
                 else:
                     surf = -1  # the remaining probability: a bare dielectric boundary
             if surf < 0:
-                n2 = interp_row(opt.rindex, m2, wl, opt.wl0, opt.inv_dwl, opt.nwl)
+                n2 = lerp_row(opt.rindex, m2, wi, ww)
                 tr = int(0)
                 d, pol, tr, s = fresnel(d, pol, nf, n1, n2, s)
                 side = -1
