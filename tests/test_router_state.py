@@ -524,6 +524,7 @@ def test_reply_cache_is_bounded_in_bytes() -> None:
     for ev in (1, 2):
         [(_, token, _)] = requests_to(state.on_client(env("a"), photondata(ev, n=64), float(ev)))
         reply(state, b"w", token, sim_complete(ev), float(ev))
+        state.housekeeping(float(ev))
     # Event 2 is cached, event 1 was evicted to stay within the bound.
     assert requests_to(state.on_client(env("b"), photondata(2, n=64), 3.0)) == []
     assert len(requests_to(state.on_client(env("c"), photondata(1, n=64), 3.0))) == 1
@@ -548,3 +549,4 @@ def test_requeued_job_keeps_all_its_requesters() -> None:
     out = reply(state, b"w2", token, sim_complete(5), 3.0)
     assert sorted(c[0] for c in to_clients(out)) == [b"r1", b"r2"]
     assert rec.answers["photondata", "ok"] == 2
+

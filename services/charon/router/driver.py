@@ -35,31 +35,54 @@ _BATCH = 64
 
 
 class PrometheusObserver:
-    """Maps the state machine's reports onto the metrics in :mod:`charon.metrics`."""
+    """Maps the state machine's reports onto the metrics in :mod:`charon.metrics`.
+
+    Reports are only recorded here and applied by :meth:`flush`, which the loop calls after it has
+    sent the replies: metric updates never sit between a worker's reply and the client.
+    """
 
     def __init__(self) -> None:
         self._requests: dict[tuple[str, str], Any] = {}
         self._queue = metrics.REQUEST_DURATION.labels("queue")
         self._service = metrics.REQUEST_DURATION.labels("service")
         self._total = metrics.REQUEST_DURATION.labels("total")
+        self._answered: list[tuple[str, str, float]] = []
+        self._queue_s: list[float] = []
+        self._service_s: list[float] = []
+        self._photons = 0
+        self._hits = 0
 
     def answered(self, kind: str, outcome: str, total_s: float) -> None:
-        child = self._requests.get((kind, outcome))
-        if child is None:
-            child = self._requests[kind, outcome] = metrics.REQUESTS.labels(kind, outcome)
-        child.inc()
-        if kind == "photondata":
-            self._total.observe(total_s)
+        self._answered.append((kind, outcome, total_s))
 
     def dispatched(self, queue_s: float) -> None:
-        self._queue.observe(queue_s)
+        self._queue_s.append(queue_s)
 
     def completed(self, n_photons: int, n_hits: int, service_s: float) -> None:
-        self._service.observe(service_s)
-        if n_photons:
-            metrics.PHOTONS.inc(n_photons)
-        if n_hits:
-            metrics.HITS.inc(n_hits)
+        self._service_s.append(service_s)
+        self._photons += n_photons
+        self._hits += n_hits
+
+    def flush(self) -> None:
+        for kind, outcome, total_s in self._answered:
+            child = self._requests.get((kind, outcome))
+            if child is None:
+                child = self._requests[kind, outcome] = metrics.REQUESTS.labels(kind, outcome)
+            child.inc()
+            if kind == "photondata":
+                self._total.observe(total_s)
+        for queue_s in self._queue_s:
+            self._queue.observe(queue_s)
+        for service_s in self._service_s:
+            self._service.observe(service_s)
+        if self._photons:
+            metrics.PHOTONS.inc(self._photons)
+        if self._hits:
+            metrics.HITS.inc(self._hits)
+        self._answered.clear()
+        self._queue_s.clear()
+        self._service_s.clear()
+        self._photons = self._hits = 0
 
     def requeued(self) -> None:
         metrics.REQUEUED.inc()
@@ -93,7 +116,8 @@ def _socket(ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
 
 
 def main(settings: Settings) -> int:
-    state = RouterState(settings.router, settings.heartbeat, PrometheusObserver())
+    observer = PrometheusObserver()
+    state = RouterState(settings.router, settings.heartbeat, observer)
     _export_gauges(state)
     stop = threading.Event()
 
@@ -122,7 +146,7 @@ def main(settings: Settings) -> int:
                  endpoint, workers_endpoint, settings.router.queue_max_requests,
                  settings.router.queue_max_bytes, settings.router.queue_deadline_s)
         announce(endpoint=endpoint, workers_endpoint=workers_endpoint, metrics=metrics_addr)
-        run(state, frontend, backend, stop)
+        run(state, frontend, backend, stop, observer)
         if health:
             health.set_ready(False)
         _send(frontend, backend, state.shutdown())
@@ -136,7 +160,8 @@ def main(settings: Settings) -> int:
             health.stop()
 
 
-def run(state: RouterState, frontend: zmq.Socket[Any], backend: zmq.Socket[Any], stop: threading.Event) -> None:
+def run(state: RouterState, frontend: zmq.Socket[Any], backend: zmq.Socket[Any], stop: threading.Event,
+        observer: PrometheusObserver | None = None) -> None:
     """The loop: poll both sockets until the state's next timer; stop when ``stop`` is set."""
     poller = zmq.Poller()
     poller.register(frontend, zmq.POLLIN)
@@ -162,6 +187,9 @@ def run(state: RouterState, frontend: zmq.Socket[Any], backend: zmq.Socket[Any],
         now = clock()
         if now >= state.next_wakeup():
             _send(frontend, backend, state.on_tick(now))
+        state.housekeeping(now)
+        if observer is not None:
+            observer.flush()
 
 
 def _envelope_length(frames: Sequence[zmq.Frame]) -> int:

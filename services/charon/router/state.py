@@ -225,7 +225,10 @@ class RouterState:
     # ---- client side -----------------------------------------------------------------------------
 
     def on_client(self, envelope: list[Frame], payload: list[Frame], now: float) -> list[Action]:
-        """A request from the client-facing socket; ``envelope`` is echoed in front of the reply."""
+        """A request from the client-facing socket; ``envelope`` is echoed in front of the reply.
+
+        ``payload`` frames are stored and forwarded as they are (zmq frames: never copied).
+        """
         try:
             request = v1.decode_request(payload)
         except CharonError as exc:
@@ -241,7 +244,8 @@ class RouterState:
                 return [ToClient([*envelope, *self._pool_info])]
             job = Job("detector_info", payload, _size(payload), 0, None, None)
             return self._enqueue(job, envelope, now)
-        self.observer.answered(_KINDS[v1.header_of(payload)], "ok", 0.0)
+        kind = "ping" if isinstance(request, v1.Ping) else "run_begin" if isinstance(request, v1.RunBegin) else "run_end"
+        self.observer.answered(kind, "ok", 0.0)
         return [ToClient([*envelope, tokens.ACK])]
 
     def _photondata(self, envelope: list[Frame], payload: list[Frame], request: v1.PhotonData,
@@ -324,7 +328,7 @@ class RouterState:
             return [ToWorker([identity, *wp.disconnect(wp.REASON_UNKNOWN)])]
         worker.expiry = now + self.expiry_s
         if isinstance(msg, wp.Reply):
-            return self._reply(worker, msg, now)
+            return self._reply(worker, msg.token, msg.payload, now)
         if isinstance(msg, wp.Disconnect):
             if msg.reason == wp.REASON_DRAIN:
                 log.info("worker %s draining (%d in flight)", identity.hex(), len(worker.in_flight))
@@ -373,10 +377,10 @@ class RouterState:
                  msg.capacity)
         return actions + self._dispatch(now)
 
-    def _reply(self, worker: WorkerEntry, msg: wp.Reply, now: float) -> list[Action]:
-        job = worker.in_flight.pop(msg.token, None)
+    def _reply(self, worker: WorkerEntry, token: int, payload: list[Frame], now: float) -> list[Action]:
+        job = worker.in_flight.pop(token, None)
         if job is None:
-            log.info("late reply (token %d) from worker %s dropped", msg.token, worker.identity.hex())
+            log.info("late reply (token %d) from worker %s dropped", token, worker.identity.hex())
             return []
         self.in_flight -= 1
         if not worker.in_flight:
@@ -384,7 +388,7 @@ class RouterState:
         if not worker.draining:
             self._free[worker.identity] = worker
             self._free.move_to_end(worker.identity)
-        actions = self._complete(job, msg.payload, now)
+        actions = self._complete(job, payload, now)
         return actions + self._dispatch(now)
 
     def _complete(self, job: Job, payload: list[Frame], now: float) -> list[Action]:
@@ -404,7 +408,6 @@ class RouterState:
             job.done_at = now
             self._completed.append(job)
             self._completed_bytes += job.nbytes + job.reply_bytes
-            self._evict(now)
         else:
             self._drop(job)
         return actions
@@ -517,6 +520,13 @@ class RouterState:
                 twins.remove(job)
             if not twins:
                 del self._live[job.key]
+
+    def housekeeping(self, now: float) -> None:
+        """Bookkeeping that need not delay a reply: trims the reply cache to its bounds.
+
+        The driver calls it after sending each batch of actions.
+        """
+        self._evict(now)
 
     def _evict(self, now: float) -> None:
         window = self.settings.dedup_window_s
