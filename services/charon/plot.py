@@ -56,6 +56,7 @@ def plot_hits(info: DetectorInfo, hits: Sequence[Hits], path: str | Path, *, tit
             if hi <= lo:
                 hi = lo + 1.0
             ax_t.hist(finite, bins=100, range=(lo, hi), histtype="stepfilled", color="tab:blue", alpha=0.8)
+            ax_t.set_yscale("log")
             ax_t.set_title(f"hit times: mean {finite.mean():.2f} ns")
         else:
             ax_t.text(0.5, 0.5, "no hits", ha="center", va="center", transform=ax_t.transAxes)
