@@ -402,7 +402,7 @@ class WarpSimulator:
             setattr(inp, name, arr)
         return inp, keep
 
-    def _launch(self, inp: Any, n: int, seed: int, first: int) -> None:
+    def _launch(self, inp: Any, n: int, seed: int, first: int, write_all: bool = False) -> None:
         wp, k = self._wp, self._k
         mode = 1 if self.geometry == "mesh" else 0
 
@@ -411,7 +411,7 @@ class WarpSimulator:
         def run(offset: int, count: int) -> None:
             wp.launch(k.propagate, dim=1 if cpu else count, device=self.device,
                       inputs=[inp, self._out, self._optics, self._analytic, self._meshgeo, mode, seed, first,
-                              offset, count, count if cpu else 1, self.max_steps])
+                              offset, count, count if cpu else 1, self.max_steps, int(write_all)])
 
         if self._pool is None or n < PARALLEL_MIN_PHOTONS:
             run(0, n)
@@ -432,7 +432,7 @@ class WarpSimulator:
             m = b - a
             self._ensure_out(m)
             inp, _keep = self._inputs(ph, a, b)
-            self._launch(inp, m, seed, a)
+            self._launch(inp, m, seed, a, write_all=keep_all)
             if keep_all:
                 full.append({name: self._out_arrays[name].numpy()[:m].copy() for name, _ in _OUT_FIELDS})
             hit_parts.append(self._compact(m))

@@ -404,7 +404,8 @@ def fresnel(d: wp.vec3, pol: wp.vec3, nf: wp.vec3, n1: float, n2: float,
 
 @wp.kernel
 def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: MeshGeo, mode: int,
-              seed: int, first_index: int, offset: int, count: int, per_task: int, max_steps: int):
+              seed: int, first_index: int, offset: int, count: int, per_task: int, max_steps: int,
+              write_all: int):
     """Photons offset + [tid * per_task, (tid + 1) * per_task) of the chunk, capped at offset + count.
 
     On the CPU one task takes a whole sub-range (per-task argument set-up is then paid once); on
@@ -584,24 +585,26 @@ def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: 
 
         if live == 1:
             flags = flags | F_NO_HIT  # out of steps
-        out.channel[i] = channel
-        out.dx[i] = d[0]
-        out.dy[i] = d[1]
-        out.dz[i] = d[2]
-        out.px[i] = pol[0]
-        out.py[i] = pol[1]
-        out.pz[i] = pol[2]
-        out.wl[i] = wl
-        out.t[i] = t
-        out.flags[i] = flags
-        out.x[i] = pos[0]
-        out.y[i] = pos[1]
-        out.z[i] = pos[2]
-        out.steps[i] = steps
         hit = int(0)
         if channel >= 0 and (flags & F_SURFACE_DETECT) != wp.uint32(0):
             hit = 1
         out.is_hit[i] = hit
+        # Hit compaction reads hits only: the full final state is written on request (diagnostics).
+        if hit == 1 or write_all == 1:
+            out.channel[i] = channel
+            out.dx[i] = d[0]
+            out.dy[i] = d[1]
+            out.dz[i] = d[2]
+            out.px[i] = pol[0]
+            out.py[i] = pol[1]
+            out.pz[i] = pol[2]
+            out.wl[i] = wl
+            out.t[i] = t
+            out.flags[i] = flags
+            out.x[i] = pos[0]
+            out.y[i] = pos[1]
+            out.z[i] = pos[2]
+            out.steps[i] = steps
 
 
 
