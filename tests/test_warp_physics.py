@@ -223,3 +223,37 @@ def test_reemission_spectrum_and_delay() -> None:
     delay = hits.time.astype(np.float64) - det.vessel.radius * 1.5 / C_MM_PER_NS
     assert abs(delay.mean() - tau) < SIGMAS * tau / math.sqrt(len(hits)) + 0.02
     assert delay.min() > -0.02
+
+
+# ------------------------------------------------------------------------------ mesh boundaries
+
+
+def test_fresnel_on_a_mesh_boundary_from_both_sides() -> None:
+    """A triangle-mesh glass ball in vacuum: the side a photon comes from picks n1 and n2."""
+    from dataclasses import replace
+
+    from charon.engine.mesh import MeshGeometry, icosphere
+
+    det = ball(n_in=1.5, n_out=1.0, radius=1000.0)
+    v, f = icosphere(4)
+    nt = f.shape[0]
+    glass_i, vac_i = det.material_index("glass"), det.material_index("vacuum")
+    geo = MeshGeometry(v * 1000.0, f, np.full(nt, glass_i), np.full(nt, vac_i), np.full(nt, -1),
+                       np.zeros(nt, np.int32), np.array([-1]))
+    det = replace(det, mesh=geo)
+    expected = ((1.5 - 1.0) / 2.5) ** 2
+    n = 100_000
+    for steps in (1, 2):
+        s = sim(det, max_steps=steps, geometry="mesh")
+        # off-axis by 1 mm so the ray misses the icosphere's vertex on the x axis
+        st = s.propagate(beam(n, (-3000.0, 1.0, 0.5), (1.0, 0.0, 0.0), None))
+        back = st.dir[:, 0] < 0
+        if steps == 1:  # vacuum -> glass at the near side
+            ok, msg = binomial_ok(int(back.sum()), n, expected)
+            assert ok, msg
+            assert np.all(st.pos[~back][:, 0] < -999.0)  # stopped just inside the near face
+        else:  # of those that entered, the far side (glass -> vacuum) reflects the same fraction
+            entered = n - int(((st.pos[:, 0] < -999.0) & back).sum())
+            refl_far = int((back & (st.pos[:, 0] > 0)).sum())
+            ok, msg = binomial_ok(refl_far, entered, expected)
+            assert ok, msg
