@@ -5,8 +5,10 @@
 * ``skaffold.yaml`` against the project's schema of the v4beta subset it uses
   (``.ci/skaffold.schema.json``) with ``check-jsonschema``, and consistency with the chart;
 * ``.ci/build-router-image.sh``: a daemonless ``podman build`` of Dockerfile.router on a Debian
-  stand-in base, then ``charon --help`` and ``charon ping`` inside the image. It takes 1-3 minutes,
-  so it runs only with ``CHARON_IMAGE_BUILD=1`` (``make image-router``).
+  stand-in base, then ``charon --help`` and ``charon ping`` inside the image; with
+  ``CHARON_IMAGE_BUILD=all`` also the CPU-only worker image, a worker container joining the
+  containerised router and the ``helm test`` commands run from the worker image. The first build
+  takes 1-3 minutes, so it runs only when ``CHARON_IMAGE_BUILD`` is set.
 """
 
 from __future__ import annotations
@@ -195,11 +197,16 @@ def test_skaffold_overrides_render_with_helm() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_router_image_builds_and_answers_ping() -> None:
-    if os.environ.get("CHARON_IMAGE_BUILD") != "1":
-        pytest.skip("image build takes 1-3 min: set CHARON_IMAGE_BUILD=1 (make image-router)")
+def test_images_build_and_answer_like_the_helm_test() -> None:
+    mode = os.environ.get("CHARON_IMAGE_BUILD", "")
+    if mode not in {"1", "all"}:
+        pytest.skip("image builds take 1-3 min: set CHARON_IMAGE_BUILD=1 (router) or =all (router + worker)")
     for exe in ("podman", "runc", "debootstrap"):
         tool(exe)
-    res = run("bash", str(ROOT / ".ci" / "build-router-image.sh"), timeout=580)
+    args = ["--with-worker"] if mode == "all" else []
+    res = run("bash", str(ROOT / ".ci" / "build-router-image.sh"), *args, timeout=580)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.startswith("image ok ")
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("image ok localhost/charon-router:ci ")
+    if mode == "all":
+        assert lines[1].startswith("image ok localhost/charon-worker:ci-cpu ")
