@@ -66,7 +66,8 @@ class EngineSettings(_Section):
     """The photon engine a server or worker runs."""
 
     backend: Literal["builtin", "numpy", "echo", "chroma"] = Field(
-        "numpy", description="Simulation backend"
+        "builtin", description="Simulation backend: builtin (Warp engine), numpy (reference), "
+        "echo (no physics, one hit per photon), chroma (GPU)"
     )
     detector: Path | None = Field(
         None, description="Detector file; unset = the built-in reference detector"
