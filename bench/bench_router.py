@@ -4,6 +4,8 @@ Variants, all on 127.0.0.1, all kept running for the whole bench and measured in
 
 * ``direct``: client -> ``charon serve --backend echo``;
 * ``router``: client -> ``charon router`` -> ``charon worker --backend echo``;
+* ``router_nodedup``: the same with ``router.dedup_window_s=0`` (no reply cache), to show what
+  keeping completed requests and replies for resends costs;
 * ``bare``: client -> a minimal Python ROUTER/ROUTER LRU hop (``copy=False``, no other logic)
   -> ``charon worker --backend echo`` (the same worker program as ``router``): the practical
   limit of any Python broker on this machine;
@@ -40,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from tests import procs
 
 SIZES = (1_000, 100_000, 1_000_000)
-VARIANTS = ("direct", "router", "bare", "proxy")
+VARIANTS = ("direct", "router", "router_nodedup", "bare", "proxy")
 #: Seconds of traffic per measurement (at least MIN_EVENTS events).
 WINDOW_S = 0.6
 MIN_EVENTS = 4
@@ -232,9 +234,12 @@ def main() -> int:
     env = {**QUIET}
     hop_env = {**QUIET, "CHARON_HEARTBEAT__INTERVAL_S": "60"}  # the bare hop sends no heartbeats
     hops: list[subprocess.Popen[str]] = []
+    nodedup_env = {**env, "CHARON_ROUTER__DEDUP_WINDOW_S": "0"}
     with procs.serve(env=env) as serve, \
             procs.router(env=env) as router, \
-            procs.worker(router.workers_endpoint, env=env):
+            procs.worker(router.workers_endpoint, env=env), \
+            procs.router(env=nodedup_env) as router_nodedup, \
+            procs.worker(router_nodedup.workers_endpoint, env=env):
         bare, bare_fields = _start_hop("bare-hop", "tcp://127.0.0.1:*", "tcp://127.0.0.1:*")
         hops.append(bare)
         proxy, proxy_fields = _start_hop("proxy-hop", "tcp://127.0.0.1:*", serve.endpoint)
@@ -242,6 +247,7 @@ def main() -> int:
         try:
             with procs.worker(bare_fields["workers_endpoint"], env=hop_env):
                 endpoints = {"direct": serve.endpoint, "router": router.endpoint,
+                             "router_nodedup": router_nodedup.endpoint,
                              "bare": bare_fields["endpoint"], "proxy": proxy_fields["endpoint"]}
                 results = run_throughput(endpoints, repeats)
                 ping = run_ping(router.endpoint, bare_fields["endpoint"], repeats, ping_s)
@@ -287,7 +293,7 @@ def run_throughput(endpoints: dict[str, str], repeats: int) -> dict[str, Any]:
     for n in SIZES:
         row: dict[str, Any] = {v: summary(samples[v, n]) for v in VARIANTS}
         bare = samples["bare", n]
-        for v in ("direct", "router", "proxy"):
+        for v in ("direct", "router", "router_nodedup", "proxy"):
             ratios = [a / b for a, b in zip(samples[v, n], bare, strict=True)]
             row[f"{v}_vs_bare"] = summary(ratios)
         out[str(n)] = row
@@ -312,16 +318,17 @@ def run_ping(router_ep: str, bare_ep: str, repeats: int, duration: float) -> dic
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [("| photons/event | direct (M/s) | bare hop (M/s) | charon router (M/s) | zmq.proxy->serve (M/s) "
-             "| router / bare | direct / bare |"),
-             "|---|---|---|---|---|---|---|"]
+    lines = [("| photons/event | direct (M/s) | bare hop (M/s) | charon router (M/s) | router, dedup off (M/s) "
+              "| zmq.proxy->serve (M/s) | router / bare | router dedup off / bare | direct / bare |"),
+             "|---|---|---|---|---|---|---|---|---|"]
 
     def m(s: dict[str, float], scale: float = 1e-6) -> str:
         return f"{s['median'] * scale:.2f} ({s['min'] * scale:.2f}-{s['max'] * scale:.2f})"
 
     for n, row in report["throughput_photons_per_s"].items():
         lines.append(f"| {int(n):.0e} | {m(row['direct'])} | {m(row['bare'])} | {m(row['router'])} | "
-                     f"{m(row['proxy'])} | {m(row['router_vs_bare'], 1)} | {m(row['direct_vs_bare'], 1)} |")
+                     f"{m(row['router_nodedup'])} | {m(row['proxy'])} | {m(row['router_vs_bare'], 1)} | "
+                     f"{m(row['router_nodedup_vs_bare'], 1)} | {m(row['direct_vs_bare'], 1)} |")
     p = report["ping"]
     lines += ["", "| PING | charon router | bare Python ROUTER answering ACK |", "|---|---|---|",
               f"| 1 client, req/s | {m(p['router_1'], 1)} | {m(p['bare_1'], 1)} |",

@@ -150,11 +150,11 @@ def main(settings: Settings) -> int:
         if health:
             health.set_ready(False)
         _send(frontend, backend, state.shutdown())
-        time.sleep(0.05)  # let the DISCONNECTs leave before the sockets close
+        backend.setsockopt(zmq.LINGER, 500)  # let the DISCONNECTs leave before the socket closes
         return 0
     finally:
-        frontend.close(linger=0)
-        backend.close(linger=0)
+        frontend.close()
+        backend.close()
         ctx.term()
         if health:
             health.stop()
