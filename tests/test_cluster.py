@@ -1,8 +1,10 @@
 """``charon cluster check|status`` against API server responses kept in tests/fixtures/cluster.
 
-There is no API server in CI, so :class:`RecordedAPI` answers the :class:`charon.cluster.ClusterAPI`
-calls from JSON documents in the API's own shapes (NodeList, CustomResourceDefinition, APIService,
-RuntimeClass, SelfSubjectAccessReview, PodList). Everything above that seam is the real code.
+There is no API server in CI. The fixtures are JSON documents in the API's own shapes (NodeList,
+CustomResourceDefinition, APIService, RuntimeClass, SelfSubjectAccessReview, PodList), served two
+ways: :class:`RecordedAPI` answers the :class:`charon.cluster.ClusterAPI` seam directly (fast, many
+scenarios), and a loopback HTTP server answers the real ``kubernetes`` client at the real API paths
+for the CLI run end to end (kubeconfig, client, HTTP, JSON).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -218,3 +220,150 @@ def test_cli_without_kubeconfig_prints_one_line_and_exits_2(tmp_path: Path) -> N
         assert res.stdout == ""
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
         assert "no Kubernetes configuration found" in res.stderr
+
+
+# --- the real client over HTTP ------------------------------------------------------------------
+
+
+class _FakeAPIServer:
+    """A loopback HTTP server answering the API paths charon calls from a recorded scenario."""
+
+    def __init__(self, *names: str) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        data: Json = {}
+        for name in names:
+            data.update(json.loads((FIXTURES / name).read_text()))
+        self.requests: list[str] = []
+        requests = self.requests
+
+        def named(key: str, name: str) -> Json | None:
+            return next((o for o in data.get(key, []) if o["metadata"]["name"] == name), None)
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self, body: Json | None) -> None:
+                if body is None:
+                    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
+                            "code": 404, "message": f"{self.path} not found"}
+                    code = 404
+                else:
+                    code = 200
+                raw = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def do_GET(self) -> None:
+                requests.append("GET " + self.path)
+                path = self.path.split("?", 1)[0]
+                parts = path.strip("/").split("/")
+                if path == "/api/v1/nodes":
+                    self._reply(data["nodes"])
+                elif parts[:3] == ["api", "v1", "namespaces"] and len(parts) == 4:
+                    self._reply(named("namespaces", parts[3]))
+                elif parts[:3] == ["api", "v1", "namespaces"] and parts[4:] == ["pods"]:
+                    self._reply(data["pods"])
+                elif parts[:4] == ["apis", "apiextensions.k8s.io", "v1", "customresourcedefinitions"]:
+                    self._reply(named("crds", parts[4]))
+                elif parts[:4] == ["apis", "apiregistration.k8s.io", "v1", "apiservices"]:
+                    self._reply(named("apiservices", parts[4]))
+                elif parts[:4] == ["apis", "node.k8s.io", "v1", "runtimeclasses"]:
+                    self._reply(named("runtimeclasses", parts[4]))
+                else:
+                    self._reply(None)
+
+            def do_POST(self) -> None:
+                requests.append("POST " + self.path)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                attrs = body["spec"]["resourceAttributes"]
+                for review in data["access_reviews"]:
+                    recorded = review["spec"]["resourceAttributes"]
+                    if all(recorded.get(k) == attrs.get(k) for k in ("namespace", "verb", "group", "resource")):
+                        self._reply(review)
+                        return
+                self._reply(None)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(5)
+
+    def kubeconfig(self, path: Path) -> Path:
+        path.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "recorded",
+            "clusters": [{"name": "recorded", "cluster": {"server": f"http://127.0.0.1:{self.port}"}}],
+            "users": [{"name": "alice", "user": {"token": "recorded-token"}}],
+            "contexts": [{"name": "recorded", "context": {"cluster": "recorded", "user": "alice"}}],
+        }))
+        return path
+
+
+def _cli(tmp_path: Path, server: _FakeAPIServer, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "CHARON_"))}
+    env.update(HOME=str(tmp_path), KUBECONFIG=str(server.kubeconfig(tmp_path / "kubeconfig")))
+    return subprocess.run([sys.executable, "-m", "charon", "cluster", *args, "--namespace", "charon",
+                           "--release", "charon"], capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+def test_cli_check_through_the_kubernetes_client(tmp_path: Path) -> None:
+    """`charon cluster check` end to end: CLI, kubeconfig, the kubernetes client, HTTP, JSON."""
+    import yaml
+
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(FULL_VALUES))
+    with _FakeAPIServer("gpu-cluster.json") as server:
+        res = _cli(tmp_path, server, "check", "--values", str(values))
+        ok = res.returncode, res.stdout, res.stderr
+        requests = list(server.requests)
+    assert ok[0] == 0, ok
+    assert "OK   2 GPU node(s) with 6 allocatable nvidia.com/gpu (gpu-a100-0=4, gpu-a100-1=2)" in res.stdout
+    assert "GET /api/v1/nodes" in requests
+    assert "GET /apis/apiextensions.k8s.io/v1/customresourcedefinitions/scaledobjects.keda.sh" in requests
+    assert "GET /apis/node.k8s.io/v1/runtimeclasses/nvidia" in requests
+    # secrets, services, serviceaccounts, deployments, PDBs, test pod, network policies, dashboard
+    # ConfigMaps, ServiceMonitor, PrometheusRule, ScaledObject
+    assert requests.count("POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews") == 11
+
+    with _FakeAPIServer("no-gpu.json") as server:
+        res = _cli(tmp_path, server, "check", "--values", str(values))
+    assert res.returncode == 1, res.stderr
+    assert "FAIL CRD servicemonitors.monitoring.coreos.com missing" in res.stdout
+
+
+def test_cli_status_through_the_kubernetes_client(tmp_path: Path) -> None:
+    with _FakeAPIServer("pods-degraded.json") as server:
+        res = _cli(tmp_path, server, "status")
+        requests = list(server.requests)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[-1].startswith("release charon/charon: routers 1/1 ready, workers 2/4 ready")
+    (pods,) = [r for r in requests if "/pods" in r]
+    assert pods.startswith("GET /api/v1/namespaces/charon/pods?labelSelector=app.kubernetes.io")
+
+
+def test_cli_reports_an_unreachable_api_server_in_one_line(tmp_path: Path) -> None:
+    with _FakeAPIServer("pods-none.json") as server:
+        kubeconfig = server.kubeconfig(tmp_path / "kubeconfig")
+    # The server is gone: connection refused.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "CHARON_"))}
+    env.update(HOME=str(tmp_path), KUBECONFIG=str(kubeconfig))
+    res = subprocess.run([sys.executable, "-m", "charon", "cluster", "status"], capture_output=True, text=True,
+                         timeout=90, env=env, check=False)
+    assert res.returncode == 2
+    assert res.stdout == ""
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert f"cannot reach the API server at http://127.0.0.1:{server.port}: [Errno 111] Connection refused" in res.stderr

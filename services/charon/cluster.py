@@ -14,6 +14,7 @@ JSON. :class:`KubernetesAPI` implements it with the ``kubernetes`` client (impor
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -384,22 +385,28 @@ class KubernetesAPI:
             from kubernetes.config.config_exception import ConfigException
         except ImportError:
             raise ClusterUnavailable("the kubernetes client is not installed: pip install 'charon[cluster]'") from None
+        # The loaders are untyped; through Any the call type-checks with or without the stubs.
+        load_kube_config: Any = kubernetes.config.load_kube_config
+        load_incluster_config: Any = kubernetes.config.load_incluster_config
         try:
-            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+            load_kube_config()
         except (ConfigException, OSError, TypeError) as exc:
             try:
-                kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+                load_incluster_config()
             except ConfigException:
                 raise ClusterUnavailable(
                     f"no Kubernetes configuration found ({str(exc).strip().rstrip('.')}; not in a pod): "
                     "set KUBECONFIG or run where kubectl works") from None
-        self._k8s = kubernetes
         client = kubernetes.client
-        self._core = client.CoreV1Api()
-        self._ext = client.ApiextensionsV1Api()
-        self._reg = client.ApiregistrationV1Api()
-        self._node = client.NodeV1Api()
-        self._authz = client.AuthorizationV1Api()
+        config = client.Configuration.get_default_copy()
+        config.retries = 0  # fail fast with one clear line instead of logged retries
+        self._host = str(config.host)
+        api = client.ApiClient(config)
+        self._core = client.CoreV1Api(api)
+        self._ext = client.ApiextensionsV1Api(api)
+        self._reg = client.ApiregistrationV1Api(api)
+        self._node = client.NodeV1Api(api)
+        self._authz = client.AuthorizationV1Api(api)
 
     def _call(self, method: Any, *args: Any, missing_ok: bool = False, **kwargs: Any) -> Json | None:
         from kubernetes.client.exceptions import ApiException
@@ -414,7 +421,10 @@ class KubernetesAPI:
                 return None
             raise ClusterUnavailable(f"API server answered {exc.status} {exc.reason}") from None
         except HTTPError as exc:
-            raise ClusterUnavailable(f"cannot reach the API server: {exc}") from None
+            reason = str(getattr(exc, "reason", None) or exc)
+            errno = re.search(r"\[Errno -?\d+\] [^\"')]+", reason)
+            why = errno.group(0).strip() if errno else type(exc).__name__
+            raise ClusterUnavailable(f"cannot reach the API server at {self._host}: {why}") from None
         data: Json = json.loads(resp.data)
         return data
 
