@@ -37,6 +37,10 @@ def test_config_prints_effective_settings_with_flag_over_env() -> None:
         (("simulate", "--events", "0"), {}, "--events 0: must be at least 1"),
         (("simulate", "--source", "1,2"), {}, "--source '1,2': expected three numbers"),
         (("simulate", "--events", "x"), {}, "argument --events: invalid int value: 'x'"),
+        (("simulate", "--photons", "-1"), {}, "--photons -1: must be between 0 and 100000000"),
+        (("simulate", "--wavelength", "20"), {}, "--wavelength 20.0: must be between 60 and 1000 nm"),
+        (("simulate", "--first-event", "-1"), {}, "--first-event -1: the 10 event ids must fit in uint32"),
+        (("simulate", "--first-event", "4294967290"), {}, "--first-event 4294967290: the 10 event ids"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args: tuple[str, ...], env: dict[str, str], needle: str) -> None:

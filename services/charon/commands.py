@@ -98,8 +98,11 @@ def _validate(args: argparse.Namespace) -> tuple[float, float, float]:
         raise ConfigError(f"--photons {args.photons}: must be between 0 and 100000000")
     if not 60.0 <= args.wavelength <= 1000.0:
         raise ConfigError(f"--wavelength {args.wavelength}: must be between 60 and 1000 nm")
-    if not args.first_event >= 0 and args.first_event + args.events <= 2**32:
-        raise ConfigError(f"--first-event {args.first_event}: event ids are uint32")
+    if args.first_event < 0 or args.first_event + args.events > 2**32:
+        raise ConfigError(
+            f"--first-event {args.first_event}: the {args.events} event ids must fit in uint32 "
+            f"(0 .. {2**32 - 1})"
+        )
     return _parse_source(args.source)
 
 
