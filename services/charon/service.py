@@ -60,19 +60,23 @@ class RequestHandler:
         return Answer(v1.ack(), kind, "ok")
 
     def simulate_many(self, requests: Sequence[v1.PhotonData]) -> list[Answer]:
-        """Simulate several events in one engine call; one answer per request, in order."""
+        """Simulate several events in one engine call; one answer per request, in order.
+
+        Any failure of the engine, or hits it returns that cannot be encoded, answers every
+        request of the call with SIM_FAILED instead of raising: no request goes unanswered.
+        """
         events = [Photons.from_request(r) for r in requests]
         try:
-            hits = self.simulator.simulate(events) if any(len(e) for e in events) else []
+            if any(len(e) for e in events):
+                hits = self.simulator.simulate(events)
+            else:
+                hits = [Hits.empty() for _ in events]
+            if len(hits) != len(events):
+                raise RuntimeError(f"engine returned {len(hits)} hit sets for {len(events)} events")
+            return [self._complete(r, h) for r, h in zip(requests, hits, strict=True)]
         except Exception as exc:  # the engine's failure must not take the service down
             log.exception("simulation of %d event(s) failed", len(events))
             return [self._failed(r, exc) for r in requests]
-        if not hits:
-            hits = [Hits.empty() for _ in events]
-        if len(hits) != len(events):
-            mismatch = RuntimeError(f"engine returned {len(hits)} hit sets for {len(events)} events")
-            return [self._failed(r, mismatch) for r in requests]
-        return [self._complete(r, h) for r, h in zip(requests, hits, strict=True)]
 
     def _complete(self, request: v1.PhotonData, hits: Hits) -> Answer:
         if len(hits) and int(hits.channel.max()) >= self._n_channels:
