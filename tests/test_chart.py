@@ -403,6 +403,7 @@ def test_helm_test_pod_pings_and_simulates_through_the_router() -> None:
     assert ping["image"] == sim["image"] == worker_image
     assert ping["args"] == ["ping", "--endpoint", client]
     assert sim["args"] == ["simulate", "--events", "2", "--photons", "1000", "--endpoint", client]
+    assert env_of(sim)["CHARON_CLIENT__TIMEOUT_S"] == "120"
     assert pod["spec"]["restartPolicy"] == "Never"
 
 
