@@ -23,6 +23,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from charon.engine import optics
 from charon.engine.base import DetectorInfo, Hits, Photons
 from charon.flukaio.codec import Layout, MessageType, ParticleBlock
 
@@ -65,39 +66,18 @@ def photon_mask(particles: Records, layout: Layout) -> npt.NDArray[np.bool_]:
     return np.asarray((particles["m"] == 0.0) & (particles["aa"] == 0) & (particles["zz"] == 0))
 
 
-def _unit(v: F64) -> tuple[F64, npt.NDArray[np.float64]]:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        norm = np.sqrt(np.einsum("ij,ij->i", v, v))
-        return v / norm[:, None], norm
-
-
-def random_transverse(direction: F64, rng: np.random.Generator) -> F64:
-    """Unit vectors perpendicular to each (unit) direction, uniform in azimuth."""
-    n = direction.shape[0]
-    helper = np.zeros((n, 3))
-    use_x = np.abs(direction[:, 0]) < 0.9
-    helper[use_x, 0] = 1.0
-    helper[~use_x, 1] = 1.0
-    u, _ = _unit(np.cross(direction, helper))
-    v = np.cross(direction, u)
-    phi = rng.uniform(0.0, 2.0 * np.pi, n)
-    out: F64 = np.cos(phi)[:, None] * u + np.sin(phi)[:, None] * v
-    return out
-
-
 def to_photons(particles: Records, layout: Layout, event_id: int, seed: int) -> Photons:
     """The photons among ``particles`` (see :func:`photon_mask`) as one event."""
     p = particles[photon_mask(particles, layout)]
     pos = np.stack([p["x"], p["y"], p["z"]], axis=1) * CM_TO_MM
-    direction, _ = _unit(np.stack([p["tx"], p["ty"], p["tz"]], axis=1))
-    rng = np.random.default_rng([seed, event_id])
-    pol = random_transverse(np.nan_to_num(direction), rng)
-    if layout is Layout.CURRENT and len(p):
-        spin = np.stack([p["sx"], p["sy"], p["sz"]], axis=1)
-        spin = spin - np.einsum("ij,ij->i", spin, direction)[:, None] * direction
-        spin, norm = _unit(spin)
-        given = np.isfinite(norm) & (norm > 1e-9)
-        pol[given] = spin[given]
+    direction = optics.normalize(np.stack([p["tx"], p["ty"], p["tz"]], axis=1))
+    if layout is Layout.CURRENT:
+        spin = optics.normalize(np.stack([p["sx"], p["sy"], p["sz"]], axis=1))
+    else:
+        spin = np.zeros_like(direction)
+    # A spin that is missing, zero or along the direction gets a random transverse polarisation.
+    azimuth = np.random.default_rng([seed, event_id]).uniform(0.0, 1.0, len(p))
+    pol = optics.transverse_polarization(np.nan_to_num(direction), np.nan_to_num(spin), azimuth)
     energy_ev = p["pc"] * GEV_TO_EV
     with np.errstate(divide="ignore", invalid="ignore"):
         wavelength = np.where((energy_ev > 0) & np.isfinite(energy_ev), HC_EV_NM / energy_ev, np.nan)
