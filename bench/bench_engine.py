@@ -33,17 +33,13 @@ from charon.engine.base import Hits, Photons
 from charon.engine.detector import reference_detector
 from charon.engine.numpy_engine import NumpySimulator
 from charon.engine.warp_engine import WarpSimulator
+from charon.source import isotropic_point
 
 RESULTS = ROOT / "bench" / "results" / "engine.json"
 
 
 def centre_source(n: int, event_id: int) -> Photons:
-    rng = np.random.default_rng(1000 + event_id)
-    z = rng.uniform(-1.0, 1.0, n)
-    phi = rng.uniform(0.0, 2.0 * np.pi, n)
-    r = np.sqrt(1.0 - z * z)
-    d = np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
-    return Photons.from_arrays(event_id, np.zeros((n, 3)), d, np.zeros((n, 3)), 420.0)
+    return isotropic_point(event_id, n, (0.0, 0.0, 0.0), 420.0, seed=1000)
 
 
 def timed(sim: Any, photons: Photons) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from charon.engine import optics
 from charon.engine.base import Photons
 
 
@@ -13,14 +14,8 @@ def isotropic_point(event_id: int, n: int, position: tuple[float, float, float],
 
     Reproducible per (seed, event id), independent of how many events are generated.
     """
-    rng = np.random.default_rng([seed, event_id])
-    cos_t = rng.uniform(-1.0, 1.0, n)
-    phi = rng.uniform(0.0, 2 * np.pi, n)
-    sin_t = np.sqrt(1.0 - cos_t**2)
-    direction = np.stack([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t], axis=1)
-    # A random unit vector orthogonal to the direction.
-    helper = rng.normal(size=(n, 3))
-    pol = helper - np.sum(helper * direction, axis=1, keepdims=True) * direction
-    pol /= np.linalg.norm(pol, axis=1, keepdims=True)
+    u = np.random.default_rng([seed, event_id]).uniform(0.0, 1.0, (3, n))
+    direction = optics.isotropic(u[0], u[1])
+    pol = optics.random_perpendicular(direction, u[2])
     pos = np.broadcast_to(np.asarray(position, dtype=np.float64), (n, 3))
     return Photons.from_arrays(event_id, pos, direction, pol, wavelength_nm, 0.0, flags)
