@@ -6,6 +6,8 @@ import itertools
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from typing import Any
 
@@ -299,3 +301,38 @@ def test_ping_run_begin_run_end_need_no_worker(context: zmq.Context[Any], dealer
                 assert sock.recv_multipart() == [tokens.ACK]
         finally:
             sock.close()
+
+
+def test_router_sigterm_exits_cleanly_and_sends_workers_to_its_successor() -> None:
+    client_port, worker_port = free_port(), free_port()
+    args = ("--bind", f"tcp://127.0.0.1:{client_port}", "--workers-bind", f"tcp://127.0.0.1:{worker_port}",
+            "--metrics-addr", "127.0.0.1:0")
+    started = [procs.start("router", *args, env=FAST)]
+    try:
+        with procs.worker(started[0].workers_endpoint, env=FAST) as worker:
+            wait_for(lambda: _ready(started[0].metrics) == 200 and _idle(started[0]) == 1, 10, "first router")
+            t0 = time.monotonic()
+            assert started[0].terminate(timeout=10) == 0
+            assert time.monotonic() - t0 < 3
+            wait_for(lambda: "router asked to reconnect (shutdown)" in worker.stderr(), 5, "worker told")
+            started.append(procs.start("router", *args, env=FAST))
+            # The worker reconnects after its first backoff step (1 s): well before it would
+            # have noticed the silence on its own.
+            wait_for(lambda: _idle(started[1]) == 1, 1.0 + 2.0, "worker registered with the successor")
+            with Client(started[1].endpoint, timeout_s=5, retries=0) as client:
+                check_sim_complete([bytes(f) for f in client.request(photondata(3, 5))], 3, 5)
+    finally:
+        for p in started:
+            p.kill()
+
+
+def _idle(router: procs.Proc) -> float:
+    return metric(scrape(router.metrics), "charon_workers", 'state="idle"')
+
+
+def _ready(addr: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://{addr}/readyz", timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)

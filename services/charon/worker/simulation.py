@@ -22,7 +22,7 @@ import zmq
 
 from charon import metrics
 from charon.errors import CharonError
-from charon.protocol import v1
+from charon.protocol import tokens, v1
 from charon.protocol.v1 import Frame
 from charon.service import Answer, RequestHandler
 
@@ -85,7 +85,12 @@ class SimulationThread:
                 batch = self._take()
                 if batch is None:
                     return
-                for work, answer in self._answer(batch):
+                try:
+                    answers = self._answer(batch)
+                except Exception:  # a bug must not leave requests unanswered or stop the thread
+                    log.exception("answering %d request(s) failed", len(batch))
+                    answers = [(work, _failure(work)) for work in batch]
+                for work, answer in answers:
                     push.send_multipart([pack_head(work.generation, work.token), *answer.reply], copy=False)
         finally:
             push.close()
@@ -140,6 +145,15 @@ class SimulationThread:
                 child = self._requests[answer.outcome] = metrics.WORKER_REQUESTS.labels(answer.outcome)
             child.inc()
         return out
+
+
+def _failure(work: Work) -> Answer:
+    """SIM_FAILED for a PHOTONDATA whose event id is readable, else UNKNOWN_REQUEST."""
+    header = v1.header_of(work.payload)
+    event_id = v1.read_event_id(work.payload[1]) if len(work.payload) > 1 else None
+    if header == tokens.PHOTONDATA and event_id is not None:
+        return Answer(v1.sim_failed(event_id), "photondata", "simulation_failed")
+    return Answer(v1.unknown_request(), "unknown", "simulation_failed")
 
 
 def _photons(work: Work) -> int:

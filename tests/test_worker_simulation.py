@@ -1,0 +1,153 @@
+"""The worker's simulation thread: batching, stale work, engine failures (real echo engine, inproc socket)."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+import zmq
+
+from charon.engine.base import DetectorInfo, Hits, Photons, Simulator
+from charon.engine.registry import make_simulator
+from charon.protocol import tokens, v1
+from charon.service import RequestHandler
+from charon.settings import EngineSettings
+from charon.worker.simulation import SimulationThread, Work, unpack_head
+from tests.router_support import photondata
+
+
+class Counting:
+    """Wraps a real simulator, recording the batch sizes it is called with (and failing on demand)."""
+
+    def __init__(self, inner: Simulator, fail: bool = False) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.calls: list[int] = []
+        self.fail = fail
+
+    @property
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint
+
+    def detector_info(self) -> DetectorInfo:
+        return self.inner.detector_info()
+
+    def simulate(self, batch: Sequence[Photons]) -> list[Hits]:
+        self.calls.append(len(batch))
+        if self.fail:
+            raise RuntimeError("engine fault")
+        return self.inner.simulate(batch)
+
+
+@pytest.fixture
+def results(context: zmq.Context[Any]) -> Iterator[tuple[zmq.Socket[Any], str]]:
+    pull = context.socket(zmq.PULL)
+    endpoint = "inproc://test-results"
+    pull.bind(endpoint)
+    try:
+        yield pull, endpoint
+    finally:
+        pull.close(linger=0)
+
+
+def _thread(context: zmq.Context[Any], endpoint: str, sim: Counting, **kw: Any) -> SimulationThread:
+    kw.setdefault("batch_max_photons", 1_000_000)
+    kw.setdefault("batch_max_delay_s", 0.0)
+    return SimulationThread(RequestHandler(sim), context, endpoint, **kw)
+
+
+def _collect(pull: zmq.Socket[Any], n: int) -> dict[int, list[bytes]]:
+    out = {}
+    for _ in range(n):
+        assert pull.poll(10_000)
+        frames = pull.recv_multipart()
+        _, token = unpack_head(frames[0])
+        out[token] = frames[1:]
+    return out
+
+
+def test_queued_requests_share_one_engine_call_and_come_back_per_request(
+        context: zmq.Context[Any], results: tuple[zmq.Socket[Any], str]) -> None:
+    pull, endpoint = results
+    sim = Counting(make_simulator(EngineSettings(backend="echo")))
+    thread = _thread(context, endpoint, sim)
+    for i in range(4):  # queued before the thread starts: one batch
+        thread.inbox.put(Work(0, i, photondata(i, 10 + i)))
+    thread.start()
+    try:
+        replies = _collect(pull, 4)
+    finally:
+        assert thread.stop(10)
+    assert sim.calls == [4]
+    for i in range(4):
+        assert v1.check_sim_complete(replies[i], i).n_hits == 10 + i
+
+
+def test_batches_respect_the_photon_budget(context: zmq.Context[Any], results: tuple[zmq.Socket[Any], str]) -> None:
+    pull, endpoint = results
+    sim = Counting(make_simulator(EngineSettings(backend="echo")))
+    thread = _thread(context, endpoint, sim, batch_max_photons=25)
+    for i in range(4):
+        thread.inbox.put(Work(0, i, photondata(i, 10)))
+    thread.start()
+    try:
+        _collect(pull, 4)
+    finally:
+        assert thread.stop(10)
+    assert sim.calls == [3, 1]  # 10 + 10 + 10 reaches the budget of 25
+
+
+def test_work_from_a_replaced_connection_is_skipped(context: zmq.Context[Any],
+                                                     results: tuple[zmq.Socket[Any], str]) -> None:
+    pull, endpoint = results
+    sim = Counting(make_simulator(EngineSettings(backend="echo")))
+    thread = _thread(context, endpoint, sim)
+    thread.generation = 2
+    thread.inbox.put(Work(1, 7, photondata(7, 5)))
+    thread.inbox.put(Work(2, 8, photondata(8, 5)))
+    thread.start()
+    try:
+        replies = _collect(pull, 1)
+        assert not pull.poll(300)
+    finally:
+        assert thread.stop(10)
+    assert list(replies) == [8]
+
+
+def test_engine_failure_answers_sim_failed_and_the_thread_carries_on(
+        context: zmq.Context[Any], results: tuple[zmq.Socket[Any], str]) -> None:
+    pull, endpoint = results
+    sim = Counting(make_simulator(EngineSettings(backend="echo")), fail=True)
+    thread = _thread(context, endpoint, sim)
+    thread.start()
+    try:
+        thread.inbox.put(Work(0, 1, photondata(41, 5)))
+        assert _collect(pull, 1)[1] == [tokens.SIM_FAILED, struct.pack("<I", 41)]
+        sim.fail = False
+        thread.inbox.put(Work(0, 2, [tokens.PING]))
+        thread.inbox.put(Work(0, 3, photondata(42, 5)))
+        replies = _collect(pull, 2)
+    finally:
+        assert thread.stop(10)
+    assert replies[2] == [tokens.ACK]
+    assert v1.check_sim_complete(replies[3], 42).n_hits == 5
+
+
+def test_a_handler_bug_still_answers_every_request(context: zmq.Context[Any],
+                                                   results: tuple[zmq.Socket[Any], str]) -> None:
+    pull, endpoint = results
+    sim = Counting(make_simulator(EngineSettings(backend="echo")))
+    thread = _thread(context, endpoint, sim)
+
+    def broken(payload: Sequence[v1.Frame]) -> Any:
+        raise KeyError("bug")
+
+    thread.handler.handle = broken  # type: ignore[method-assign]
+    thread.start()
+    try:
+        thread.inbox.put(Work(0, 1, [tokens.DETECTOR_INFO]))
+        assert _collect(pull, 1)[1] == [tokens.UNKNOWN_REQUEST]
+    finally:
+        assert thread.stop(10)
