@@ -28,7 +28,7 @@ from charon.flukaio.codec import (
 )
 from charon.flukaio.connection import BufferFull, ConnectionClosed, FlukaIOTimeout
 from charon.flukaio.server import Server
-from charon.flukaio.vectors import load_stream, parse_hex
+from charon.flukaio.vectors import load_stream, load_writes
 
 VECTORS = Path(__file__).resolve().parents[1] / "proto-spec" / "vectors" / "flukaio"
 SESSIONS = [
@@ -38,18 +38,6 @@ SESSIONS = [
 ]
 SAMPLE = {"x": -0.6319439221, "y": 1.147679085, "z": 1.0, "tx": -3.856529999e-5, "ty": -2.004572999e-6,
           "tz": 5.004483739e-6, "m": 450.0, "pc": 4520.0, "t": 0.005, "weight": 1.0}
-
-
-def c_client_writes(name: str) -> list[bytes]:
-    """The captured client stream cut where the C library flushes (after HSK, INT, DBLE, EOB, END)."""
-    writes, current = [], b""
-    for type_name, raw in parse_hex((VECTORS / name).read_text()):
-        current += raw
-        if type_name in {"HSK", "INT", "DBLE", "EOB", "END"}:
-            writes.append(current)
-            current = b""
-    assert not current
-    return writes
 
 
 def recv_all(sock: socket.socket, timeout: float = 5.0) -> bytes:
@@ -104,7 +92,7 @@ def sample_server(server: Server) -> None:
 def test_python_server_answers_captured_sessions_byte_exactly(client_file: str, server_file: str,
                                                               layout: Layout) -> None:
     with serving(sample_server) as port, socket.create_connection(("127.0.0.1", port)) as sock:
-        for write in c_client_writes(client_file):
+        for write in load_writes(VECTORS / client_file):
             sock.sendall(write)
         reply = recv_all(sock)
     assert reply == load_stream(VECTORS / server_file)
@@ -114,7 +102,7 @@ def test_python_server_answers_captured_sessions_byte_exactly(client_file: str, 
 def test_python_client_sends_captured_sessions_byte_exactly(client_file: str, server_file: str,
                                                             layout: Layout) -> None:
     received = bytearray()
-    answers = c_client_writes(server_file)  # the captured server writes: HSK, turn 1, turn 2, END
+    answers = load_writes(VECTORS / server_file)  # the captured server writes: HSK, turn 1, turn 2, END
 
     def fake_c_server(server: Server) -> None:
         assert server._sock is not None

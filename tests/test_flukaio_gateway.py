@@ -20,7 +20,7 @@ from charon.engine.registry import make_simulator
 from charon.flukaio import codec, mapping
 from charon.flukaio.client import connect
 from charon.flukaio.codec import End, Eob, Hsk, Layout, Particle, ParticleBlock, StreamDecoder
-from charon.flukaio.vectors import load_stream, parse_hex
+from charon.flukaio.vectors import load_stream, load_writes, parse_hex
 from charon.settings import EngineSettings
 from tests import procs
 
@@ -76,17 +76,6 @@ def strict_gw() -> Iterator[procs.Proc]:
                        env={"CHARON_GATEWAY__IDLE_TIMEOUT_S": "1.0",
                             "CHARON_GATEWAY__WRITE_TIMEOUT_S": "0.5",
                             "CHARON_GATEWAY__MAX_BATCH_PARTICLES": "50"})
-
-
-def client_writes(name: str) -> list[bytes]:
-    """A captured client stream cut where the C library flushes (HSK, INT, DBLE, EOB, END)."""
-    writes, current = [], b""
-    for type_name, raw in parse_hex((VECTORS / name).read_text()):
-        current += raw
-        if type_name in {"HSK", "INT", "DBLE", "EOB", "END"}:
-            writes.append(current)
-            current = b""
-    return writes
 
 
 def exchange(port: int, writes: list[bytes], *, fragment: int | None = None, timeout: float = 20.0) -> bytes:
@@ -163,12 +152,12 @@ def expected_echo(client_file: str) -> bytes:
 def test_echo_mode_answers_captured_sessions_byte_exactly(echo_gw: procs.Proc, client_file: str,
                                                           server_file: str | None) -> None:
     expected = load_stream(VECTORS / server_file) if server_file else expected_echo(client_file)
-    assert exchange(port_of(echo_gw), client_writes(client_file)) == expected
+    assert exchange(port_of(echo_gw), load_writes(VECTORS / client_file)) == expected
 
 
 @pytest.mark.parametrize("fragment", [1, 7, 100])
 def test_echo_mode_reassembles_fragmented_writes(echo_gw: procs.Proc, fragment: int) -> None:
-    reply = exchange(port_of(echo_gw), client_writes("current_c_3x2.c2s.hex"), fragment=fragment)
+    reply = exchange(port_of(echo_gw), load_writes(VECTORS / "current_c_3x2.c2s.hex"), fragment=fragment)
     assert reply == load_stream(VECTORS / "current_c_3x2.s2c.hex")
 
 
@@ -219,7 +208,7 @@ def test_connection_limit_refuses_extra_clients_only(echo_gw: procs.Proc) -> Non
     deadline = time.monotonic() + 10
     while scrape(echo_gw)["charon_gateway_connections"] > 0 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert exchange(port, client_writes("current_c_3x2.c2s.hex")) == load_stream(
+    assert exchange(port, load_writes(VECTORS / "current_c_3x2.c2s.hex")) == load_stream(
         VECTORS / "current_c_3x2.s2c.hex")
     assert scrape(echo_gw)['charon_gateway_errors_total{reason="too_many_connections"}'] >= 1
 
@@ -233,7 +222,7 @@ def test_connection_limit_refuses_extra_clients_only(echo_gw: procs.Proc) -> Non
 def test_engine_mode_answers_captured_sessions_with_hsk_one_eob_per_batch_and_end(
         engine_gw: procs.Proc, client_file: str, turns: int) -> None:
     before = scrape(engine_gw)
-    reply = exchange(port_of(engine_gw), client_writes(client_file))
+    reply = exchange(port_of(engine_gw), load_writes(VECTORS / client_file))
     # the captured particles are protons: skipped, so every batch is answered with a bare EOB
     assert reply == codec.encode(Hsk()) + codec.EOB_BYTES * turns + codec.END_BYTES
     after = scrape(engine_gw)
@@ -480,7 +469,7 @@ def test_simulation_failure_closes_without_reply() -> None:
         wait_for_log(gw, r"simulation failed: .*; closing without reply")
         assert scrape(gw)['charon_gateway_errors_total{reason="simulation_failed"}'] == 1
         # a batch without photons needs no simulation and still works
-        assert exchange(port_of(gw), client_writes("current_c_3x2.c2s.hex")) == \
+        assert exchange(port_of(gw), load_writes(VECTORS / "current_c_3x2.c2s.hex")) == \
             codec.encode(Hsk()) + codec.EOB_BYTES * 2 + codec.END_BYTES
         assert gw.terminate() == 0
 

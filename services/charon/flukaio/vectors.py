@@ -37,3 +37,24 @@ def parse_hex(text: str) -> list[tuple[str, bytes]]:
 def load_stream(path: str | Path) -> bytes:
     """The concatenated bytes of a vector file."""
     return b"".join(data for _, data in parse_hex(Path(path).read_text()))
+
+
+#: Message types after which the FlukaIO C library flushes its send buffer.
+FLUSHED_AFTER = frozenset({"HSK", "INT", "DBLE", "EOB", "END"})
+
+
+def load_writes(path: str | Path) -> list[bytes]:
+    """A captured stream cut where the C library flushes, i.e. as the separate writes it makes.
+
+    Raises ValueError when the stream ends with messages that no flush would have sent.
+    """
+    writes: list[bytes] = []
+    current = b""
+    for type_name, data in parse_hex(Path(path).read_text()):
+        current += data
+        if type_name in FLUSHED_AFTER:
+            writes.append(current)
+            current = b""
+    if current:
+        raise ValueError(f"{path}: {len(current)} bytes after the last flushing message")
+    return writes
