@@ -17,12 +17,15 @@ from __future__ import annotations
 import copy
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests import procs
 from tests.conftest import require_tools
 from tests.tooling import CHART, ROOT, run, tool
 
@@ -212,3 +215,35 @@ def test_images_build_and_answer_like_the_helm_test() -> None:
     assert lines[0].startswith("image ok localhost/charon-router:ci ")
     if mode == "all":
         assert lines[1].startswith("image ok localhost/charon-worker:ci-cpu ")
+
+
+# --- the router image has no numpy: its commands must not need it --------------------------------
+
+_NO_NUMPY = '''
+import sys
+
+class _NoNumpy:
+    """Stands in for the router image, where numpy is not installed."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy" or name.startswith("numpy."):
+            raise ModuleNotFoundError("No module named 'numpy' (router image)")
+        return None
+
+sys.meta_path.insert(0, _NoNumpy())
+'''
+
+
+def test_router_image_commands_work_without_numpy(tmp_path: Path) -> None:
+    """`charon router` and `charon ping` (the router image's commands) run with numpy unimportable.
+
+    The fast stand-in for the image check: a ``sitecustomize`` blocks numpy in the child processes.
+    """
+    (tmp_path / "sitecustomize.py").write_text(_NO_NUMPY)
+    env = {"PYTHONPATH": str(tmp_path)}
+    with procs.router(env=env) as router:
+        res = subprocess.run([sys.executable, "-m", "charon", "ping", "--endpoint", router.endpoint],
+                             capture_output=True, text=True, timeout=60, check=False,
+                             env={**os.environ, **env})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith("ACK from ")
