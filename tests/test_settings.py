@@ -51,6 +51,10 @@ def test_settings_are_frozen() -> None:
         ({"router": {"bind": "localhost:5555"}}, "router.bind"),
         ({"heartbeat": {"liveness": 1}}, "heartbeat.liveness"),
         ({"worker": {"reconnect_initial_s": 10, "reconnect_max_s": 1}}, "reconnect_max_s"),
+        ({"server": {"bind": "tcp://*:99999"}}, "server.bind (CHARON_SERVER__BIND) = 'tcp://*:99999'"),
+        ({"server": {"bind": "tcp://*:99999"}}, "port 99999 is above 65535"),
+        ({"metrics": {"addr": "127.0.0.1:65536"}}, "port 65536 is above 65535"),
+        ({"gateway": {"router": "tcp://[::1]:70000"}}, "gateway.router"),
     ],
 )
 def test_invalid_values_give_one_readable_line(overrides: dict[str, dict[str, object]], needle: str) -> None:
@@ -59,6 +63,13 @@ def test_invalid_values_give_one_readable_line(overrides: dict[str, dict[str, ob
     message = str(info.value)
     assert needle in message
     assert "\n" not in message
+
+
+def test_highest_port_and_ipc_paths_with_colons_are_valid() -> None:
+    s = load_settings({"server": {"bind": "tcp://*:65535"}, "metrics": {"addr": ":65535"},
+                       "client": {"endpoint": "ipc:///tmp/a:99999"}})
+    assert s.server.bind == "tcp://*:65535"
+    assert s.client.endpoint == "ipc:///tmp/a:99999"
 
 
 def test_error_names_flag_and_environment_variable() -> None:

@@ -11,13 +11,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from charon.errors import ConfigError
 
+
+def _port_in_range(value: str) -> str:
+    """TCP ports are 16 bits; ZeroMQ would silently bind a larger number modulo 65536."""
+    if value.startswith(("ipc://", "inproc://")):
+        return value
+    port = value.rsplit(":", 1)[-1]
+    if port.isdigit() and int(port) > 65535:
+        raise ValueError(f"port {port} is above 65535")
+    return value
+
+
 Endpoint = Annotated[
     str,
+    AfterValidator(_port_in_range),
     Field(
         pattern=r"^(tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\*|[0-9]{1,5})|ipc://.+|inproc://.+)$",
         description="ZeroMQ endpoint, e.g. tcp://*:5555, tcp://host:6667 or ipc:///tmp/charon.sock",
@@ -25,6 +37,7 @@ Endpoint = Annotated[
 ]
 HostPort = Annotated[
     str,
+    AfterValidator(_port_in_range),
     Field(
         pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):[0-9]{1,5}$",
         description="HOST:PORT for an HTTP listener; port 0 picks a free port; empty host = all",
