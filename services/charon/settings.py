@@ -29,19 +29,19 @@ def _port_in_range(value: str) -> str:
 
 Endpoint = Annotated[
     str,
-    AfterValidator(_port_in_range),
     Field(
         pattern=r"^(tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\*|[0-9]{1,5})|ipc://.+|inproc://.+)$",
         description="ZeroMQ endpoint, e.g. tcp://*:5555, tcp://host:6667 or ipc:///tmp/charon.sock",
     ),
+    AfterValidator(_port_in_range),
 ]
 HostPort = Annotated[
     str,
-    AfterValidator(_port_in_range),
     Field(
         pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):[0-9]{1,5}$",
         description="HOST:PORT for an HTTP listener; port 0 picks a free port; empty host = all",
     ),
+    AfterValidator(_port_in_range),
 ]
 
 
