@@ -21,22 +21,25 @@ from typing import Any
 
 import warp as wp
 
+from charon.engine.optics import SPEED_OF_LIGHT_MM_PER_NS
+from charon.protocol.tokens import TERMINAL_FLAGS, Flag
+
 # Forward-only kernels: no adjoint code, half the compile time.
 wp.set_module_options({"enable_backward": False})
 
-C_MM_PER_NS = wp.constant(299.792458)
+C_MM_PER_NS = wp.constant(SPEED_OF_LIGHT_MM_PER_NS)
 TWO_PI = wp.constant(6.283185307179586)
 
-F_NO_HIT = wp.constant(wp.uint32(0x1))
-F_BULK_ABSORB = wp.constant(wp.uint32(0x2))
-F_SURFACE_DETECT = wp.constant(wp.uint32(0x4))
-F_SURFACE_ABSORB = wp.constant(wp.uint32(0x8))
-F_RAYLEIGH_SCATTER = wp.constant(wp.uint32(0x10))
-F_REFLECT_DIFFUSE = wp.constant(wp.uint32(0x20))
-F_REFLECT_SPECULAR = wp.constant(wp.uint32(0x40))
-F_BULK_REEMIT = wp.constant(wp.uint32(0x200))
-F_NAN_ABORT = wp.constant(wp.uint32(0x80000000))
-F_TERMINAL = wp.constant(wp.uint32(0x8000000F))
+F_NO_HIT = wp.constant(wp.uint32(Flag.NO_HIT))
+F_BULK_ABSORB = wp.constant(wp.uint32(Flag.BULK_ABSORB))
+F_SURFACE_DETECT = wp.constant(wp.uint32(Flag.SURFACE_DETECT))
+F_SURFACE_ABSORB = wp.constant(wp.uint32(Flag.SURFACE_ABSORB))
+F_RAYLEIGH_SCATTER = wp.constant(wp.uint32(Flag.RAYLEIGH_SCATTER))
+F_REFLECT_DIFFUSE = wp.constant(wp.uint32(Flag.REFLECT_DIFFUSE))
+F_REFLECT_SPECULAR = wp.constant(wp.uint32(Flag.REFLECT_SPECULAR))
+F_BULK_REEMIT = wp.constant(wp.uint32(Flag.BULK_REEMIT))
+F_NAN_ABORT = wp.constant(wp.uint32(Flag.NAN_ABORT))
+F_TERMINAL = wp.constant(wp.uint32(TERMINAL_FLAGS))
 
 MODE_ANALYTIC = wp.constant(0)
 MODE_MESH = wp.constant(1)
