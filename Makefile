@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint types pytest schema bench clean
+.PHONY: demo test lint types pytest schema schema-check bench image-router images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,15 @@ pytest: $(STAMP)
 
 schema: $(STAMP)
 	$(BIN)/python -m charon.schema --write
+
+schema-check: $(STAMP)
+	$(BIN)/python -m charon.schema --check
+
+image-router:
+	bash .ci/build-router-image.sh
+
+images:
+	bash .ci/build-router-image.sh --with-worker
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_router.py

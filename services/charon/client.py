@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import zmq
 
-from charon.engine.base import DetectorInfo, Hits, Photons
 from charon.protocol import tokens, v1
 from charon.protocol.v1 import Frame
+
+if TYPE_CHECKING:  # numpy is imported only where arrays are made: `charon ping` needs none
+    from charon.engine.base import DetectorInfo, Hits, Photons
 
 
 class ClientError(Exception):
@@ -97,12 +99,16 @@ class Client:
         self._check(v1.check_ack, self.request([tokens.RUN_END]))
 
     def detector_info(self) -> DetectorInfo:
+        from charon.engine.base import DetectorInfo
+
         reply = self.request([tokens.DETECTOR_INFO])
         info = self._check(v1.check_detector_info, reply)
         return DetectorInfo.from_frames(info.frames)
 
     def simulate(self, photons: Photons) -> Hits:
         """Simulate one event; the hits are read-only views of the reply frames."""
+        from charon.engine.base import Hits
+
         frames: list[Frame] = [tokens.PHOTONDATA, photons.metadata(), *photons.frames()]
         reply = self.request(frames)
         done = self._check(lambda p: v1.check_sim_complete(p, photons.event_id), reply)

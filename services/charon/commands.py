@@ -14,15 +14,15 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from charon.client import Client, ClientError
-from charon.engine.base import DetectorInfo, Hits
 from charon.errors import ConfigError
 from charon.runtime import parse_ready_line
 from charon.settings import Settings
-from charon.source import isotropic_point
+
+if TYPE_CHECKING:  # numpy stays out of `charon ping`, which runs in the numpy-free router image
+    from charon.engine.base import DetectorInfo, Hits
 
 _CHILD_START_TIMEOUT_S = 120.0
 
@@ -50,6 +50,8 @@ def run(command: str, settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _print_info(endpoint: str, info: DetectorInfo) -> None:
+    import numpy as np
+
     pos = info.positions().astype(np.float64)
     r = np.linalg.norm(pos, axis=1) if len(info) else np.zeros(0)
     types = sorted(set(info.channel_type.tolist()))
@@ -107,6 +109,8 @@ def _validate(args: argparse.Namespace) -> tuple[float, float, float]:
 
 
 def simulate(client: Client, args: argparse.Namespace) -> int:
+    from charon.source import isotropic_point
+
     source = _validate(args)
     summary = Summary()
     progress = _Progress(args.events)
