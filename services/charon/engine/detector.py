@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from charon.engine.base import DetectorInfo, fingerprint_of
+from charon.engine.optics import interp_table
 from charon.errors import DetectorError
 
 F64 = npt.NDArray[np.float64]
@@ -82,10 +83,9 @@ class WavelengthTable:
 
     def __call__(self, wavelength: npt.ArrayLike) -> F64:
         """Interpolated values at ``wavelength`` (nm); clamped outside the table."""
-        wl = np.asarray(wavelength, dtype=np.float64)
         if self.is_flat:
-            return np.full(wl.shape, self.value[0])
-        return np.interp(wl, self.wavelength, self.value)
+            return np.full(np.shape(wavelength), self.value[0])
+        return interp_table(wavelength, self.wavelength, self.value)
 
     def _check_range(self, what: str, lo: float, hi: float, *, lo_open: bool = False) -> None:
         v = self.value

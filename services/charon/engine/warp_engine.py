@@ -27,7 +27,7 @@ import numpy.typing as npt
 from charon.engine.base import DetectorInfo, Hits, Photons
 from charon.engine.detector import Detector, Material, PMTLookup, WavelengthTable
 from charon.engine.mesh import MeshGeometry, cylinder_vessel_mesh, sphere_vessel_mesh
-from charon.engine.optics import event_key
+from charon.engine.optics import event_key, sample_cdf
 from charon.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def _icdf(material: Material) -> npt.NDArray[np.float32]:
     if cdf is None:
         return np.zeros(ICDF_POINTS, np.float32)
     u = np.linspace(0.0, 1.0, ICDF_POINTS)
-    return np.interp(u, cdf.value, cdf.wavelength).astype(np.float32)
+    return sample_cdf(u, cdf.wavelength, cdf.value).astype(np.float32)
 
 
 @dataclass(frozen=True)
