@@ -26,6 +26,11 @@ from typing import ClassVar
 from charon.protocol import tokens
 
 
+def _sim_failed(event_id: int) -> list[bytes]:
+    """[SIM_FAILED, event id as 4 little-endian bytes] (the codec's ``v1.sim_failed``, which imports this module)."""
+    return [tokens.SIM_FAILED, struct.pack("<I", event_id & 0xFFFFFFFF)]
+
+
 class CharonError(Exception):
     """Base of all charon errors."""
 
@@ -58,7 +63,7 @@ class MalformedRequest(ProtocolError):
     def reply(self) -> list[bytes]:
         if self.event_id is None:
             return [tokens.UNKNOWN_REQUEST]
-        return [tokens.SIM_FAILED, struct.pack("<I", self.event_id)]
+        return _sim_failed(self.event_id)
 
 
 class CapacityError(CharonError):
@@ -90,7 +95,7 @@ class SimulationFailed(CharonError):
         self.event_id = event_id
 
     def reply(self) -> list[bytes]:
-        return [tokens.SIM_FAILED, struct.pack("<I", self.event_id)]
+        return _sim_failed(self.event_id)
 
 
 class RetriesExhausted(SimulationFailed):
