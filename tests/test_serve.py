@@ -8,6 +8,7 @@ import urllib.request
 from typing import Any
 
 import numpy as np
+import pytest
 import zmq
 
 from charon.client import Client
@@ -28,6 +29,23 @@ def test_ready_line_reports_bound_endpoint_and_metrics_serve_health() -> None:
         base = f"http://{server.metrics}"
         assert urllib.request.urlopen(base + "/healthz").status == 200
         assert urllib.request.urlopen(base + "/readyz").status == 200
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this host")
+def test_metrics_on_an_ipv6_loopback_address() -> None:
+    with procs.running("serve", "--bind", "tcp://127.0.0.1:*", "--backend", "echo",
+                       "--metrics-addr", "[::1]:0") as server:
+        assert server.metrics.startswith("[::1]:")
+        assert urllib.request.urlopen(f"http://{server.metrics}/healthz").status == 200
 
 
 def test_metrics_count_requests_photons_and_hits() -> None:

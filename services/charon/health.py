@@ -7,12 +7,17 @@ must never take the simulation down.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 log = logging.getLogger(__name__)
+
+
+class _IPv6HTTPServer(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 class HealthServer:
@@ -53,8 +58,9 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
+        server_class = _IPv6HTTPServer if ":" in self._host else ThreadingHTTPServer
         try:
-            self._server = ThreadingHTTPServer((self._host, self._port), Handler)
+            self._server = server_class((self._host, self._port), Handler)
         except OSError as exc:
             log.warning("metrics/health HTTP server not started on %s:%s: %s", self._host, self._port, exc)
             return None
@@ -63,7 +69,9 @@ class HealthServer:
         self._thread.start()
         host, port = self._server.server_address[:2]
         host_text = host.decode() if isinstance(host, bytes) else str(host)
-        bound = f"{'127.0.0.1' if host_text == '0.0.0.0' else host_text}:{port}"
+        if host_text == "0.0.0.0":
+            host_text = "127.0.0.1"
+        bound = f"[{host_text}]:{port}" if ":" in host_text else f"{host_text}:{port}"
         log.info("metrics and health on http://%s/metrics", bound)
         return bound
 
