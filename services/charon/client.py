@@ -9,13 +9,15 @@ server cannot simulate raises :class:`RequestFailed` at once, since resending it
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Self
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import zmq
 
 from charon.protocol import tokens, v1
 from charon.protocol.v1 import Frame
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:  # numpy is imported only where arrays are made: `charon ping` needs none
     from charon.engine.base import DetectorInfo, Hits, Photons
@@ -79,7 +81,8 @@ class Client:
                 if v1.header_of(reply) != tokens.NO_WORKERS:
                     return reply
                 last = "NO_WORKERS"
-                time.sleep(min(0.1 * 2**attempt, 2.0))
+                if attempt + 1 < tries:
+                    time.sleep(min(0.1 * 2**attempt, 2.0))
             else:
                 last = f"no reply within {self.timeout_s:g} s"
                 self.close()  # a REQ socket waiting for a reply cannot send again
@@ -115,7 +118,7 @@ class Client:
         return Hits.from_frames(done.hit_frames)
 
     @staticmethod
-    def _check(validate: Any, reply: list[memoryview]) -> Any:
+    def _check(validate: Callable[[list[memoryview]], T], reply: list[memoryview]) -> T:
         try:
             return validate(reply)
         except v1.InvalidReply as exc:
