@@ -7,7 +7,6 @@ reads the endpoint from the child's ready line, runs ``simulate`` against it and
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
@@ -172,8 +171,7 @@ def demo(settings: Settings, args: argparse.Namespace) -> int:
     if settings.engine.detector is not None:
         cmd += ["--detector", str(settings.engine.detector)]
     print(f"charon demo: starting an embedded server ({settings.engine.backend} backend) ...", flush=True)
-    env = dict(os.environ)
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         ready = _read_ready(child)
         endpoint = ready["endpoint"]
