@@ -326,8 +326,9 @@ def check_sim_complete(
         channels.frombytes(views[0])
         if sys.byteorder == "big":
             channels.byteswap()
-        if max(channels) >= n_channels:
-            raise InvalidReply(f"SIM_COMPLETE channel {max(channels)} >= {n_channels} channels", header)
+        highest = max(channels)
+        if highest >= n_channels:
+            raise InvalidReply(f"SIM_COMPLETE channel {highest} >= {n_channels} channels", header)
     return SimComplete(event_id, views)
 
 
