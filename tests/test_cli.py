@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +79,13 @@ def test_demo_runs_the_embedded_default() -> None:
     assert "server ready on tcp://127.0.0.1:" in result.stdout
     assert "photons/s" in result.stdout
     assert "4000" in result.stdout
+
+
+def test_simulate_plot_writes_a_picture(tmp_path: Path) -> None:
+    out = tmp_path / "hits.png"
+    with procs.serve() as server:
+        sim = charon("simulate", "--endpoint", server.endpoint, "--events", "2", "--photons", "300",
+                     "--plot", str(out))
+    assert sim.returncode == 0, sim.stderr
+    assert f"hit map and hit-time histogram written to {out}" in sim.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
