@@ -131,6 +131,7 @@ class Driver:
     def __init__(self, ctx: zmq.Context[Any]) -> None:
         self.ctx = ctx
         self.next_id = 1
+        self.events = 0
         self.socks: dict[str, zmq.Socket[Any]] = {}
 
     def sock(self, endpoint: str) -> zmq.Socket[Any]:
@@ -142,7 +143,7 @@ class Driver:
         return self.socks[endpoint]
 
     def throughput(self, endpoint: str, n: int, arrays: list[bytes]) -> float:
-        """Photons/s over about WINDOW_S seconds of lock-step events."""
+        """Photons/s over about WINDOW_S seconds of lock-step events (``self.events`` counts them)."""
         s = self.sock(endpoint)
         events = 0
         start = time.perf_counter()
@@ -156,6 +157,7 @@ class Driver:
             events += 1
             elapsed = time.perf_counter() - start
             if elapsed >= WINDOW_S and events >= MIN_EVENTS:
+                self.events = events
                 return events * n / elapsed
 
     def close(self) -> None:
@@ -249,7 +251,8 @@ def main() -> int:
                 endpoints = {"direct": serve.endpoint, "router": router.endpoint,
                              "router_nodedup": router_nodedup.endpoint,
                              "bare": bare_fields["endpoint"], "proxy": proxy_fields["endpoint"]}
-                results = run_throughput(endpoints, repeats)
+                brokers = {"router": router.proc.pid, "router_nodedup": router_nodedup.proc.pid, "bare": bare.pid}
+                results = run_throughput(endpoints, repeats, brokers)
                 ping = run_ping(router.endpoint, bare_fields["endpoint"], repeats, ping_s)
         finally:
             for h in hops:
@@ -260,7 +263,8 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "pyzmq": zmq.__version__,
                     "libzmq": zmq.zmq_version(), "platform": platform.platform()},
         "method": ("lock-step REQ client in the bench process, echo backend (one hit per photon, "
-                   f"reply = 40 B x N), {WINDOW_S} s windows, {repeats} interleaved repeats"),
+                   f"reply = 40 B x N), {WINDOW_S} s windows, {repeats} interleaved repeats, after a "
+                   "warm-up that fills the router's reply cache; broker CPU from /proc (all threads)"),
         "throughput_photons_per_s": results,
         "ping": ping,
         "quick": args.quick,
@@ -271,20 +275,38 @@ def main() -> int:
     return 0
 
 
-def run_throughput(endpoints: dict[str, str], repeats: int) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all threads (Linux /proc)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_throughput(endpoints: dict[str, str], repeats: int, brokers: dict[str, int]) -> dict[str, Any]:
     ctx: zmq.Context[Any] = zmq.Context()
     driver = Driver(ctx)
     samples: dict[tuple[str, int], list[float]] = {(v, n): [] for v in VARIANTS for n in SIZES}
+    cpu: dict[tuple[str, int], list[float]] = {(v, n): [] for v in brokers for n in SIZES}
     arrays = {n: [struct.pack("<f", 0.5) * n for _ in range(11)] + [struct.pack("<I", 0x400) * n] for n in SIZES}
     try:
-        for n in SIZES:  # warm-up: connections, allocator, worker caches
+        # Warm-up: connections, allocators, and the router's reply cache, which keeps completed
+        # requests and replies up to router.dedup_max_bytes (512 MiB): measure a router that has
+        # been running a while, not one paying the page faults of first filling that memory.
+        for n in SIZES:
             for v in VARIANTS:
                 driver.throughput(endpoints[v], n, arrays[n])
+        for v in VARIANTS:
+            for _ in range(2):  # >= 8 events of 1e6 photons: > 600 MiB of requests + replies
+                driver.throughput(endpoints[v], SIZES[-1], arrays[SIZES[-1]])
         for rep in range(repeats):
             order = VARIANTS if rep % 2 == 0 else tuple(reversed(VARIANTS))
             for n in SIZES:
                 for v in order:
+                    pid = brokers.get(v)
+                    before = cpu_seconds(pid) if pid else 0.0
                     samples[v, n].append(driver.throughput(endpoints[v], n, arrays[n]))
+                    if pid:
+                        cpu[v, n].append((cpu_seconds(pid) - before) / driver.events)
             print(f"repeat {rep + 1}/{repeats} done", file=sys.stderr, flush=True)
     finally:
         driver.close()
@@ -296,6 +318,7 @@ def run_throughput(endpoints: dict[str, str], repeats: int) -> dict[str, Any]:
         for v in ("direct", "router", "router_nodedup", "proxy"):
             ratios = [a / b for a, b in zip(samples[v, n], bare, strict=True)]
             row[f"{v}_vs_bare"] = summary(ratios)
+        row["broker_cpu_us_per_event"] = {v: summary([c * 1e6 for c in cpu[v, n]]) for v in brokers}
         out[str(n)] = row
     return out
 
@@ -329,6 +352,11 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {int(n):.0e} | {m(row['direct'])} | {m(row['bare'])} | {m(row['router'])} | "
                      f"{m(row['router_nodedup'])} | {m(row['proxy'])} | {m(row['router_vs_bare'], 1)} | "
                      f"{m(row['router_nodedup_vs_bare'], 1)} | {m(row['direct_vs_bare'], 1)} |")
+    lines += ["", "| photons/event | broker CPU per event, bare hop (us) | charon router (us) | router, dedup off (us) |",
+              "|---|---|---|---|"]
+    for n, row in report["throughput_photons_per_s"].items():
+        c = row["broker_cpu_us_per_event"]
+        lines.append(f"| {int(n):.0e} | {m(c['bare'], 1)} | {m(c['router'], 1)} | {m(c['router_nodedup'], 1)} |")
     p = report["ping"]
     lines += ["", "| PING | charon router | bare Python ROUTER answering ACK |", "|---|---|---|",
               f"| 1 client, req/s | {m(p['router_1'], 1)} | {m(p['bare_1'], 1)} |",

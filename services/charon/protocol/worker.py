@@ -133,26 +133,30 @@ def disconnect(reason: bytes) -> list[Frame]:
     return [PROTOCOL, DISCONNECT, reason]
 
 
+def _is(view: memoryview, constant: bytes) -> bool:
+    return len(view) == len(constant) and view.tobytes() == constant
+
+
 def decode_from_worker(frames: Sequence[Frame]) -> FromWorker:
     """Parse what a worker sent (routing identity already removed); raises WorkerProtocolError."""
     if not frames:
         raise WorkerProtocolError("empty message")
     first = as_view(frames[0])
+    if len(frames) >= 4 and _is(first, PROTOCOL) and _is(as_view(frames[1]), REPLY):
+        return Reply(_token(frames[2]), list(frames[3:]))  # the common case, checked first
     if len(frames) == 1 and len(first) == 1:
         if first[0] == tokens.PPP_READY[0]:
             return Ready("", 1, "char0n", None, legacy=True)
         if first[0] == tokens.PPP_HEARTBEAT[0]:
             return Heartbeat(legacy=True)
-    if len(frames) >= 3 and len(as_view(frames[1])) == 0 and bytes(first[:16]) != PROTOCOL:
+    if len(frames) >= 3 and len(as_view(frames[1])) == 0 and not _is(first, PROTOCOL):
         # ChAR0N worker: the handler echoes the envelope [token, b""] in front of its reply.
         return Reply(_token(frames[0]), list(frames[2:]), legacy=True)
     command = _command(frames)
     if command == HEARTBEAT:
         return Heartbeat()
     if command == REPLY:
-        if len(frames) < 4:
-            raise WorkerProtocolError("REPLY needs a token and at least one reply frame")
-        return Reply(_token(frames[2]), list(frames[3:]))
+        raise WorkerProtocolError("REPLY needs a token and at least one reply frame")
     if command == READY:
         return _decode_ready(frames)
     if command == DISCONNECT:

@@ -261,7 +261,10 @@ class RouterState:
                         twin.checksum = end_checksum(v1.decode_photondata(twin.payload).arrays)
                     if twin.checksum == checksum and same_frames(twin.payload, payload):
                         return self._join(twin, envelope, now)
-        job = Job("photondata", payload, _size(payload), request.n_photons, request.event_id, key)
+        # Validation fixed the twelve array lengths: only header, metadata and extra frames vary.
+        extra = payload[tokens.PHOTONDATA_FRAMES :]
+        nbytes = request.nbytes + _size(payload[:2]) + (_size(extra) if extra else 0)
+        job = Job("photondata", payload, nbytes, request.n_photons, request.event_id, key)
         return self._enqueue(job, envelope, now)
 
     def _join(self, twin: Job, envelope: list[Frame], now: float) -> list[Action]:
