@@ -52,8 +52,8 @@ def test_settings_are_frozen() -> None:
         ({"heartbeat": {"liveness": 1}}, "heartbeat.liveness"),
         ({"worker": {"reconnect_initial_s": 10, "reconnect_max_s": 1}}, "reconnect_max_s"),
         ({"server": {"bind": "tcp://*:99999"}}, "server.bind (CHARON_SERVER__BIND) = 'tcp://*:99999'"),
-        ({"server": {"bind": "tcp://*:99999"}}, "port 99999 is above 65535"),
-        ({"metrics": {"addr": "127.0.0.1:65536"}}, "port 65536 is above 65535"),
+        ({"server": {"bind": "tcp://*:99999"}}, "port above 65535 (got 99999)"),
+        ({"metrics": {"addr": "127.0.0.1:65536"}}, "port above 65535 (got 65536)"),
         ({"gateway": {"router": "tcp://[::1]:70000"}}, "gateway.router"),
     ],
 )

@@ -23,7 +23,7 @@ def _port_in_range(value: str) -> str:
         return value
     port = value.rsplit(":", 1)[-1]
     if port.isdigit() and int(port) > 65535:
-        raise ValueError(f"port {port} is above 65535")
+        raise ValueError(f"port above 65535 (got {port})")
     return value
 
 
