@@ -403,6 +403,9 @@ class RouterState:
             else:
                 self.observer.completed(0, 0, now - job.dispatched)
         actions = self._answer(job, payload, outcome, now)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s event %s: %s after %.3f s on a worker, %d requester(s)", job.kind, job.event_id,
+                      outcome, now - job.dispatched, len(actions))
         cacheable = outcome == "ok" and job.key is not None
         if cacheable:
             job.state = _DONE
