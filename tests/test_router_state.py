@@ -117,6 +117,14 @@ def test_ping_and_run_end_answered_with_ack_without_workers(header: bytes) -> No
     assert state.queued == 0
 
 
+def test_zero_photon_event_answered_at_once_without_workers_or_queueing() -> None:
+    state, rec = make()
+    actions = state.on_client(env("c"), photondata(9, n=0), 0.0)
+    assert to_clients(actions) == [[b"c", b"", tokens.SIM_COMPLETE, struct.pack("<I", 9), *[b""] * 10]]
+    assert state.queued == 0
+    assert rec.answers["photondata", "ok"] == 1
+
+
 def test_run_begin_answered_with_ack() -> None:
     state, rec = make()
     assert to_clients(state.on_client(env("c"), [tokens.RUN_BEGIN, b"out.root"], 0.0)) == [[b"c", b"", b"ACK"]]

@@ -219,8 +219,6 @@ def test_router_without_workers(context: zmq.Context[Any]) -> None:
         assert router.alive()
 
 
-@pytest.mark.xfail(reason="the router queues zero-photon events instead of answering them itself; "
-                          "with no worker they get NO_WORKERS, which the client resends forever")
 def test_router_answers_zero_photons_without_workers(context: zmq.Context[Any]) -> None:
     vector = next(v for v in VECTORS if v["name"] == "photondata_zero_photons")
     with procs.router(env={"CHARON_ROUTER__QUEUE_DEADLINE_S": "0.3"}) as router:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from charon.errors import CharonError, DeadlineExceeded, QueueFull, RetriesExhausted
+from charon.metrics import kind_label
 from charon.protocol import tokens, v1
 from charon.protocol import worker as wp
 from charon.protocol.v1 import Frame, as_view
@@ -43,13 +44,6 @@ _IN_FLIGHT: Final = 1
 _DONE: Final = 2
 _DROPPED: Final = 3
 
-_KINDS: Final = {
-    tokens.PING: "ping",
-    tokens.RUN_BEGIN: "run_begin",
-    tokens.RUN_END: "run_end",
-    tokens.DETECTOR_INFO: "detector_info",
-    tokens.PHOTONDATA: "photondata",
-}
 _OUTCOMES: Final = {
     tokens.SIM_COMPLETE: "ok",
     tokens.SIM_COMPLETE_ASYNC: "ok",
@@ -232,11 +226,14 @@ class RouterState:
         try:
             request = v1.decode_request(payload)
         except CharonError as exc:
-            kind = _KINDS.get(v1.header_of(payload), "unknown")
+            kind = kind_label(v1.header_of(payload))
             log.info("%s rejected (%s): %s", kind, exc.outcome, exc)
             self.observer.answered(kind, exc.outcome, 0.0)
             return [ToClient([*envelope, *exc.reply()])]
         if isinstance(request, v1.PhotonData):
+            if request.n_photons == 0:  # nothing to simulate: never queue it behind real work
+                self.observer.answered("photondata", "ok", 0.0)
+                return [ToClient([*envelope, *v1.empty_sim_complete(request.event_id)])]
             return self._photondata(envelope, payload, request, now)
         if isinstance(request, v1.DetectorInfoRequest):
             if self._pool_info is not None:
