@@ -86,3 +86,20 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, step_s:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         time.sleep(step_s)
     return time.monotonic() - start
+
+
+def wait_metric(metrics_addr: str, name: str, labels: str = "", *, at_least: float, timeout_s: float = 5.0) -> str:
+    """Scrape until ``name{labels}`` reaches ``at_least`` and return that scrape.
+
+    The router records request metrics just after it sends the replies, so a client that has its
+    reply can scrape a moment before the counters move.
+    """
+    text = ""
+
+    def reached() -> bool:
+        nonlocal text
+        text = scrape(metrics_addr)
+        return metric(text, name, labels) >= at_least
+
+    wait_for(reached, timeout_s, f"{name}{{{labels}}} >= {at_least}")
+    return text

@@ -27,6 +27,7 @@ from tests.router_support import (
     photondata,
     scrape,
     wait_for,
+    wait_metric,
 )
 
 
@@ -70,7 +71,7 @@ def test_three_workers_eight_clients_400_events_each_answered_once(context: zmq.
         assert sum(per_worker) == 400
         # Load spread over all workers: none idle, none doing the bulk.
         assert min(per_worker) >= 400 / 3 * 0.25, per_worker
-        text = scrape(router.metrics)
+        text = wait_metric(router.metrics, "charon_requests_total", 'kind="photondata",outcome="ok"', at_least=400)
         assert metric(text, "charon_requests_total", 'kind="photondata",outcome="ok"') == 400
         assert metric(text, "charon_photons_total") == 400 * n_photons
 
@@ -91,7 +92,8 @@ def test_kill_9_of_a_busy_worker_loses_no_request_and_answers_none_twice(context
                         assert reply is not None, f"request {i} lost with its worker"
                         check_sim_complete(reply, i, 50)
                     assert all(req.recv(0.5) is None for req in reqs)
-                text = scrape(router.metrics)
+                text = wait_metric(router.metrics, "charon_requests_total", 'kind="photondata",outcome="ok"',
+                                   at_least=4)
                 assert metric(text, "charon_requeued_total") == 4
                 assert metric(text, "charon_workers_expired_total") == 1
                 assert metric(text, "charon_requests_total", 'kind="photondata",outcome="ok"') == 4
@@ -167,7 +169,8 @@ def test_full_queue_is_refused_at_once_and_waiting_requests_hit_the_deadline(con
             assert a.recv(5) == [tokens.NO_WORKERS]
             waited = time.monotonic() - t0
             assert 1.5 <= waited <= 1.5 + 1.0
-            text = scrape(router.metrics)
+            text = wait_metric(router.metrics, "charon_requests_total", 'kind="photondata",outcome="deadline"',
+                               at_least=2)
             assert metric(text, "charon_requests_total", 'kind="photondata",outcome="queue_full"') == 1
             assert metric(text, "charon_requests_total", 'kind="photondata",outcome="deadline"') == 2
             assert metric(text, "charon_queue_depth") == 0
@@ -197,7 +200,7 @@ def test_same_photondata_three_times_from_fresh_req_sockets_is_simulated_once(co
             for sock in socks:
                 sock.close()
         assert metric(scrape(worker.metrics), "charon_worker_requests_total", 'outcome="ok"') == 1
-        text = scrape(router.metrics)
+        text = wait_metric(router.metrics, "charon_requests_total", 'kind="photondata",outcome="ok"', at_least=3)
         assert metric(text, "charon_deduplicated_total") == 2
         assert metric(text, "charon_requests_total", 'kind="photondata",outcome="ok"') == 3
         assert metric(text, "charon_photons_total") == 500

@@ -22,6 +22,7 @@ from tests.router_support import (
     photondata,
     scrape,
     wait_for,
+    wait_metric,
 )
 
 
@@ -71,7 +72,7 @@ def test_sigterm_under_load_fails_no_request(context: zmq.Context[Any]) -> None:
         assert not errors, errors[0]
         assert done[0] == 160
         assert "draining" in leaving.stderr()
-        text = scrape(router.metrics)
+        text = wait_metric(router.metrics, "charon_requests_total", 'kind="photondata",outcome="ok"', at_least=160)
         assert metric(text, "charon_requests_total", 'kind="photondata",outcome="ok"') == 160
         assert metric(text, "charon_requeued_total") == 0  # drained, not lost
 
