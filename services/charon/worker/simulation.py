@@ -21,6 +21,7 @@ from typing import Any
 import zmq
 
 from charon import metrics
+from charon.engine.batching import BatchPlanner
 from charon.errors import CharonError
 from charon.protocol import tokens, v1
 from charon.protocol.v1 import Frame
@@ -57,8 +58,10 @@ class SimulationThread:
         self.generation = 0  # the socket thread's current connection; older work is stale
         self._ctx = ctx
         self._results = results
-        self._max_photons = batch_max_photons
-        self._max_delay = batch_max_delay_s
+        self._planner = BatchPlanner(batch_max_photons, batch_max_delay_s)
+        self._pending: list[Work] = []
+        self._arrived: list[float] = []
+        self._stopping = False
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="simulation", daemon=True)
         self._requests = {o: metrics.WORKER_REQUESTS.labels(o) for o in ("ok", "malformed", "unknown_request",
@@ -96,25 +99,38 @@ class SimulationThread:
             push.close()
 
     def _take(self) -> list[Work] | None:
-        """The next batch: one request, plus more queued ones up to the photon budget."""
-        first = self.inbox.get()
-        if first is None:
-            return None
-        batch = [first]
-        photons = _photons(first)
-        deadline = time.monotonic() + self._max_delay
-        while photons < self._max_photons:
-            wait = deadline - time.monotonic()
+        """The next engine pass as the batch planner chooses it; None once stopped and drained."""
+        while True:
+            self._drain_inbox()
+            decision = self._planner.decide([_photons(w) for w in self._pending], self._arrived,
+                                            time.monotonic(), flush=self._stopping)
+            if decision.run:
+                group = decision.run[0]  # groups cover the pending list in order from its head
+                batch = self._pending[group.start : group.stop]
+                del self._pending[: group.stop], self._arrived[: group.stop]
+                return [w for w in batch if w.generation == self.generation]
+            if self._stopping:
+                return None
             try:
-                item = self.inbox.get(timeout=wait) if wait > 0 else self.inbox.get_nowait()
+                item = self.inbox.get(timeout=decision.wait_s)
             except queue.Empty:
-                break
-            if item is None:
-                self.inbox.put(None)  # stop after this batch
-                break
-            batch.append(item)
-            photons += _photons(item)
-        return [w for w in batch if w.generation == self.generation] or []
+                continue
+            self._accept(item)
+
+    def _drain_inbox(self) -> None:
+        while not self._stopping:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._accept(item)
+
+    def _accept(self, item: Work | None) -> None:
+        if item is None:
+            self._stopping = True  # finish what is pending, then stop
+        else:
+            self._pending.append(item)
+            self._arrived.append(time.monotonic())
 
     def _answer(self, batch: list[Work]) -> list[tuple[Work, Answer]]:
         out: list[tuple[Work, Answer]] = []
