@@ -119,3 +119,26 @@ def test_sigterm_stops_the_server_cleanly() -> None:
         assert time.monotonic() - t0 < 10
     finally:
         proc.kill()
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this host")
+def test_ipv6_loopback_endpoints_work_for_serve_router_and_worker() -> None:
+    with procs.running("serve", "--bind", "tcp://[::1]:*", "--backend", "echo", "--metrics-addr", "[::1]:0") as server:
+        assert server.endpoint.startswith("tcp://[::1]:")
+        with Client(server.endpoint, timeout_s=10) as client:
+            client.ping()
+            assert len(client.simulate(isotropic_point(1, 100, (0.0, 0.0, 0.0), 420.0))) == 100
+    with procs.running("router", "--bind", "tcp://[::1]:*", "--workers-bind", "tcp://[::1]:*",
+                       "--metrics-addr", "[::1]:0") as router, \
+            procs.worker(router.workers_endpoint, env={"CHARON_METRICS__ADDR": "[::1]:0"}), \
+            Client(router.endpoint, timeout_s=30) as client:
+        assert len(client.simulate(isotropic_point(2, 100, (0.0, 0.0, 0.0), 420.0))) == 100

@@ -16,6 +16,7 @@ import zmq
 
 from charon.protocol import tokens, v1
 from charon.protocol.v1 import Frame
+from charon.runtime import connect_ipv6
 
 T = TypeVar("T")
 
@@ -65,6 +66,7 @@ class Client:
         if self._sock is None:
             sock = self._ctx.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.IPV6, connect_ipv6(self.endpoint))
             sock.connect(self.endpoint)
             self._sock = sock
         return self._sock

@@ -7,6 +7,7 @@ to stderr), so parents (``charon demo``, tests, scripts) learn the endpoints a `
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
@@ -36,8 +37,23 @@ def parse_ready_line(line: str) -> dict[str, str]:
     return dict(w.split("=", 1) for w in words[1:])
 
 
+def connect_ipv6(endpoint: str) -> int:
+    """The zmq.IPV6 option for a socket connecting to ``endpoint``.
+
+    Only an IPv6 literal turns it on: with it on, libzmq resolves names such as ``localhost`` to
+    ``::1`` first, which an IPv4-only peer (e.g. a ChAR0N router) never answers. Binding sockets
+    always enable it and so listen on both families.
+    """
+    return int(endpoint.startswith("tcp://["))
+
+
 def resolve_endpoint(socket: zmq.Socket[Any]) -> str:
     """The endpoint a socket actually bound (a ``*`` port resolved), connectable from this host."""
     raw = socket.getsockopt(zmq.LAST_ENDPOINT)
     endpoint = raw.decode() if isinstance(raw, bytes) else str(raw)
+    # An IPv6-enabled socket reports an IPv4 address as v4-mapped; IPv4-only clients need it plain.
+    endpoint = _V4_MAPPED.sub(r"tcp://\1:", endpoint)
     return endpoint.replace("tcp://0.0.0.0:", "tcp://127.0.0.1:").replace("tcp://[::]:", "tcp://[::1]:")
+
+
+_V4_MAPPED = re.compile(r"^tcp://\[::ffff:(\d+\.\d+\.\d+\.\d+)\]:", re.IGNORECASE)

@@ -48,6 +48,7 @@ def main(settings: Settings) -> int:
     ctx: zmq.Context[Any] = zmq.Context.instance()
     sock: zmq.Socket[Any] = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.IPV6, 1)  # IPv6 endpoints too; libzmq falls back to IPv4 where it must
     try:
         sock.bind(settings.server.bind)
     except zmq.ZMQError as exc:

@@ -109,6 +109,7 @@ def _export_gauges(state: RouterState) -> None:
 def _socket(ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
     sock: zmq.Socket[Any] = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.IPV6, 1)  # IPv6 endpoints too; libzmq falls back to IPv4 where it must
     # The state machine bounds the queue; zmq must never drop silently at a high-water mark.
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)

@@ -23,7 +23,7 @@ from charon import metrics
 from charon.engine.registry import make_simulator
 from charon.health import HealthServer
 from charon.protocol import worker as wp
-from charon.runtime import announce
+from charon.runtime import announce, connect_ipv6
 from charon.service import RequestHandler
 from charon.settings import Settings
 from charon.worker.lifecycle import Backoff, Drain, Link, backoff_for, link_for
@@ -110,6 +110,7 @@ class Worker:
         hb = self.settings.heartbeat
         sock: zmq.Socket[Any] = self.ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.IPV6, connect_ipv6(self.settings.worker.router))
         sock.setsockopt(zmq.SNDHWM, 0)
         sock.setsockopt(zmq.RCVHWM, 0)
         self.generation += 1
