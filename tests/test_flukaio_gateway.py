@@ -505,3 +505,23 @@ def test_bad_listen_address_is_one_line_exit_2(listen: str, message: str) -> Non
     assert len(lines) == 1
     assert "gateway.listen" in lines[0]
     assert message in lines[0]
+
+
+def _free_dual_stack_port() -> int:
+    with socket.socket(socket.AF_INET6) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", 0))
+        return int(s.getsockname()[1])
+
+
+def test_star_listen_accepts_ipv4_and_ipv6_loopback_clients() -> None:
+    try:
+        port = _free_dual_stack_port()
+    except OSError:
+        pytest.skip("no IPv6 on this host")
+    with procs.running("flukaio-gateway", "--listen", f"tcp://*:{port}", "--echo",
+                       "--metrics-addr", "127.0.0.1:0") as gw:
+        assert port_of(gw) == port
+        for host in ("127.0.0.1", "::1"):
+            conn = connect(host, port, read_timeout=10)
+            conn.close()

@@ -36,12 +36,12 @@ _LISTEN = re.compile(r"^tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\*|[0-9]{
 
 
 def parse_listen(endpoint: str) -> tuple[str, int]:
-    """``tcp://HOST:PORT`` -> (host, port); ``*`` host = all IPv4 interfaces, ``*`` port = any."""
+    """``tcp://HOST:PORT`` -> (host, port); ``*`` host = every interface of both families (""), ``*`` port = any."""
     match = _LISTEN.match(endpoint)
     if match is None:
         raise ConfigError(f"invalid setting gateway.listen = {endpoint!r}: FlukaIO needs tcp://HOST:PORT")
     host, port = match.groups()
-    host = "0.0.0.0" if host == "*" else host.strip("[]")
+    host = "" if host == "*" else host.strip("[]")
     number = 0 if port == "*" else int(port)
     if number > 65535:
         raise ConfigError(f"invalid setting gateway.listen = {endpoint!r}: port above 65535")
@@ -150,7 +150,10 @@ class Gateway:
 
     async def start(self) -> tuple[str, int]:
         host, port = parse_listen(self.gw.listen)
-        self._server = await asyncio.start_server(self._accept, host, port, backlog=128)
+        # Every interface of both families; with a free port ("*" or 0) asyncio would give each
+        # family its own port, so then IPv4 alone.
+        bind_host = host or (None if port else "0.0.0.0")
+        self._server = await asyncio.start_server(self._accept, bind_host, port, backlog=128)
         bound = self._server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
 
@@ -321,7 +324,7 @@ async def _run(settings: Settings, backend_factory: Callable[[], Backend]) -> in
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    shown = "127.0.0.1" if host == "0.0.0.0" else host
+    shown = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
     shown = f"[{shown}]" if ":" in shown else shown
     mode = "echo" if settings.gateway.echo else (
         f"router {settings.gateway.router}" if settings.gateway.router else f"engine {settings.engine.backend}")
