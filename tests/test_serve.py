@@ -121,16 +121,7 @@ def test_sigterm_stops_the_server_cleanly() -> None:
         proc.kill()
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this host")
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this host")
 def test_ipv6_loopback_endpoints_work_for_serve_router_and_worker() -> None:
     with procs.running("serve", "--bind", "tcp://[::1]:*", "--backend", "echo", "--metrics-addr", "[::1]:0") as server:
         assert server.endpoint.startswith("tcp://[::1]:")

@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from charon.settings import MetricsSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -86,3 +88,11 @@ class HealthServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def start_health(metrics: MetricsSettings, default_port: int) -> tuple[HealthServer | None, str | None]:
+    """The service's health server, started (None when metrics are off) and its bound address."""
+    if not metrics.enabled:
+        return None, None
+    health = HealthServer(metrics.addr, default_port)
+    return health, health.start()

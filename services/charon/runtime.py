@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import sys
+import threading
+from types import FrameType
 from typing import Any
 
 import zmq
@@ -21,6 +24,17 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
         force=True,
     )
+
+
+def set_on_signal(event: threading.Event, next_step: str) -> None:
+    """SIGTERM and SIGINT set ``event``; ``next_step`` says in the log what the process does then."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger("charon").info("signal %d: %s", signum, next_step)
+        event.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def announce(**fields: object) -> None:

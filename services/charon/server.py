@@ -8,19 +8,17 @@ no input can stop the loop.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
-from types import FrameType
 from typing import Any
 
 import zmq
 
 from charon import metrics
 from charon.engine.registry import make_simulator
-from charon.health import HealthServer
+from charon.health import start_health
 from charon.protocol import v1
-from charon.runtime import announce, resolve_endpoint
+from charon.runtime import announce, resolve_endpoint, set_on_signal
 from charon.service import Answer, RequestHandler
 from charon.settings import Settings
 
@@ -35,16 +33,8 @@ def main(settings: Settings) -> int:
              len(simulator.detector_info()))
 
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping after the current request", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    health = HealthServer(settings.metrics.addr, default_port=9100) if settings.metrics.enabled else None
-    metrics_addr = health.start() if health else None
+    set_on_signal(stop, "stopping after the current request")
+    health, metrics_addr = start_health(settings.metrics, default_port=9100)
     ctx: zmq.Context[Any] = zmq.Context.instance()
     sock: zmq.Socket[Any] = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)

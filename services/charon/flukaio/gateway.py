@@ -313,13 +313,12 @@ def make_backend_factory(settings: Settings) -> Callable[[], Backend]:
 
 
 async def _run(settings: Settings, backend_factory: Callable[[], Backend]) -> int:
-    from charon.health import HealthServer
+    from charon.health import start_health
     from charon.runtime import announce
 
     gateway = Gateway(settings, backend_factory)
     host, port = await gateway.start()
-    health = HealthServer(settings.metrics.addr, default_port=0) if settings.metrics.enabled else None
-    metrics_addr = health.start() if health is not None else None
+    health, metrics_addr = start_health(settings.metrics, default_port=0)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -9,21 +9,19 @@ photon frames cross the router without being copied or parsed. No numpy is impor
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Sequence
-from types import FrameType
 from typing import Any, cast
 
 import zmq
 
 from charon import metrics
-from charon.health import HealthServer
+from charon.health import start_health
 from charon.protocol import v1
 from charon.protocol.v1 import Frame
 from charon.router.state import Action, RouterState, ToClient
-from charon.runtime import announce, resolve_endpoint
+from charon.runtime import announce, resolve_endpoint, set_on_signal
 from charon.settings import Settings
 
 log = logging.getLogger("charon.router")
@@ -121,16 +119,8 @@ def main(settings: Settings) -> int:
     state = RouterState(settings.router, settings.heartbeat, observer)
     _export_gauges(state)
     stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-
-    health = HealthServer(settings.metrics.addr, default_port=9100) if settings.metrics.enabled else None
-    metrics_addr = health.start() if health else None
+    set_on_signal(stop, "stopping")
+    health, metrics_addr = start_health(settings.metrics, default_port=9100)
     ctx: zmq.Context[Any] = zmq.Context()
     frontend, backend = _socket(ctx), _socket(ctx)
     try:

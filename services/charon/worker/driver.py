@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import itertools
 import logging
-import signal
 import threading
 import time
-from types import FrameType
 from typing import Any
 
 import zmq
 
 from charon import metrics
 from charon.engine.registry import make_simulator
-from charon.health import HealthServer
+from charon.health import HealthServer, start_health
 from charon.protocol import worker as wp
-from charon.runtime import announce, connect_ipv6
+from charon.runtime import announce, connect_ipv6, set_on_signal
 from charon.service import RequestHandler
 from charon.settings import Settings
 from charon.worker.lifecycle import Backoff, Drain, Link, backoff_for, link_for
@@ -214,16 +212,9 @@ def main(settings: Settings) -> int:
     handler = RequestHandler(simulator)
     log.info("engine %s ready, detector %s, %d channels", simulator.name, simulator.fingerprint[:16],
              len(simulator.detector_info()))
-    health = HealthServer(settings.metrics.addr, default_port=0) if settings.metrics.enabled else None
-    metrics_addr = health.start() if health else None
+    health, metrics_addr = start_health(settings.metrics, default_port=0)
     worker = Worker(settings, handler, health, metrics_addr)
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %d: draining", signum)
-        worker.stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    set_on_signal(worker.stop, "draining")
     try:
         return worker.run()
     finally:
