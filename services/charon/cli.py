@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from charon import __version__
-from charon.errors import CharonError, ConfigError
+from charon.errors import CharonError, ConfigError, DetectorError
 from charon.settings import Settings, load_settings
 
 log = logging.getLogger("charon")
@@ -196,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _COMMANDS[args.command](settings, args)
     except ConfigError as exc:
         print(f"charon {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except DetectorError as exc:
+        print(f"charon {args.command}: error: invalid setting engine.detector (--detector / "
+              f"CHARON_ENGINE__DETECTOR): {exc}", file=sys.stderr)
         return 2
     except CharonError as exc:
         print(f"charon {args.command}: error: {exc}", file=sys.stderr)

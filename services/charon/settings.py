@@ -27,10 +27,21 @@ def _port_in_range(value: str) -> str:
     return value
 
 
+_ENDPOINT_PATTERN = r"^(tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\*|[0-9]{1,5})|ipc://.+|inproc://.+)$"
+_HOSTPORT_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):[0-9]{1,5}$"
+_FINGERPRINT_PATTERN = r"^[0-9a-f]{64}$"
+#: What a value must look like, for error messages: pydantic would print the regular expression.
+_PATTERN_HINTS = {
+    _ENDPOINT_PATTERN: "a ZeroMQ endpoint such as tcp://*:5555, tcp://HOST:6667, tcp://[::1]:5555 "
+                       "or ipc:///PATH",
+    _HOSTPORT_PATTERN: "HOST:PORT, e.g. :9100, 127.0.0.1:0 or [::1]:9100",
+    _FINGERPRINT_PATTERN: "a detector fingerprint: 64 lowercase hex digits (sha256)",
+}
+
 Endpoint = Annotated[
     str,
     Field(
-        pattern=r"^(tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\*|[0-9]{1,5})|ipc://.+|inproc://.+)$",
+        pattern=_ENDPOINT_PATTERN,
         description="ZeroMQ endpoint, e.g. tcp://*:5555, tcp://host:6667 or ipc:///tmp/charon.sock",
     ),
     AfterValidator(_port_in_range),
@@ -38,7 +49,7 @@ Endpoint = Annotated[
 HostPort = Annotated[
     str,
     Field(
-        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):[0-9]{1,5}$",
+        pattern=_HOSTPORT_PATTERN,
         description="HOST:PORT for an HTTP listener; port 0 picks a free port; empty host = all",
     ),
     AfterValidator(_port_in_range),
@@ -136,7 +147,7 @@ class RouterSettings(_Section):
         512 * 1024**2, ge=0, le=2**50, description="Memory bound of the completed-reply cache"
     )
     fingerprint: str | None = Field(
-        None, pattern=r"^[0-9a-f]{64}$", description="Accept only workers with this detector fingerprint"
+        None, pattern=_FINGERPRINT_PATTERN, description="Accept only workers with this detector fingerprint"
     )
     accept_legacy_workers: bool = Field(
         True, description="Accept ChAR0N workers (bare one-byte READY) as capacity-1 workers"
@@ -237,4 +248,7 @@ def load_settings(overrides: dict[str, dict[str, Any]] | None = None, *, flags: 
         allowed = err["msg"]
         if err["type"] == "literal_error":
             allowed = "allowed: " + err["ctx"]["expected"]
+        elif err["type"] == "string_pattern_mismatch":
+            allowed = "expected " + _PATTERN_HINTS.get(err["ctx"]["pattern"], err["msg"])
         raise ConfigError(f"invalid setting {dotted} ({where}) = {value!r}: {allowed}") from None
+

@@ -787,8 +787,9 @@ def load_detector(path: Path | None) -> Detector:
             arrays = {k: npz[k] for k in npz.files}
     except FileNotFoundError:
         raise DetectorError(f"detector file {str(path)!r} does not exist") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise DetectorError(f"detector file {str(path)!r} is not a charon detector (.npz): {exc}") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        raise DetectorError(f"detector file {str(path)!r} is not a charon detector (.npz with a charon header)"
+                            ) from None
     try:
         return _from_parts(arrays)
     except DetectorError as exc:
