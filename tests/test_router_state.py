@@ -342,9 +342,23 @@ def test_worker_drain_finishes_in_flight_work_and_gets_nothing_new() -> None:
     assert state.queued == 1
     assert [c[0] for c in to_clients(reply(state, b"w", token, sim_complete(1), 0.5))] == [b"a"]
     assert state.queued == 1
+    assert (state.idle_workers, state.busy_workers) == (0, 0)  # drained: neither busy nor available
     state.on_worker(b"w", wp.disconnect(wp.REASON_EXIT), 0.6)
     assert b"w" not in state.workers
+    assert (state.idle_workers, state.busy_workers) == (0, 0)
     assert rec.requeues == 0
+
+
+def test_idle_worker_that_drains_is_no_longer_counted_idle() -> None:
+    state, _ = make()
+    register(state, b"w")
+    register(state, b"v")
+    assert state.idle_workers == 2
+    state.on_worker(b"w", wp.disconnect(wp.REASON_DRAIN), 0.1)
+    state.on_worker(b"w", wp.disconnect(wp.REASON_DRAIN), 0.2)  # a repeated DRAIN counts once
+    assert state.idle_workers == 1
+    state.on_worker(b"w", wp.disconnect(wp.REASON_EXIT), 0.3)
+    assert state.idle_workers == 1
 
 
 def test_worker_exit_with_work_in_hand_requeues_it() -> None:

@@ -198,12 +198,14 @@ class RouterState:
         self._pool_fingerprint: str | None = router.fingerprint
         self._pool_info: list[Frame] | None = None
         self._charon_workers = 0
+        self._draining_idle = 0
 
     # ---- observable state ------------------------------------------------------------------------
 
     @property
     def idle_workers(self) -> int:
-        return len(self.workers) - self.busy_workers
+        """Workers holding no request and able to take one (a draining worker takes none)."""
+        return len(self.workers) - self.busy_workers - self._draining_idle
 
     @property
     def pool_fingerprint(self) -> str | None:
@@ -332,6 +334,8 @@ class RouterState:
         if isinstance(msg, wp.Disconnect):
             if msg.reason == wp.REASON_DRAIN:
                 log.info("worker %s draining (%d in flight)", identity.hex(), len(worker.in_flight))
+                if not worker.draining and not worker.in_flight:
+                    self._draining_idle += 1
                 worker.draining = True
                 self._free.pop(identity, None)
                 return [ToWorker([identity, *wp.disconnect(wp.REASON_ACK)])]
@@ -385,6 +389,8 @@ class RouterState:
         self.in_flight -= 1
         if not worker.in_flight:
             self.busy_workers -= 1
+            if worker.draining:
+                self._draining_idle += 1
         if not worker.draining:
             self._free[worker.identity] = worker
             self._free.move_to_end(worker.identity)
@@ -474,6 +480,8 @@ class RouterState:
         """Forget a worker; its in-flight requests go back to the head of the queue (or fail)."""
         del self.workers[worker.identity]
         self._free.pop(worker.identity, None)
+        if worker.draining and not worker.in_flight:
+            self._draining_idle -= 1
         if not worker.legacy:
             self._charon_workers -= 1
             if self._charon_workers == 0:
