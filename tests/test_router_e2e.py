@@ -161,7 +161,7 @@ def test_full_queue_is_refused_at_once_and_waiting_requests_hit_the_deadline(con
             t0 = time.monotonic()
             a.send(photondata(1))
             b.send(photondata(2))
-            time.sleep(0.1)
+            wait_for(lambda: metric(scrape(router.metrics), "charon_queue_depth") == 2, 1.0, "2 queued requests")
             t1 = time.monotonic()
             assert c.request(photondata(3), timeout_s=5) == [tokens.NO_WORKERS]
             assert time.monotonic() - t1 < 0.5  # refused at once, not after a wait
