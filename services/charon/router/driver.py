@@ -67,7 +67,9 @@ class PrometheusObserver:
             if child is None:
                 child = self._requests[kind, outcome] = metrics.REQUESTS.labels(kind, outcome)
             child.inc()
-            if kind == "photondata":
+            # Rejections are answered at once: counted by outcome above, they would drag the
+            # latency percentiles down exactly when the queue overflows.
+            if kind == "photondata" and outcome == "ok":
                 self._total.observe(total_s)
         for queue_s in self._queue_s:
             self._queue.observe(queue_s)
