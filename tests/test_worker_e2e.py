@@ -192,8 +192,7 @@ def test_a_char0n_worker_with_bare_ready_is_served_as_capacity_one(context: zmq.
             wait_for(lambda: _idle_workers(router) == 1, 10, "legacy worker registered")
             for event_id in (4, 5):
                 check_sim_complete(req.request(photondata(event_id, 12), 10), event_id, 12)
-            time.sleep(0.5)
-            assert [tokens.PPP_HEARTBEAT] in seen
+            wait_for(lambda: [tokens.PPP_HEARTBEAT] in seen, 5, "the router's legacy heartbeat")
             assert _idle_workers(router) == 1
         finally:
             req.close()
