@@ -164,6 +164,7 @@ def test_yamllint_accepts_chart_files_and_rendered_output(tmp_path: Path) -> Non
          "mutually exclusive"),
         (["--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true"],
          "mutually exclusive"),
+        (["--set", "config.metrics.enabled=false"], "config.metrics.enabled"),
     ],
 )
 def test_invalid_values_fail_helm_template_with_the_key_named(args: list[str], message: str) -> None:

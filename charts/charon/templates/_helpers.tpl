@@ -189,6 +189,9 @@ affinity:
 {{- if and .Values.metrics.serviceMonitor.enabled .Values.metrics.podMonitor.enabled }}
 {{- fail "metrics.serviceMonitor.enabled and metrics.podMonitor.enabled are mutually exclusive: enable one (both would scrape every pod twice)" }}
 {{- end }}
+{{- if eq (toString (dig "metrics" "enabled" true (.Values.config | default dict))) "false" }}
+{{- fail "config.metrics.enabled=false switches off the /healthz and /readyz endpoints the probes use: keep it on" }}
+{{- end }}
 {{- if and .Values.autoscaling.keda.enabled (lt (int .Values.autoscaling.keda.maxReplicaCount) (int .Values.autoscaling.keda.minReplicaCount)) }}
 {{- fail "autoscaling.keda.maxReplicaCount must be >= autoscaling.keda.minReplicaCount" }}
 {{- end }}
