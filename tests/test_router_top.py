@@ -62,6 +62,17 @@ def test_parse_and_render_a_snapshot() -> None:
     assert "10,000/s" in render(later, snap, "x")
 
 
+def test_a_restarted_router_shows_its_new_counts_not_negative_rates() -> None:
+    before = parse(TEXT, at=10.0)
+    after = parse(TEXT.replace("charon_photons_total 5000.0", "charon_photons_total 400.0")
+                  .replace('le="0.001",phase="total"} 2.0', 'le="0.001",phase="total"} 1.0')
+                  .replace('phase="total"} 6.0', 'phase="total"} 1.0'), at=12.0)
+    screen = render(after, before, "x")
+    assert "photons   200/s" in screen  # 400 photons counted since the restart, over 2 s
+    assert "-" not in screen.split("photons", 1)[1].split("\n", 1)[0]
+    assert "0.50 ms" in screen  # p50 of the one observation since the restart, in (0, 1 ms]
+
+
 def test_top_once_against_a_router_under_traffic(context: zmq.Context[Any]) -> None:
     with procs.router(env=FAST) as router, procs.worker(router.workers_endpoint, env=FAST):
         wait_for(lambda: metric(scrape(router.metrics), "charon_workers", 'state="idle"') == 1, 10, "worker")

@@ -77,9 +77,14 @@ def quantile(q: float, buckets: list[tuple[float, float]]) -> float | None:
 
 def _delta_buckets(cur: list[tuple[float, float]], prev: list[tuple[float, float]] | None
                    ) -> list[tuple[float, float]]:
-    if not prev or len(prev) != len(cur):
-        return cur
+    if not prev or len(prev) != len(cur) or cur[-1][1] < prev[-1][1]:
+        return cur  # no earlier scrape, or the counters restarted with the process
     return [(b, c - p) for (b, c), (_, p) in zip(cur, prev, strict=True)]
+
+
+def _increase(cur: float, prev: float) -> float:
+    """Counter increase between scrapes; a counter that went down was reset (as Prometheus' rate)."""
+    return cur - prev if cur >= prev else cur
 
 
 def _ms(seconds: float | None) -> str:
@@ -94,12 +99,12 @@ def render(cur: Snapshot, prev: Snapshot | None, source: str) -> str:
     def rate(name: str) -> str:
         total = cur.counters.get(name, 0.0)
         if prev and dt > 0:
-            return f"{(total - prev.counters.get(name, 0.0)) / dt:,.0f}/s"
+            return f"{_increase(total, prev.counters.get(name, 0.0)) / dt:,.0f}/s"
         return f"{total:,.0f} total"
 
     answered = sum(cur.requests.values())
     failed = sum(v for (_, outcome), v in cur.requests.items() if outcome != "ok")
-    req_rate = (f"{(answered - sum(prev.requests.values())) / dt:,.1f}/s" if prev and dt > 0
+    req_rate = (f"{_increase(answered, sum(prev.requests.values())) / dt:,.1f}/s" if prev and dt > 0
                 else f"{answered:,.0f} total")
     g = cur.gauges
     lines = [
