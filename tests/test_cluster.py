@@ -355,6 +355,22 @@ def test_cli_status_through_the_kubernetes_client(tmp_path: Path) -> None:
     assert pods.startswith("GET /api/v1/namespaces/charon/pods?labelSelector=app.kubernetes.io")
 
 
+@pytest.mark.parametrize(("yaml_text", "message"), [
+    ("worker:\n  replicas: abc\n", "worker.replicas must be an integer, got 'abc'"),
+    ("worker:\n  gpu:\n    enabled: 'no'\n", "worker.gpu.enabled must be true or false, got 'no'"),
+    ("worker:\n  nodeSelector: [gpu]\n", "worker.nodeSelector must be a mapping, got ['gpu']"),
+])
+def test_cli_names_a_mistyped_values_key_in_one_line(tmp_path: Path, yaml_text: str, message: str) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml_text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "CHARON_"))}
+    env.update(HOME=str(tmp_path), KUBECONFIG=str(tmp_path / "absent"))
+    res = subprocess.run([sys.executable, "-m", "charon", "cluster", "check", "--values", str(values)],
+                         capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [f"charon cluster: --values: {message}"], res.stderr
+
+
 def test_cli_reports_an_unreachable_api_server_in_one_line(tmp_path: Path) -> None:
     with _FakeAPIServer("pods-none.json") as server:
         kubeconfig = server.kubeconfig(tmp_path / "kubeconfig")

@@ -36,6 +36,10 @@ class ClusterUnavailable(Exception):
     """No kubeconfig, no client library, or the API server cannot be reached."""
 
 
+class InvalidValues(ValueError):
+    """A values file whose key has the wrong type (what ``helm install`` would reject too)."""
+
+
 class ClusterAPI(Protocol):
     """The few API calls charon needs; every method returns the server's JSON (or None on 404)."""
 
@@ -66,6 +70,26 @@ def _get(values: Mapping[str, Any] | None, dotted: str, default: Any) -> Any:
     return default if node is None else node
 
 
+def _typed(values: Mapping[str, Any] | None, dotted: str, default: Any, kind: type, what: str) -> Any:
+    value = _get(values, dotted, default)
+    # bool is an int subclass: a count given as true/false is as wrong as one given as text.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidValues(f"{dotted} must be {what}, got {value!r}")
+    return value
+
+
+def _flag(values: Mapping[str, Any] | None, dotted: str, default: bool) -> bool:
+    return bool(_typed(values, dotted, default, bool, "true or false"))
+
+
+def _count(values: Mapping[str, Any] | None, dotted: str, default: int) -> int:
+    return int(_typed(values, dotted, default, int, "an integer"))
+
+
+def _text(values: Mapping[str, Any] | None, dotted: str, default: str) -> str:
+    return str(_typed(values, dotted, default, str, "a string"))
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a release with the given values needs from the cluster (chart defaults filled in)."""
@@ -88,33 +112,33 @@ class Plan:
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any] | None) -> Plan:
-        gpu = bool(_get(values, "worker.gpu.enabled", True))
-        keda = bool(_get(values, "autoscaling.keda.enabled", False))
-        hpa = bool(_get(values, "autoscaling.hpa.enabled", False))
+        gpu = _flag(values, "worker.gpu.enabled", True)
+        keda = _flag(values, "autoscaling.keda.enabled", False)
+        hpa = _flag(values, "autoscaling.hpa.enabled", False)
         if keda:
-            workers = int(_get(values, "autoscaling.keda.minReplicaCount", 1))
+            workers = _count(values, "autoscaling.keda.minReplicaCount", 1)
         elif hpa:
-            workers = int(_get(values, "autoscaling.hpa.minReplicas", 1))
+            workers = _count(values, "autoscaling.hpa.minReplicas", 1)
         else:
-            workers = int(_get(values, "worker.replicas", 1))
-        selector = {**_get(values, "worker.nodeSelector", {}), **(_get(values, "worker.gpu.nodeSelector", {})
-                                                                   if gpu else {})}
+            workers = _count(values, "worker.replicas", 1)
+        selector = {**_typed(values, "worker.nodeSelector", {}, dict, "a mapping"),
+                    **(_typed(values, "worker.gpu.nodeSelector", {}, dict, "a mapping") if gpu else {})}
         return cls(
             gpu=gpu,
-            gpu_resource=str(_get(values, "worker.gpu.resourceName", DEFAULT_GPU_RESOURCE)),
-            gpus_per_worker=int(_get(values, "worker.gpu.count", 1)),
+            gpu_resource=_text(values, "worker.gpu.resourceName", DEFAULT_GPU_RESOURCE),
+            gpus_per_worker=_count(values, "worker.gpu.count", 1),
             workers=workers,
             node_selector={str(k): str(v) for k, v in selector.items()},
-            runtime_class=str(_get(values, "worker.gpu.runtimeClassName", "")) if gpu else "",
-            service_monitor=bool(_get(values, "metrics.serviceMonitor.enabled", False)),
-            pod_monitor=bool(_get(values, "metrics.podMonitor.enabled", False)),
-            prometheus_rule=bool(_get(values, "metrics.prometheusRule.enabled", False)),
-            dashboards=bool(_get(values, "dashboards.enabled", False)),
+            runtime_class=_text(values, "worker.gpu.runtimeClassName", "") if gpu else "",
+            service_monitor=_flag(values, "metrics.serviceMonitor.enabled", False),
+            pod_monitor=_flag(values, "metrics.podMonitor.enabled", False),
+            prometheus_rule=_flag(values, "metrics.prometheusRule.enabled", False),
+            dashboards=_flag(values, "dashboards.enabled", False),
             keda=keda,
             hpa=hpa,
-            gateway=bool(_get(values, "gateway.enabled", False)),
-            network_policy=bool(_get(values, "networkPolicy.enabled", True)),
-            tests=bool(_get(values, "tests.enabled", True)),
+            gateway=_flag(values, "gateway.enabled", False),
+            network_policy=_flag(values, "networkPolicy.enabled", True),
+            tests=_flag(values, "tests.enabled", True),
         )
 
     def resources(self) -> list[tuple[str, str]]:
@@ -181,8 +205,8 @@ def check_gpu_nodes(api: ClusterAPI, plan: Plan, values: Mapping[str, Any] | Non
     if not plan.gpu:
         return [Finding("ok", f"CPU-only workers (worker.gpu.enabled=false): no GPU needed, {len(nodes)} node(s)")]
     res = plan.gpu_resource
-    tolerations = list(_get(values, "worker.tolerations", [])) + list(
-        _get(values, "worker.gpu.tolerations", [{"key": res, "operator": "Exists", "effect": "NoSchedule"}]))
+    tolerations = list(_typed(values, "worker.tolerations", [], list, "a list")) + list(_typed(
+        values, "worker.gpu.tolerations", [{"key": res, "operator": "Exists", "effect": "NoSchedule"}], list, "a list"))
     usable: list[tuple[str, int]] = []
     excluded: list[str] = []
     for node in nodes:
@@ -482,8 +506,12 @@ def run(command: str, api: ClusterAPI, namespace: str, release: str, values: Map
 def main(command: str, namespace: str, release: str, values: dict[str, object] | None = None) -> int:
     """``charon cluster check|status``: 0 fine, 1 findings/unhealthy, 2 no cluster to talk to."""
     try:
+        Plan.from_values(values)  # a mistyped values file is reported before any cluster access
         api = KubernetesAPI()
         return run(command, api, namespace, release, values, sys.stdout)
     except ClusterUnavailable as exc:
         sys.stderr.write(f"charon cluster: {exc}\n")
+        return EXIT_UNAVAILABLE
+    except InvalidValues as exc:
+        sys.stderr.write(f"charon cluster: --values: {exc}\n")
         return EXIT_UNAVAILABLE
