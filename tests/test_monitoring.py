@@ -245,7 +245,10 @@ def test_prometheus_scrapes_router_and_worker_and_every_query_has_data(tmp_path:
             # Let a few more scrapes see the traffic so rates are defined.
             _wait(lambda: len(_query(base, "charon_photons_total > 0")) >= 1, 20, "traffic scraped")
             _traffic(router.endpoint, events=10, first_event=20)
-            time.sleep(3)
+            # Rates need the second burst in a later scrape than the first (30 events x 2000 photons),
+            # from the router and the worker, which are scraped independently.
+            _wait(lambda: len(_query(base, "charon_photons_total >= 60000 or charon_worker_photons_total >= 60000"))
+                  == 2, 20, "second burst scraped from both")
             _check_live(base)
         finally:
             prom.terminate()
