@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,30 @@ def test_simulate_plot_writes_a_picture(tmp_path: Path) -> None:
     assert sim.returncode == 0, sim.stderr
     assert f"hit map and hit-time histogram written to {out}" in sim.stdout
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_simulate_with_concurrency_keeps_every_worker_of_a_router_busy() -> None:
+    slow = {"CHARON_HEARTBEAT__INTERVAL_S": "0.2"}
+    with procs.router(env=slow) as router, \
+            procs.worker(router.workers_endpoint, "--echo-delay", "0.2", env=slow) as w1, \
+            procs.worker(router.workers_endpoint, "--echo-delay", "0.2", env=slow) as w2:
+        sim = charon("simulate", "--endpoint", router.endpoint, "--events", "12", "--photons", "100",
+                     "--concurrency", "4")
+        assert sim.returncode == 0, sim.stderr
+        assert "(4 requests in flight)" in sim.stdout
+        rows = dict(line.split(None, 1) for line in sim.stdout.splitlines()[1:] if line.strip())
+        assert rows["events"].strip() == "12"
+        assert rows["hits"].strip() == "1200"
+        per_worker = []
+        for w in (w1, w2):
+            text = urllib.request.urlopen(w.metrics_url, timeout=5).read().decode()
+            match = re.search(r'^charon_worker_requests_total\{outcome="ok"\} ([0-9.]+)$', text, re.MULTILINE)
+            per_worker.append(float(match.group(1)) if match else 0.0)
+        assert sum(per_worker) == 12
+        assert min(per_worker) >= 2, per_worker
+
+
+def test_simulate_concurrency_out_of_range_is_one_line() -> None:
+    result = charon("simulate", "--concurrency", "0", "--endpoint", "tcp://127.0.0.1:9")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "charon simulate: error: --concurrency 0: must be between 1 and 256"

@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="send isotropic point-source events and summarise the hits")
     _client(p)
     _simulate_args(p)
+    p.add_argument("--concurrency", type=int, default=1, metavar="N",
+                   help="requests in flight at once (a router spreads them over its workers; default 1)")
     _common(p)
 
     p = sub.add_parser("demo", help="start an embedded server, simulate against it, stop it")

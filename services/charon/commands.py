@@ -12,6 +12,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -21,7 +24,7 @@ from charon.runtime import parse_ready_line
 from charon.settings import Settings
 
 if TYPE_CHECKING:  # numpy stays out of `charon ping`, which runs in the numpy-free router image
-    from charon.engine.base import DetectorInfo, Hits
+    from charon.engine.base import DetectorInfo, Hits, Photons
 
 _CHILD_START_TIMEOUT_S = 120.0
 
@@ -111,24 +114,29 @@ def simulate(client: Client, args: argparse.Namespace) -> int:
     from charon.source import isotropic_point
 
     source = _validate(args)
+    concurrency = getattr(args, "concurrency", 1)
+    if not 1 <= concurrency <= 256:
+        raise ConfigError(f"--concurrency {concurrency}: must be between 1 and 256")
+
+    def make(i: int) -> Photons:
+        return isotropic_point(args.first_event + i, args.photons, source, args.wavelength, seed=args.photon_seed)
+
     summary = Summary()
     progress = _Progress(args.events)
     start = time.perf_counter()
-    for i in range(args.events):
-        event_id = args.first_event + i
-        photons = isotropic_point(event_id, args.photons, source, args.wavelength, seed=args.photon_seed)
-        sent = time.perf_counter()
-        hits = client.simulate(photons)
-        summary.seconds += time.perf_counter() - sent
+    results = (_sequential(client, make, args.events) if concurrency == 1
+               else _concurrent(client, make, args.events, concurrency))
+    for photons, hits, seconds in results:
+        summary.seconds += seconds
         summary.events += 1
         summary.photons += len(photons)
         summary.hits += len(hits)
         if args.plot:
             summary.hit_sets.append(hits)
-        progress.update(i + 1, time.perf_counter() - start)
+        progress.update(summary.events, time.perf_counter() - start)
     summary.wall_seconds = time.perf_counter() - start
     progress.done()
-    print(f"charon simulate: {client.endpoint}")
+    print(f"charon simulate: {client.endpoint}" + (f" ({concurrency} requests in flight)" if concurrency > 1 else ""))
     print(summary.table())
     if args.plot:
         from charon.plot import plot_hits
@@ -136,6 +144,56 @@ def simulate(client: Client, args: argparse.Namespace) -> int:
         plot_hits(client.detector_info(), summary.hit_sets, args.plot)
         print(f"  hit map and hit-time histogram written to {args.plot}")
     return 0
+
+
+Result = tuple["Photons", "Hits", float]
+
+
+def _sequential(client: Client, make: Callable[[int], Photons], n: int) -> Iterator[Result]:
+    """One request at a time; the seconds are each request's round trip."""
+    for i in range(n):
+        photons = make(i)
+        sent = time.perf_counter()
+        hits = client.simulate(photons)
+        yield photons, hits, time.perf_counter() - sent
+
+
+def _concurrent(client: Client, make: Callable[[int], Photons], n: int, window: int) -> Iterator[Result]:
+    """Up to ``window`` requests in flight, each on its own Lazy Pirate REQ socket, results in order.
+
+    A router spreads them over its workers. The seconds reported add up to the time during which
+    requests were outstanding, so photons/s stays comparable with the sequential mode.
+    """
+    local = threading.local()
+    clients: list[Client] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> tuple[Photons, Hits]:
+        mine: Client | None = getattr(local, "client", None)
+        if mine is None:
+            mine = local.client = Client(client.endpoint, timeout_s=client.timeout_s, retries=client.retries)
+            with lock:
+                clients.append(mine)
+        photons = make(i)
+        return photons, mine.simulate(photons)
+
+    pool = ThreadPoolExecutor(window, thread_name_prefix="simulate")
+    pending: deque[Future[tuple[Photons, Hits]]] = deque()
+    submitted = 0
+    last = time.perf_counter()
+    try:
+        while submitted < n or pending:
+            while submitted < n and len(pending) < window:
+                pending.append(pool.submit(one, submitted))
+                submitted += 1
+            photons, hits = pending.popleft().result()
+            now = time.perf_counter()
+            yield photons, hits, now - last
+            last = now
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for c in clients:
+            c.close()
 
 
 class _Progress:
