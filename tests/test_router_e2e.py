@@ -153,6 +153,30 @@ def test_lazy_pirate_client_rides_out_a_router_restart_mid_request() -> None:
             p.kill()
 
 
+def test_a_killed_worker_is_noticed_by_its_closed_connection_before_its_heartbeats_run_out(
+        context: zmq.Context[Any]) -> None:
+    slow_expiry = {"CHARON_HEARTBEAT__INTERVAL_S": "0.5", "CHARON_HEARTBEAT__LIVENESS": "40"}  # 20 s
+    with procs.router(env=slow_expiry) as router, \
+            procs.worker(router.workers_endpoint, "--echo-delay", "30", env=slow_expiry) as doomed:
+        wait_for(lambda: metric(scrape(router.metrics), "charon_workers", 'state="idle"') == 1, 10, "worker")
+        req = Requester(context, router.endpoint)
+        try:
+            req.send(photondata(3, 10))
+            wait_for(lambda: metric(scrape(router.metrics), "charon_in_flight") == 1, 10, "in flight")
+            with procs.worker(router.workers_endpoint, env=slow_expiry):
+                wait_for(lambda: metric(scrape(router.metrics), "charon_workers", 'state="idle"') == 1, 10,
+                         "second worker")
+                t0 = time.monotonic()
+                doomed.proc.kill()
+                reply = req.recv(10)
+                assert reply is not None
+                check_sim_complete(reply, 3, 10)
+                assert time.monotonic() - t0 < 5  # well before the 20 s heartbeat expiry
+            assert metric(scrape(router.metrics), "charon_requeued_total") == 1
+        finally:
+            req.close()
+
+
 def test_full_queue_is_refused_at_once_and_waiting_requests_hit_the_deadline(context: zmq.Context[Any]) -> None:
     env = {**FAST, "CHARON_ROUTER__QUEUE_MAX_REQUESTS": "2", "CHARON_ROUTER__QUEUE_DEADLINE_S": "1.5"}
     with procs.router(env=env) as router:

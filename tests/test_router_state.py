@@ -361,6 +361,19 @@ def test_idle_worker_that_drains_is_no_longer_counted_idle() -> None:
     assert state.idle_workers == 1
 
 
+def test_unreachable_worker_is_dropped_at_once_and_its_work_goes_elsewhere() -> None:
+    state, rec = make()
+    register(state, b"w")
+    [(_, token, _)] = requests_to(state.on_client(env("a"), photondata(1), 0.0))
+    register(state, b"v", now=0.1)
+    [(ident, _, _)] = requests_to(state.on_worker_gone(b"w", 0.2))
+    assert ident == b"v"
+    assert b"w" not in state.workers
+    assert (rec.requeues, rec.expiries) == (1, 1)
+    assert state.on_worker_gone(b"w", 0.3) == []  # already forgotten
+    assert reply(state, b"w", token, sim_complete(1), 0.4) == [ToWorker([b"w", *wp.disconnect(wp.REASON_UNKNOWN)])]
+
+
 def test_worker_exit_with_work_in_hand_requeues_it() -> None:
     state, rec = make()
     register(state, b"w")

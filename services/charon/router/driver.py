@@ -19,7 +19,7 @@ import zmq
 from charon import metrics
 from charon.health import start_health
 from charon.protocol import v1
-from charon.protocol.v1 import Frame
+from charon.protocol.v1 import Frame, as_view
 from charon.router.state import Action, RouterState, ToClient
 from charon.runtime import announce, resolve_endpoint, set_on_signal
 from charon.settings import Settings
@@ -116,6 +116,40 @@ def _socket(ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
     return sock
 
 
+def _backend_socket(ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
+    sock = _socket(ctx)
+    # A send to a worker whose connection closed fails (EHOSTUNREACH) instead of vanishing, so
+    # the requests it held are requeued at once (see Sender).
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    return sock
+
+
+class Sender:
+    """Sends the state machine's actions; a worker found unreachable is reported back to it."""
+
+    def __init__(self, state: RouterState, frontend: zmq.Socket[Any], backend: zmq.Socket[Any]) -> None:
+        self.state = state
+        self.frontend = frontend
+        self.backend = backend
+
+    def __call__(self, actions: list[Action]) -> None:
+        for action in actions:
+            if type(action) is ToClient:
+                try:
+                    self.frontend.send_multipart(action.frames, copy=False)
+                except zmq.ZMQError as exc:
+                    log.warning("reply dropped: %s", exc)
+                continue
+            try:
+                self.backend.send_multipart(action.frames, copy=False)
+            except zmq.ZMQError as exc:
+                if exc.errno != zmq.EHOSTUNREACH:
+                    log.warning("message to a worker dropped: %s", exc)
+                    continue
+                identity = bytes(as_view(action.frames[0]))
+                self(self.state.on_worker_gone(identity, time.monotonic()))
+
+
 def main(settings: Settings) -> int:
     observer = PrometheusObserver()
     state = RouterState(settings.router, settings.heartbeat, observer)
@@ -124,7 +158,7 @@ def main(settings: Settings) -> int:
     set_on_signal(stop, "stopping")
     health, metrics_addr = start_health(settings.metrics, default_port=9100)
     ctx: zmq.Context[Any] = zmq.Context()
-    frontend, backend = _socket(ctx), _socket(ctx)
+    frontend, backend = _socket(ctx), _backend_socket(ctx)
     try:
         for sock, endpoint in ((frontend, settings.router.bind), (backend, settings.router.workers_bind)):
             try:
@@ -142,7 +176,8 @@ def main(settings: Settings) -> int:
         run(state, frontend, backend, stop, observer)
         if health:
             health.set_ready(False)
-        _send(frontend, backend, state.shutdown())
+        backend.setsockopt(zmq.ROUTER_MANDATORY, 0)  # workers already gone need no reconnect advice
+        Sender(state, frontend, backend)(state.shutdown())
         backend.setsockopt(zmq.LINGER, 500)  # let the DISCONNECTs leave before the socket closes
         return 0
     finally:
@@ -160,26 +195,26 @@ def run(state: RouterState, frontend: zmq.Socket[Any], backend: zmq.Socket[Any],
     poller.register(frontend, zmq.POLLIN)
     poller.register(backend, zmq.POLLIN)
     clock = time.monotonic
+    send = Sender(state, frontend, backend)
     while not stop.is_set():
         timeout = min(max(state.next_wakeup() - clock(), 0.0), _MAX_POLL_S)
         ready = dict(poller.poll(int(timeout * 1000.0) + 1))
         if backend in ready:
             for _ in range(_BATCH):
                 frames = backend.recv_multipart(copy=False)
-                _send(frontend, backend, state.on_worker(frames[0].bytes, cast(list[Frame], frames[1:]), clock()))
+                send(state.on_worker(frames[0].bytes, cast(list[Frame], frames[1:]), clock()))
                 if not cast(int, backend.get(zmq.EVENTS)) & zmq.POLLIN:
                     break
         if frontend in ready:
             for _ in range(_BATCH):
                 frames = frontend.recv_multipart(copy=False)
                 n = _envelope_length(frames)
-                _send(frontend, backend, state.on_client(
-                    cast(list[Frame], frames[:n]), cast(list[Frame], frames[n:]), clock()))
+                send(state.on_client(cast(list[Frame], frames[:n]), cast(list[Frame], frames[n:]), clock()))
                 if not cast(int, frontend.get(zmq.EVENTS)) & zmq.POLLIN:
                     break
         now = clock()
         if now >= state.next_wakeup():
-            _send(frontend, backend, state.on_tick(now))
+            send(state.on_tick(now))
         state.housekeeping(now)
         if observer is not None:
             observer.flush()
@@ -192,11 +227,3 @@ def _envelope_length(frames: Sequence[zmq.Frame]) -> int:
     envelope, _ = v1.split_envelope([f.buffer for f in frames])
     return len(envelope)
 
-
-def _send(frontend: zmq.Socket[Any], backend: zmq.Socket[Any], actions: list[Action]) -> None:
-    for action in actions:
-        sock = frontend if type(action) is ToClient else backend
-        try:
-            sock.send_multipart(action.frames, copy=False)
-        except zmq.ZMQError as exc:  # a peer that vanished; its reply is dropped
-            log.warning("send dropped: %s", exc)

@@ -344,6 +344,19 @@ class RouterState:
             return actions + self._dispatch(now)
         return []
 
+    def on_worker_gone(self, identity: bytes, now: float) -> list[Action]:
+        """The worker-facing socket can no longer reach ``identity``: its connection closed.
+
+        A reconnecting worker comes back under a new identity, so this one is dead for good: its
+        requests are requeued now rather than when its heartbeats would have run out.
+        """
+        worker = self.workers.get(identity)
+        if worker is None:
+            return []
+        log.warning("worker %s disconnected", identity.hex())
+        self.observer.expired()
+        return self._remove(worker, now) + self._dispatch(now)
+
     def _ready(self, identity: bytes, worker: WorkerEntry | None, msg: wp.Ready, now: float) -> list[Action]:
         if worker is not None:
             log.warning("worker %s sent READY twice: dropped", identity.hex())
