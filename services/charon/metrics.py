@@ -39,7 +39,9 @@ DEDUPLICATED = Counter(
 WORKERS_REFUSED = Counter(
     "charon_workers_refused_total", "Workers refused at registration, by reason", ["reason"]
 )
-WORKERS_EXPIRED = Counter("charon_workers_expired_total", "Workers declared dead after missed heartbeats")
+WORKERS_EXPIRED = Counter(
+    "charon_workers_expired_total", "Workers declared dead: missed heartbeats, or their connection closed while registered"
+)
 
 WORKER_PHOTONS = Counter("charon_worker_photons_total", "Photons simulated by this worker")
 WORKER_HITS = Counter("charon_worker_hits_total", "Hits produced by this worker")
