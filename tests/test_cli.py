@@ -44,6 +44,7 @@ def test_config_prints_effective_settings_with_flag_over_env() -> None:
          "invalid setting engine.detector (--detector / CHARON_ENGINE__DETECTOR): detector file"),
         (("serve", "--metrics-addr", "nonsense"), {}, "expected HOST:PORT, e.g. :9100"),
         (("worker", "--router", "localhost"), {}, "expected a ZeroMQ endpoint such as tcp://*:5555"),
+        (("simulate", "--plot", "/nonexistent/dir/x.png"), {}, "--plot '/nonexistent/dir/x.png': directory"),
         (("simulate", "--photons", "-1"), {}, "--photons -1: must be between 0 and 100000000"),
         (("simulate", "--wavelength", "20"), {}, "--wavelength 20.0: must be between 60 and 1000 nm"),
         (("simulate", "--first-event", "-1"), {}, "--first-event -1: the 10 event ids must fit in uint32"),

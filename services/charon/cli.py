@@ -131,9 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("config", help="print the effective configuration as JSON")
-    _flag(p, "--bind", metavar="ENDPOINT")
-    _flag(p, "--workers-bind", metavar="ENDPOINT")
-    _flag(p, "--router", metavar="ENDPOINT")
+    _flag(p, "--bind", metavar="ENDPOINT", help="client endpoint of serve and router")
+    _flag(p, "--workers-bind", metavar="ENDPOINT", help="router's worker endpoint")
+    _flag(p, "--router", metavar="ENDPOINT", help="router endpoint a worker connects to")
     _engine(p)
     _metrics(p)
     _client(p)

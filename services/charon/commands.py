@@ -7,6 +7,7 @@ reads the endpoint from the child's ready line, runs ``simulate`` against it and
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -107,6 +108,12 @@ def _validate(args: argparse.Namespace) -> tuple[float, float, float]:
             f"--first-event {args.first_event}: the {args.events} event ids must fit in uint32 "
             f"(0 .. {2**32 - 1})"
         )
+    if args.plot:
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(folder):
+            raise ConfigError(f"--plot {args.plot!r}: directory {folder!r} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise ConfigError(f"--plot {args.plot!r}: directory {folder!r} is not writable")
     return _parse_source(args.source)
 
 
@@ -141,7 +148,10 @@ def simulate(client: Client, args: argparse.Namespace) -> int:
     if args.plot:
         from charon.plot import plot_hits
 
-        plot_hits(client.detector_info(), summary.hit_sets, args.plot)
+        try:
+            plot_hits(client.detector_info(), summary.hit_sets, args.plot)
+        except OSError as exc:
+            raise ConfigError(f"--plot {args.plot!r}: {exc.strerror or exc}") from None
         print(f"  hit map and hit-time histogram written to {args.plot}")
     return 0
 

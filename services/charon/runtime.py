@@ -67,7 +67,8 @@ def resolve_endpoint(socket: zmq.Socket[Any]) -> str:
     endpoint = raw.decode() if isinstance(raw, bytes) else str(raw)
     # An IPv6-enabled socket reports an IPv4 address as v4-mapped; IPv4-only clients need it plain.
     endpoint = _V4_MAPPED.sub(r"tcp://\1:", endpoint)
-    return endpoint.replace("tcp://0.0.0.0:", "tcp://127.0.0.1:").replace("tcp://[::]:", "tcp://[::1]:")
+    # A wildcard bind listens on both families: 127.0.0.1 reaches it from IPv4-only clients too.
+    return endpoint.replace("tcp://0.0.0.0:", "tcp://127.0.0.1:").replace("tcp://[::]:", "tcp://127.0.0.1:")
 
 
 _V4_MAPPED = re.compile(r"^tcp://\[::ffff:(\d+\.\d+\.\d+\.\d+)\]:", re.IGNORECASE)

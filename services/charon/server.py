@@ -74,11 +74,12 @@ def serve_forever(sock: zmq.Socket[Any], handler: RequestHandler, stop: threadin
         start = time.perf_counter()
         envelope, payload = v1.split_envelope([f.buffer for f in frames])
         answer = handler.handle(payload)
+        # Counted before the reply leaves, so a client holding a reply always sees it in /metrics.
+        record(answer, time.perf_counter() - start)
         try:
             sock.send_multipart([*envelope, *answer.reply], copy=False)
         except zmq.ZMQError as exc:
             log.warning("reply to a departed client dropped: %s", exc)
-        record(answer, time.perf_counter() - start)
 
 
 def record(answer: Answer, seconds: float) -> None:
