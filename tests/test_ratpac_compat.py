@@ -73,7 +73,8 @@ def test_silent_server_costs_three_sends_on_fresh_sockets_then_die(context: zmq.
         time.sleep(0.1)
     ex = client.exchanges[0]
     assert (ex.sends, ex.polls, ex.ok) == (3, 3, False)
-    assert 0.45 <= elapsed < 3.0
+    # Three full 150 ms polls; zmq's poll may wake up to a timer tick (~1 ms) early, hence the margin.
+    assert 0.45 - 3 * 0.002 <= elapsed < 3.0
     assert len(received) == 3
     assert len({r[0] for r in received}) == 3, "every try must come from a new REQ identity"
 
