@@ -1,7 +1,9 @@
 """The HTTP side of every service: Prometheus ``/metrics``, liveness ``/healthz``, readiness ``/readyz``.
 
 A port already in use is logged as a warning and the service runs on without HTTP: losing metrics
-must never take the simulation down.
+must never take the simulation down. ``/healthz`` asks the service's liveness check (for example
+:class:`charon.liveness.Progress`: is the engine stuck?) and answers 503 with its reason, so a
+Kubernetes liveness probe restarts a process that still answers but no longer works.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -25,17 +28,21 @@ class _IPv6HTTPServer(ThreadingHTTPServer):
 class HealthServer:
     """Serves metrics and health in a daemon thread; ``set_ready`` flips ``/readyz``."""
 
-    def __init__(self, addr: str | None, default_port: int) -> None:
+    def __init__(self, addr: str | None, default_port: int,
+                 liveness: Callable[[], str | None] | None = None) -> None:
         host, _, port = (addr or f":{default_port}").rpartition(":")
         self._host = host.strip("[]") or "0.0.0.0"
         self._port = int(port)
         self._ready = threading.Event()
+        #: None while the service is alive, else why not (the /healthz body).
+        self.liveness: Callable[[], str | None] = liveness or (lambda: None)
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> str | None:
         """Bind and serve; returns the bound ``host:port``, or None if it could not bind."""
         ready = self._ready
+        health = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -43,7 +50,11 @@ class HealthServer:
                 if path == "/metrics":
                     self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
-                    self._send(200, b"ok\n")
+                    problem = health.liveness()
+                    if problem is None:
+                        self._send(200, b"ok\n")
+                    else:
+                        self._send(503, f"{problem}\n".encode())
                 elif path == "/readyz":
                     ok = ready.is_set()
                     self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
@@ -90,9 +101,10 @@ class HealthServer:
             self._server = None
 
 
-def start_health(metrics: MetricsSettings, default_port: int) -> tuple[HealthServer | None, str | None]:
+def start_health(metrics: MetricsSettings, default_port: int,
+                 liveness: Callable[[], str | None] | None = None) -> tuple[HealthServer | None, str | None]:
     """The service's health server, started (None when metrics are off) and its bound address."""
     if not metrics.enabled:
         return None, None
-    health = HealthServer(metrics.addr, default_port)
+    health = HealthServer(metrics.addr, default_port, liveness)
     return health, health.start()

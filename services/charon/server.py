@@ -17,6 +17,7 @@ import zmq
 from charon import metrics
 from charon.engine.registry import make_simulator
 from charon.health import start_health
+from charon.liveness import Progress
 from charon.protocol import v1
 from charon.runtime import announce, resolve_endpoint, set_on_signal
 from charon.service import Answer, RequestHandler
@@ -34,7 +35,9 @@ def main(settings: Settings) -> int:
 
     stop = threading.Event()
     set_on_signal(stop, "stopping after the current request")
-    health, metrics_addr = start_health(settings.metrics, default_port=9100)
+    progress = Progress()
+    health, metrics_addr = start_health(settings.metrics, default_port=9100,
+                                        liveness=progress.check(settings.engine.stall_timeout_s, time.monotonic))
     ctx: zmq.Context[Any] = zmq.Context.instance()
     sock: zmq.Socket[Any] = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.LINGER, 0)
@@ -53,7 +56,7 @@ def main(settings: Settings) -> int:
     log.info("serving on %s", endpoint)
     announce(endpoint=endpoint, metrics=metrics_addr, fingerprint=simulator.fingerprint)
     try:
-        serve_forever(sock, handler, stop)
+        serve_forever(sock, handler, stop, progress)
     finally:
         sock.close(linger=0)
         if health:
@@ -64,7 +67,9 @@ def main(settings: Settings) -> int:
     return 0
 
 
-def serve_forever(sock: zmq.Socket[Any], handler: RequestHandler, stop: threading.Event) -> None:
+def serve_forever(sock: zmq.Socket[Any], handler: RequestHandler, stop: threading.Event,
+                  progress: Progress | None = None) -> None:
+    progress = progress or Progress()
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
     while not stop.is_set():
@@ -73,7 +78,11 @@ def serve_forever(sock: zmq.Socket[Any], handler: RequestHandler, stop: threadin
         frames = sock.recv_multipart(copy=False)
         start = time.perf_counter()
         envelope, payload = v1.split_envelope([f.buffer for f in frames])
-        answer = handler.handle(payload)
+        progress.begin(time.monotonic())
+        try:
+            answer = handler.handle(payload)
+        finally:
+            progress.end()
         # Counted before the reply leaves, so a client holding a reply always sees it in /metrics.
         record(answer, time.perf_counter() - start)
         try:

@@ -116,6 +116,10 @@ class EngineSettings(_Section):
     batch_max_delay_s: float = Field(
         0.0, ge=0, le=10, description="Batching: longest wait for more requests to fill a pass"
     )
+    stall_timeout_s: float = Field(
+        300.0, ge=0, le=86_400, description="Liveness: /healthz fails once one engine pass has run "
+        "longer than this (the process is then restarted); 0 = never"
+    )
 
 
 class ServerSettings(_Section):

@@ -41,6 +41,9 @@ F_BULK_REEMIT = wp.constant(wp.uint32(Flag.BULK_REEMIT))
 F_NAN_ABORT = wp.constant(wp.uint32(Flag.NAN_ABORT))
 F_TERMINAL = wp.constant(wp.uint32(TERMINAL_FLAGS))
 
+#: Rejection-sampling tries of one Rayleigh scatter before the bounded fallback.
+RAYLEIGH_TRIES = wp.constant(64)
+
 MODE_ANALYTIC = wp.constant(0)
 MODE_MESH = wp.constant(1)
 SHAPE_SPHERE = wp.constant(0)
@@ -204,16 +207,47 @@ def lambertian(n: wp.vec3, state: wp.uint32) -> tuple[wp.vec3, wp.uint32]:
 
 
 @wp.func
+def scaled_unit(v: wp.vec3) -> tuple[wp.vec3, int]:
+    """``v / |v|`` without overflow or underflow (divided by its largest component first), and 1;
+    the zero vector and 0 when ``v`` is zero or not finite."""
+    m = wp.max(wp.max(wp.abs(v[0]), wp.abs(v[1])), wp.abs(v[2]))
+    if m > 0.0 and m <= 3.4028234663852886e38:
+        w = wp.vec3(v[0] / m, v[1] / m, v[2] / m)
+        return w / wp.length(w), 1
+    return wp.vec3(0.0), 0
+
+
+@wp.func
+def transverse(d: wp.vec3, pol: wp.vec3, state: wp.uint32) -> tuple[wp.vec3, wp.uint32]:
+    """``pol``'s part perpendicular to unit ``d``, made unit; a random transverse polarisation where
+    that is undefined (zero, parallel to ``d``), as Geant4 does for a null polarisation."""
+    s = state
+    e, ok = scaled_unit(pol)
+    if ok == 1:
+        pp = e - wp.dot(e, d) * d
+        lpp = wp.length(pp)
+        if lpp > 1.0e-6:
+            return pp / lpp, s
+    e, s = random_perpendicular(d, s)
+    return e, s
+
+
+@wp.func
 def rayleigh(d: wp.vec3, pol: wp.vec3, state: wp.uint32) -> tuple[wp.vec3, wp.vec3, wp.uint32]:
     """Dipole scattering: new direction with density ~ 1 - (k'.e)^2, new polarisation e's part normal to k'.
 
-    Averaged over polarisations this is the (1 + cos^2 theta) law about the old direction.
+    Averaged over polarisations this is the (1 + cos^2 theta) law about the old direction. The
+    rejection loop accepts 2/3 of its tries; it is bounded (all RAYLEIGH_TRIES fail with
+    probability 3^-64), and after that the photon leaves in a random direction with a random
+    transverse polarisation, so no input can keep it here.
     """
     s = state
     k = d
     e = pol
     accepted = int(0)
-    while accepted == 0:
+    tries = int(0)
+    while accepted == 0 and tries < RAYLEIGH_TRIES:
+        tries += 1
         k, s = isotropic(s)
         c = wp.dot(k, pol)
         if wp.randf(s) < 1.0 - c * c:
@@ -222,6 +256,9 @@ def rayleigh(d: wp.vec3, pol: wp.vec3, state: wp.uint32) -> tuple[wp.vec3, wp.ve
             if ln > 1.0e-6:
                 e = e / ln
                 accepted = 1
+    if accepted == 0:
+        k, s = isotropic(s)
+        e, s = random_perpendicular(k, s)
     return k, e, s
 
 
@@ -374,7 +411,12 @@ def fresnel(d: wp.vec3, pol: wp.vec3, nf: wp.vec3, n1: float, n2: float,
     if lp > 1.0e-6:
         s_hat = plane / lp
     else:
-        s_hat = wp.normalize(pol - wp.dot(pol, d) * d)
+        s_hat = pol - wp.dot(pol, d) * d
+        ls = wp.length(s_hat)
+        if ls > 1.0e-6:
+            s_hat = s_hat / ls
+        else:
+            s_hat = any_perpendicular(d)
     ps = wp.dot(pol, s_hat)
     is_s = int(0)
     if wp.randf(s) < ps * ps:
@@ -434,18 +476,15 @@ def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: 
             flags = flags | F_NAN_ABORT
             live = 0
         else:
-            ld = wp.length(d)
-            if ld < 1.0e-6:
+            # Normalised on entry without overflow (|d|^2 of 1e20-scale float32 input is inf): a
+            # zero direction cannot be propagated, a degenerate polarisation is drawn at random.
+            ok = int(0)
+            d, ok = scaled_unit(d)
+            if ok == 0:
                 flags = flags | F_NAN_ABORT
                 live = 0
             else:
-                d = d / ld
-                pp = pol - wp.dot(pol, d) * d
-                lpp = wp.length(pp)
-                if lpp > 1.0e-6:
-                    pol = pp / lpp
-                else:
-                    pol, s = random_perpendicular(d, s)
+                pol, s = transverse(d, pol, s)
 
         # The analytic world is the vessel: photons starting outside it are not traced.
         if live == 1 and mode == MODE_ANALYTIC:

@@ -214,6 +214,8 @@ def main(settings: Settings) -> int:
              len(simulator.detector_info()))
     health, metrics_addr = start_health(settings.metrics, default_port=0)
     worker = Worker(settings, handler, health, metrics_addr)
+    if health:
+        health.liveness = worker.sim.progress.check(settings.engine.stall_timeout_s, time.monotonic)
     set_on_signal(worker.stop, "draining")
     try:
         return worker.run()

@@ -23,6 +23,7 @@ import zmq
 from charon import metrics
 from charon.engine.batching import BatchPlanner
 from charon.errors import CharonError
+from charon.liveness import Progress
 from charon.protocol import tokens, v1
 from charon.protocol.v1 import Frame
 from charon.service import Answer, RequestHandler
@@ -52,8 +53,10 @@ class SimulationThread:
     """Owns the engine; one ``simulate`` call at a time, as the Simulator protocol requires."""
 
     def __init__(self, handler: RequestHandler, ctx: zmq.Context[Any], results: str, *,
-                 batch_max_photons: int, batch_max_delay_s: float) -> None:
+                 batch_max_photons: int, batch_max_delay_s: float, progress: Progress | None = None) -> None:
         self.handler = handler
+        #: When the engine pass in progress began: the worker's liveness signal.
+        self.progress = progress or Progress()
         self.inbox: queue.Queue[Work | None] = queue.Queue()
         self.generation = 0  # the socket thread's current connection; older work is stale
         self._ctx = ctx
@@ -146,7 +149,11 @@ class SimulationThread:
                 out.append((work, self.handler.handle(work.payload)))
         if events:
             start = time.perf_counter()
-            answers = self.handler.simulate_many([r for _, r in events])
+            self.progress.begin(time.monotonic())
+            try:
+                answers = self.handler.simulate_many([r for _, r in events])
+            finally:
+                self.progress.end()
             metrics.WORKER_SIM_SECONDS.observe(time.perf_counter() - start)
             for (work, _), answer in zip(events, answers, strict=True):
                 out.append((work, answer))
