@@ -68,7 +68,7 @@ def main() -> None:
     mesh = WarpSimulator(det, seed=1, device="cpu", threads=args.cores, geometry="mesh")
     start_mesh = time.perf_counter() - t0
     numpy_ref = NumpySimulator(det, seed=1, max_steps=1000)
-    assert mesh.mesh_geometry is not None
+    assert mesh.scene is not None
     engines: dict[str, Callable[[Photons], dict[str, float]]] = {
         "warp_analytic": lambda ph: timed(analytic, ph),
         "warp_mesh": lambda ph: timed(mesh, ph),
@@ -136,7 +136,7 @@ def main() -> None:
         "notes": {
             "geant4": geant4_note or f"geant4-pybind, {args.cores} processes, PMT disks in a container shell",
             "warp_analytic": f"{args.cores} launch threads, device cpu; start-up {start_analytic:.2f} s",
-            "warp_mesh": f"{args.cores} launch threads, device cpu, {mesh.mesh_geometry.n_triangles} triangles; "
+            "warp_mesh": f"{args.cores} launch threads, device cpu, {mesh.scene.n_triangles} triangles; "
                          f"start-up {start_mesh:.2f} s",
             "numpy": "single thread (reference implementation)",
         },

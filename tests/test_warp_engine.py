@@ -158,7 +158,7 @@ def _compare(a: list[Hits], b: list[Hits], n_channels: int) -> None:
 
 def test_analytic_and_mesh_forms_agree(analytic: WarpSimulator, mesh: WarpSimulator) -> None:
     assert mesh.geometry == "mesh"
-    geo = mesh.mesh_geometry
+    geo = mesh.scene
     assert geo is not None
     assert geo.n_channels == REF.n_channels
     # several events so the two forms see independent photon sets too

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from charon.engine import optics
 from charon.engine.base import DetectorInfo, Hits, Photons
 from charon.engine.detector import Detector, Material, Surface, WavelengthTable
+from charon.errors import ConfigError
 from charon.protocol import tokens
 from charon.protocol.tokens import TERMINAL_FLAGS, Flag
 
@@ -55,11 +56,14 @@ class _Optics:
     absorption: WavelengthTable
     scattering: WavelengthTable
     reemission: WavelengthTable
+    group_velocity: WavelengthTable
     material: Material
 
     @classmethod
     def of(cls, m: Material) -> _Optics:
-        return cls(m.refractive_index, m.absorption_length, m.scattering_length, m.reemission_prob, m)
+        assert m.refractive_index is not None  # the analytic detector's materials always have one
+        return cls(m.refractive_index, m.absorption_length, m.scattering_length, m.reemission_prob,
+                   m.effective_group_velocity, m)
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,15 @@ class _SurfaceOptics:
     detect: WavelengthTable
     diffuse: WavelengthTable
     specular: WavelengthTable
+    transmit: WavelengthTable
+    #: dielectric_metal: the remainder is absorbed instead of going to Fresnel.
+    metal: bool
     always_absorbs: bool
 
     @classmethod
     def of(cls, s: Surface) -> _SurfaceOptics:
-        return cls(s.absorb, s.detect, s.reflect_diffuse, s.reflect_specular,
-                   bool(np.all(s.absorb.value >= 1.0)))
+        return cls(s.absorb, s.detect, s.reflect_diffuse, s.reflect_specular, s.transmit,
+                   s.model == "dielectric_metal", bool(np.all(s.absorb.value >= 1.0)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,7 +114,11 @@ class NumpySimulator:
             raise ValueError("max_steps must be >= 1")
         if chunk_photons < 1:
             raise ValueError("chunk_photons must be >= 1")
+        if detector.vessel is None or detector.pmts is None:
+            raise ConfigError("the numpy backend simulates analytic detectors (a vessel with PMTs) only; "
+                              "use --backend builtin for this detector")
         self.detector = detector
+        self.vessel = detector.vessel
         self.seed = int(seed)
         self.max_steps = int(max_steps)
         self.chunk_photons = int(chunk_photons)
@@ -191,7 +202,7 @@ class NumpySimulator:
         flags[live & ~finite] |= _U[Flag.NAN_ABORT]
         live &= finite
         # Photons starting outside the vessel are in the untraced outer world.
-        vessel = self.detector.vessel
+        vessel = self.vessel
         if vessel.shape == "sphere":
             outside = live & (r2 > (vessel.radius * (1.0 + 1e-6)) ** 2)
         else:
@@ -222,12 +233,10 @@ class NumpySimulator:
                 s.dirs(unusable), optics.uniform(s.k[unusable], SLOT_INIT_POL)))
 
         inner = self._inner
-        c = optics.SPEED_OF_LIGHT_MM_PER_NS
         for step in range(self.max_steps):
             if s.idx.size == 0:
                 break
             base = (step + 1) * DRAWS_PER_STEP
-            n1 = _at(inner.n, s.w)
             d_wall = self._distance_to_wall(s)
             d_abs = optics.exponential(optics.uniform(s.k, base + SLOT_ABSORB), _at(inner.absorption, s.w))
             d_sca = optics.exponential(optics.uniform(s.k, base + SLOT_SCATTER), _at(inner.scattering, s.w))
@@ -238,7 +247,7 @@ class NumpySimulator:
             s.x += dist * s.dx
             s.y += dist * s.dy
             s.z += dist * s.dz
-            s.t += dist * (np.asarray(n1) / c)
+            s.t += dist / np.asarray(_at(inner.group_velocity, s.w))
             done = np.zeros(s.idx.shape[0], dtype=bool)
 
             if np.any(absorbed):
@@ -309,7 +318,7 @@ class NumpySimulator:
         result = np.full(wsel.shape[0], -1, dtype=np.int32)
 
         def inward(sel: npt.NDArray[np.bool_]) -> F64:
-            return -self.detector.vessel.wall_normal(s.points(wsel[sel]))
+            return -self.vessel.wall_normal(s.points(wsel[sel]))
 
         u = optics.uniform(s.k[wsel], base + SLOT_CHOICE)
         fresnel = np.zeros(wsel.shape[0], dtype=bool)
@@ -328,13 +337,16 @@ class NumpySimulator:
                 continue
             ug = u[g]
             wl = s.w[wsel[g]]
-            # Cumulative thresholds absorb | detect | diffuse | specular | rest (Fresnel): index 0..4.
+            # Cumulative thresholds absorb | detect | diffuse | specular | transmit | rest (Fresnel, or
+            # absorbed on a metal): index 0..5.
             edge = np.asarray(_at(surface.absorb, wl))
             choice = (ug >= edge).astype(np.int8)
-            for table in (surface.detect, surface.diffuse, surface.specular):
+            for table in (surface.detect, surface.diffuse, surface.specular, surface.transmit):
                 edge = edge + _at(table, wl)
                 choice += ug >= edge
             gr = wsel[g]
+            if surface.metal:
+                choice[choice == 5] = 0
             absorbed = choice == 0
             s.fl[gr[absorbed]] |= _U[Flag.SURFACE_ABSORB]
             done[gr[absorbed]] = True
@@ -362,7 +374,10 @@ class NumpySimulator:
                 s.set_dir(r, new_d)
                 s.set_pol(r, new_e)
                 s.fl[r] |= _U[Flag.REFLECT_SPECULAR]
-            fresnel[g[choice == 4]] = True
+            # Straight on into the untraced outer world.
+            s.fl[gr[choice == 4]] |= _U[Flag.NO_HIT]
+            done[gr[choice == 4]] = True
+            fresnel[g[choice == 5]] = True
         if np.any(fresnel):
             r = wsel[fresnel]
             kr = s.k[r]
@@ -379,7 +394,7 @@ class NumpySimulator:
 
     def _distance_to_wall(self, s: _State) -> F64:
         """Distance along the direction from each point (inside or on the wall) to the wall."""
-        v = self.detector.vessel
+        v = self.vessel
         if v.shape == "sphere":
             b = s.x * s.dx + s.y * s.dy + s.z * s.dz
             cc = s.x * s.x + s.y * s.y + s.z * s.z - v.radius * v.radius

@@ -40,5 +40,6 @@ def make_simulator(engine: EngineSettings) -> Simulator:
             threads=engine.threads,
             chunk_photons=engine.chunk_photons,
             kernel_cache_dir=engine.kernel_cache_dir,
+            cuda_device=engine.cuda_device,
         )
     raise ConfigError(f"invalid setting engine.backend = {engine.backend!r}")

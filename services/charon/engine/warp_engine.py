@@ -15,7 +15,7 @@ import itertools
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,8 @@ import numpy as np
 import numpy.typing as npt
 
 from charon.engine.base import DetectorInfo, Hits, Photons
-from charon.engine.detector import Detector, Material, PMTLookup, WavelengthTable
+from charon.engine.detector import SURFACE_MODELS, Detector, Material, PMTLookup, Scene, WavelengthTable
+from charon.engine.detector.scene import scene_from_triangles
 from charon.engine.mesh import MeshGeometry, cylinder_vessel_mesh, sphere_vessel_mesh
 from charon.engine.optics import event_key, sample_cdf
 from charon.errors import ConfigError
@@ -132,44 +133,61 @@ class OpticsTables:
 
     grid: npt.NDArray[np.float64]
     rindex: npt.NDArray[np.float32]
+    groupvel: npt.NDArray[np.float32]
+    opaque: npt.NDArray[np.int32]
     abslen: npt.NDArray[np.float32]
     scatlen: npt.NDArray[np.float32]
     reemit_prob: npt.NDArray[np.float32]
     reemit_icdf: npt.NDArray[np.float32]
     reemit_tau: npt.NDArray[np.float32]
+    reemit_delta: npt.NDArray[np.int32]
+    reemit_red: npt.NDArray[np.int32]
     s_detect: npt.NDArray[np.float32]
     s_absorb: npt.NDArray[np.float32]
     s_rdiff: npt.NDArray[np.float32]
     s_rspec: npt.NDArray[np.float32]
+    s_trans: npt.NDArray[np.float32]
+    s_model: npt.NDArray[np.int32]
 
     @classmethod
     def from_detector(cls, det: Detector) -> OpticsTables:
         mats = [det.materials[n] for n in det.material_names]
         surfs = [det.surfaces[n] for n in det.surface_names]
+        one = WavelengthTable.flat(1.0)
         tabs: list[WavelengthTable] = []
         for m in mats:
-            tabs += [m.refractive_index, m.absorption_length, m.scattering_length, m.reemission_prob]
+            tabs += [m.refractive_index or one, m.effective_group_velocity, m.absorption_length,
+                     m.scattering_length, m.reemission_prob]
         for s in surfs:
-            tabs += [s.detect, s.absorb, s.reflect_diffuse, s.reflect_specular]
+            tabs += [s.detect, s.absorb, s.reflect_diffuse, s.reflect_specular, s.transmit]
         g = _grid(tabs)
 
-        def rows(objs: Sequence[Any], attr: str, infinite: bool = False) -> npt.NDArray[np.float32]:
-            if not objs:
+        def rows(tables: Sequence[WavelengthTable], infinite: bool = False) -> npt.NDArray[np.float32]:
+            if not tables:
                 return np.zeros((1, g.size), np.float32)
-            return np.stack([_sample(getattr(o, attr), g, infinite) for o in objs])
+            return np.stack([_sample(t, g, infinite) for t in tables])
+
+        def ints(values: Iterable[int]) -> npt.NDArray[np.int32]:
+            return np.asarray(list(values) or [0], np.int32)
 
         return cls(
             grid=g,
-            rindex=rows(mats, "refractive_index"),
-            abslen=rows(mats, "absorption_length", True),
-            scatlen=rows(mats, "scattering_length", True),
-            reemit_prob=rows(mats, "reemission_prob"),
+            rindex=rows([m.refractive_index or one for m in mats]),
+            groupvel=rows([m.effective_group_velocity for m in mats]),
+            opaque=ints(int(m.opaque) for m in mats),
+            abslen=rows([m.absorption_length for m in mats], True),
+            scatlen=rows([m.scattering_length for m in mats], True),
+            reemit_prob=rows([m.reemission_prob for m in mats]),
             reemit_icdf=np.stack([_icdf(m) for m in mats]),
             reemit_tau=np.array([m.reemission_time_ns for m in mats], np.float32),
-            s_detect=rows(surfs, "detect"),
-            s_absorb=rows(surfs, "absorb"),
-            s_rdiff=rows(surfs, "reflect_diffuse"),
-            s_rspec=rows(surfs, "reflect_specular"),
+            reemit_delta=ints(int(m.reemission_profile == "delta") for m in mats),
+            reemit_red=ints(int(m.reemission_redshift) for m in mats),
+            s_detect=rows([s.detect for s in surfs]),
+            s_absorb=rows([s.absorb for s in surfs]),
+            s_rdiff=rows([s.reflect_diffuse for s in surfs]),
+            s_rspec=rows([s.reflect_specular for s in surfs]),
+            s_trans=rows([s.transmit for s in surfs]),
+            s_model=ints(SURFACE_MODELS.index(s.model) for s in surfs),
         )
 
 
@@ -183,19 +201,30 @@ def mesh_from_detector(det: Detector, *, level: int = 5, segments: int = 12) -> 
     the tessellated wall just outside it, so caps are always hit first from inside.
     """
     if det.mesh is not None:
-        mesh: MeshGeometry = det.mesh
-        return mesh
-    v = det.vessel
+        return det.mesh
+    v, pmts = det.vessel, det.pmts
+    if v is None or pmts is None:
+        raise ConfigError("this detector has no analytic vessel to mesh")
     inner = det.material_index(v.inner_material)
     outer = det.material_index(v.outer_material)
     wall = det.surface_index(v.surface)
-    cathode = det.surface_index(det.pmts.surface)
+    cathode = det.surface_index(pmts.surface)
     if v.shape == "sphere":
-        return sphere_vessel_mesh(v.radius, det.pmts.positions, det.pmts.radius, inner=inner, outer=outer,
-                               wall_surface=wall, pmt_surface=cathode, level=level, segments=segments)
+        return sphere_vessel_mesh(v.radius, pmts.positions, pmts.radius, inner=inner, outer=outer,
+                                  wall_surface=wall, pmt_surface=cathode, level=level, segments=segments)
     assert v.half_height is not None
-    return cylinder_vessel_mesh(v.radius, v.half_height, det.pmts.positions, det.pmts.radius, inner=inner,
-                             outer=outer, wall_surface=wall, pmt_surface=cathode, segments=segments)
+    return cylinder_vessel_mesh(v.radius, v.half_height, pmts.positions, pmts.radius, inner=inner,
+                                outer=outer, wall_surface=wall, pmt_surface=cathode, segments=segments)
+
+
+def scene_of(det: Detector) -> Scene:
+    """The instanced-mesh form the scene mode traces: the detector's scene, else its mesh (or the
+    mesh of its analytic geometry) grouped into shapes by material, surface and channel."""
+    if det.scene is not None:
+        return det.scene
+    mesh = mesh_from_detector(det)
+    return scene_from_triangles(mesh.vertices, mesh.triangles, mat_in=mesh.mat_inner, mat_out=mesh.mat_outer,
+                                surface=mesh.surface, channel=mesh.triangle_channel())
 
 
 @dataclass
@@ -226,7 +255,7 @@ class WarpSimulator:
 
     def __init__(self, detector: Detector, *, seed: int = 0, max_steps: int = 1000, device: Device = "auto",
                  threads: int = 0, chunk_photons: int = 1_000_000, kernel_cache_dir: Path | None = None,
-                 geometry: Geometry = "auto") -> None:
+                 geometry: Geometry = "auto", cuda_device: int = 0) -> None:
         if max_steps < 1:
             raise ConfigError(f"invalid setting engine.max_steps = {max_steps}: must be >= 1")
         if chunk_photons < 1:
@@ -241,19 +270,21 @@ class WarpSimulator:
         self.seed = int(seed)
         self.max_steps = int(max_steps)
         self.chunk_photons = int(chunk_photons)
-        self.device = self._pick_device(device)
+        self.device = self._pick_device(device, cuda_device)
         self.threads = 1 if self.device != "cpu" else (threads or _cpu_count())
-        self.geometry: Literal["analytic", "mesh"] = (
-            "mesh" if geometry == "mesh" or (geometry == "auto" and detector.mesh is not None) else "analytic")
+        if geometry == "analytic" and not detector.is_analytic:
+            raise ConfigError("this detector has no analytic form: it is traced as a mesh")
+        analytic = geometry == "analytic" or (geometry == "auto" and detector.is_analytic
+                                              and detector.mesh is None and detector.scene is None)
+        self.geometry: Literal["analytic", "mesh"] = "analytic" if analytic else "mesh"
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="warp") if self.threads > 1 else None
         self._keep: list[Any] = []
         self.tables = OpticsTables.from_detector(detector)
         self._optics = self._make_optics()
         self._analytic = self._make_analytic()
-        self.mesh_geometry: MeshGeometry | None = None
-        self._mesh_obj: Any = None
-        self._meshgeo = self._make_mesh()
+        self.scene: Scene | None = None
+        self._scene = self._make_scene()
         self._out: Any = None
         self._out_arrays: dict[str, Any] = {}
         self._out_size = 0
@@ -263,19 +294,20 @@ class WarpSimulator:
 
     # -- construction helpers ------------------------------------------------------------------
 
-    def _pick_device(self, device: str) -> str:
+    def _pick_device(self, device: str, cuda_device: int) -> str:
         wp = self._wp
         n_cuda = int(wp.get_cuda_device_count())
-        if device == "cpu":
+        if device not in ("cpu", "cuda", "auto"):
+            raise ConfigError(f"invalid setting engine.device = {device!r} (allowed: cpu, cuda, auto)")
+        if device == "cpu" or (device == "auto" and n_cuda == 0):
             return "cpu"
-        if device == "cuda":
-            if n_cuda == 0:
-                raise ConfigError("invalid setting engine.device = 'cuda': no CUDA device is available "
-                                  "(allowed: cpu, cuda, auto)")
-            return "cuda:0"
-        if device == "auto":
-            return "cuda:0" if n_cuda > 0 else "cpu"
-        raise ConfigError(f"invalid setting engine.device = {device!r} (allowed: cpu, cuda, auto)")
+        if n_cuda == 0:
+            raise ConfigError("invalid setting engine.device = 'cuda': no CUDA device is available "
+                              "(allowed: cpu, cuda, auto)")
+        if not 0 <= cuda_device < n_cuda:
+            raise ConfigError(f"invalid setting engine.cuda_device = {cuda_device}: this host has {n_cuda} "
+                              f"CUDA device(s), 0..{n_cuda - 1}")
+        return f"cuda:{cuda_device}"
 
     def _arr(self, a: npt.NDArray[Any], dtype: Any) -> Any:
         arr = self._wp.array(np.ascontiguousarray(a), dtype=dtype, device=self.device)
@@ -288,25 +320,31 @@ class WarpSimulator:
         o.wl0 = float(t.grid[0])
         o.inv_dwl = float((t.grid.size - 1) / (t.grid[-1] - t.grid[0]))
         o.nwl = int(t.grid.size)
-        for name in ("rindex", "abslen", "scatlen", "reemit_prob", "reemit_icdf", "s_detect", "s_absorb",
-                     "s_rdiff", "s_rspec"):
+        for name in ("rindex", "groupvel", "abslen", "scatlen", "reemit_prob", "reemit_icdf", "s_detect",
+                     "s_absorb", "s_rdiff", "s_rspec", "s_trans"):
             setattr(o, name, self._arr(getattr(t, name), wp.float32))
         o.reemit_tau = self._arr(t.reemit_tau, wp.float32)
+        for name in ("opaque", "reemit_delta", "reemit_red", "s_model"):
+            setattr(o, name, self._arr(getattr(t, name), wp.int32))
         return o
 
     def _make_analytic(self) -> Any:
         wp, det = self._wp, self.detector
-        v = det.vessel
-        # A coarser cell table than the NumPy engine's: it stays in cache (same exact test behind it).
-        lk = PMTLookup.build(v, det.pmts, cells_per_pmt=LOOKUP_CELLS_PER_PMT)
         a = self._k.Analytic()
+        v, pmts = det.vessel, det.pmts
+        if self.geometry != "analytic" or v is None or pmts is None:
+            a.pmt_pos = a.pmt_nrm = self._arr(np.zeros((1, 3), np.float32), wp.vec3)
+            a.candidates = self._arr(np.full((1, 1), -1, np.int32), wp.int32)
+            return a
+        # A coarser cell table than the NumPy engine's: it stays in cache (same exact test behind it).
+        lk = PMTLookup.build(v, pmts, cells_per_pmt=LOOKUP_CELLS_PER_PMT)
         a.shape = 0 if v.shape == "sphere" else 1
         a.radius = float(v.radius)
         a.half_height = float(v.half_height or 0.0)
         a.mat_in = det.material_index(v.inner_material)
         a.mat_out = det.material_index(v.outer_material)
         a.wall_surface = det.surface_index(v.surface)
-        a.pmt_surface = det.surface_index(det.pmts.surface)
+        a.pmt_surface = det.surface_index(pmts.surface)
         a.pmt_pos = self._arr(lk.positions.astype(np.float32), wp.vec3)
         a.pmt_nrm = self._arr(lk.normals.astype(np.float32), wp.vec3)
         a.pmt_r2 = float(lk.radius) ** 2
@@ -317,29 +355,46 @@ class WarpSimulator:
         a.candidates = self._arr(lk.candidates.astype(np.int32), wp.int32)
         return a
 
-    def _make_mesh(self) -> Any:
+    def _make_scene(self) -> Any:
+        """The scene mode's geometry: a ``wp.Mesh`` per shape and a ``wp.Bvh`` over instance bounds."""
         wp = self._wp
-        m = self._k.MeshGeo()
-        if self.geometry == "mesh":
-            geo = mesh_from_detector(self.detector)
-            if geo.n_channels > self.detector.n_channels:
-                raise ConfigError(f"detector mesh has {geo.n_channels} channels, the detector "
-                                  f"{self.detector.n_channels}")
-            self.mesh_geometry = geo
-            points = self._arr(geo.vertices, wp.vec3)
-            indices = self._arr(geo.triangles.reshape(-1), wp.int32)
-            self._mesh_obj = wp.Mesh(points=points, indices=indices)
-            m.mesh = self._mesh_obj.id
-            m.mat_in = self._arr(geo.mat_inner, wp.int32)
-            m.mat_out = self._arr(geo.mat_outer, wp.int32)
-            m.surface = self._arr(geo.surface, wp.int32)
-            m.solid = self._arr(geo.solid, wp.int32)
-            m.solid_channel = self._arr(geo.solid_channel, wp.int32)
-        else:
-            m.mesh = 0
-            empty = self._arr(np.zeros(1, np.int32), wp.int32)
-            m.mat_in = m.mat_out = m.surface = m.solid = m.solid_channel = empty
-        return m
+        g = self._k.SceneGeo()
+        if self.geometry != "mesh":
+            g.top = 0
+            g.meshes = self._arr(np.zeros(1, np.uint64), wp.uint64)
+            g.lin = g.inv = self._arr(np.eye(3, dtype=np.float32)[None], wp.mat33)
+            g.offset = self._arr(np.zeros((1, 3), np.float32), wp.vec3)
+            g.shape = g.mat_in = g.mat_out = g.surf_exit = g.surf_enter = g.channel = \
+                self._arr(np.zeros(1, np.int32), wp.int32)
+            return g
+        scene = scene_of(self.detector)
+        if scene.n_channels > self.detector.n_channels:
+            raise ConfigError(f"detector geometry has {scene.n_channels} channels, the detector "
+                              f"{self.detector.n_channels}")
+        if scene.n_instances == 0:
+            raise ConfigError("detector geometry has no volumes to trace")
+        self.scene = scene
+        meshes = []
+        for sh in range(scene.n_shapes):
+            v, f = scene.shape_mesh(sh)
+            if f.shape[0] == 0:
+                raise ConfigError(f"detector shape {scene.shape_names[sh]!r} has no triangles")
+            mesh = wp.Mesh(points=self._arr(v, wp.vec3), indices=self._arr(f.reshape(-1), wp.int32))
+            self._keep.append(mesh)
+            meshes.append(mesh.id)
+        g.meshes = self._arr(np.asarray(meshes, np.uint64), wp.uint64)
+        lin = scene.transform[:, :, :3]
+        g.lin = self._arr(lin.astype(np.float32), wp.mat33)
+        g.inv = self._arr(np.linalg.inv(lin).astype(np.float32), wp.mat33)
+        g.offset = self._arr(scene.transform[:, :, 3].astype(np.float32), wp.vec3)
+        for name in ("shape", "mat_in", "mat_out", "surf_exit", "surf_enter", "channel"):
+            setattr(g, name, self._arr(getattr(scene, name), wp.int32))
+        lo, hi = scene.world_bounds()
+        pad = 1e-3 + 1e-6 * np.abs(np.concatenate([lo, hi], axis=1)).max(axis=1, keepdims=True)
+        self._top = wp.Bvh(self._arr((lo - pad).astype(np.float32), wp.vec3),
+                           self._arr((hi + pad).astype(np.float32), wp.vec3))
+        g.top = self._top.id
+        return g
 
     # -- Simulator protocol -------------------------------------------------------------------
 
@@ -410,7 +465,7 @@ class WarpSimulator:
 
         def run(offset: int, count: int) -> None:
             wp.launch(k.propagate, dim=1 if cpu else count, device=self.device,
-                      inputs=[inp, self._out, self._optics, self._analytic, self._meshgeo, mode, seed, first,
+                      inputs=[inp, self._out, self._optics, self._analytic, self._scene, mode, seed, first,
                               offset, count, count if cpu else 1, self.max_steps, int(write_all)])
 
         if self._pool is None or n < PARALLEL_MIN_PHOTONS:

@@ -1,13 +1,17 @@
 """Every Warp kernel of the built-in engine, in one module so its hash (and kernel cache) is stable.
 
 One propagation kernel serves both geometries (``mode`` 0: analytic vessel with PMT patches,
-1: triangle mesh), so a worker compiles once. The physics follows Chroma's propagation loop: find
-the next boundary; in the material the photon is in, sample absorption and Rayleigh distances;
-absorb (maybe re-emit), scatter, or move to the boundary; at a boundary with an optical surface,
-detect / absorb / reflect diffusely / reflect specularly / transmit by the surface's wavelength
-tables, otherwise Fresnel reflect or refract with polarisation. Random numbers come from
-``wp.rand_init(event_seed, photon_index)``, so a photon's history does not depend on how the work
-is split. Importing this module defines the kernels; nothing is compiled until the first launch.
+1: a scene of instanced triangle meshes under a top-level BVH of instance bounds), so a worker
+compiles once. The physics follows Chroma's propagation loop with Geant4's meaning of materials and
+surfaces: find the next boundary; in the material the photon is in, sample absorption and Rayleigh
+distances; absorb (maybe re-emit), scatter, or move to the boundary at the group velocity; at a
+boundary, kill the photon where a side has no refractive index (Geant4's NoRINDEX), let it pass
+where a dielectric boundary separates equal materials, else apply the optical surface (detect /
+absorb / reflect diffusely / reflect specularly / transmit by its wavelength tables; the
+remainder is Fresnel, or absorption on a metal), or Fresnel reflect or refract with
+polarisation. Random numbers come from ``wp.rand_init(event_seed, photon_index)``, so a photon's
+history does not depend on how the work is split. Every loop is bounded. Importing this module
+defines the kernels; nothing is compiled until the first launch.
 """
 
 # mypy: ignore-errors
@@ -44,8 +48,15 @@ F_TERMINAL = wp.constant(wp.uint32(TERMINAL_FLAGS))
 #: Rejection-sampling tries of one Rayleigh scatter before the bounded fallback.
 RAYLEIGH_TRIES = wp.constant(64)
 
+#: Draws of a red-shift-only (wavelength-shifting) re-emission before the photon is lost.
+REEMIT_TRIES = wp.constant(100)
+
 MODE_ANALYTIC = wp.constant(0)
-MODE_MESH = wp.constant(1)
+MODE_SCENE = wp.constant(1)
+#: Surface models (``charon.engine.detector.SURFACE_MODELS`` order).
+MODEL_CHROMA = wp.constant(0)
+MODEL_DIELECTRIC = wp.constant(1)
+MODEL_METAL = wp.constant(2)
 SHAPE_SPHERE = wp.constant(0)
 SHAPE_CYLINDER = wp.constant(1)
 
@@ -58,15 +69,21 @@ class Optics:
     inv_dwl: float
     nwl: int
     rindex: wp.array2d(dtype=float)
+    groupvel: wp.array2d(dtype=float)  # mm/ns
+    opaque: wp.array(dtype=int)  # 1: no refractive index (photons die at its boundaries)
     abslen: wp.array2d(dtype=float)
     scatlen: wp.array2d(dtype=float)
     reemit_prob: wp.array2d(dtype=float)
     reemit_icdf: wp.array2d(dtype=float)  # wavelength at cumulative probability j / (ncdf - 1)
     reemit_tau: wp.array(dtype=float)
+    reemit_delta: wp.array(dtype=int)  # 1: fixed delay tau, 0: exponential
+    reemit_red: wp.array(dtype=int)  # 1: re-emitted wavelength never shorter (WLS)
     s_detect: wp.array2d(dtype=float)
     s_absorb: wp.array2d(dtype=float)
     s_rdiff: wp.array2d(dtype=float)
     s_rspec: wp.array2d(dtype=float)
+    s_trans: wp.array2d(dtype=float)
+    s_model: wp.array(dtype=int)
 
 
 @wp.struct
@@ -95,15 +112,22 @@ class Analytic:
 
 
 @wp.struct
-class MeshGeo:
-    """A ``wp.Mesh`` plus per-triangle materials, surface and solid, and the solid -> channel map."""
+class SceneGeo:
+    """Instanced meshes: a BVH over instance world bounds, one ``wp.Mesh`` per shape (own frame),
+    and per instance its transform (x_world = lin @ x + offset, ``inv`` = lin^-1), materials,
+    exit/enter surfaces and channel."""
 
-    mesh: wp.uint64
+    top: wp.uint64
+    meshes: wp.array(dtype=wp.uint64)
+    shape: wp.array(dtype=int)
+    lin: wp.array(dtype=wp.mat33)
+    inv: wp.array(dtype=wp.mat33)
+    offset: wp.array(dtype=wp.vec3)
     mat_in: wp.array(dtype=int)
     mat_out: wp.array(dtype=int)
-    surface: wp.array(dtype=int)
-    solid: wp.array(dtype=int)
-    solid_channel: wp.array(dtype=int)
+    surf_exit: wp.array(dtype=int)
+    surf_enter: wp.array(dtype=int)
+    channel: wp.array(dtype=int)
 
 
 @wp.struct
@@ -388,6 +412,31 @@ def find_pmt(g: Analytic, q: wp.vec3) -> int:
     return found
 
 
+@wp.func
+def scene_hit(g: SceneGeo, p: wp.vec3, d: wp.vec3) -> tuple[int, float, wp.vec3]:
+    """Nearest boundary along p + t d: (instance or -1, t, outward world normal there).
+
+    The top-level BVH yields the instances whose bounds the ray crosses closer than the best hit
+    so far; each is queried in its own frame (the local ray has the same parameter t).
+    """
+    best = float(1.0e30)
+    inst = int(-1)
+    nrm = wp.vec3(0.0, 0.0, 1.0)
+    q = wp.bvh_query_ray(g.top, p, d)
+    i = int(0)
+    while wp.bvh_query_next(q, i, best):
+        a_inv = g.inv[i]
+        lp = a_inv @ (p - g.offset[i])
+        ld = a_inv @ d
+        h = wp.mesh_query_ray(g.meshes[g.shape[i]], lp, ld, best)
+        if h.result:
+            if h.t < best:
+                best = h.t
+                inst = i
+                nrm = wp.transpose(a_inv) @ h.normal
+    return inst, best, wp.normalize(nrm)
+
+
 # ------------------------------------------------------------------------------------------
 # Boundary physics
 
@@ -448,7 +497,7 @@ def fresnel(d: wp.vec3, pol: wp.vec3, nf: wp.vec3, n1: float, n2: float,
 
 
 @wp.kernel
-def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: MeshGeo, mode: int,
+def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, scn: SceneGeo, mode: int,
               seed: int, first_index: int, offset: int, count: int, per_task: int, max_steps: int,
               write_all: int):
     """Photons offset + [tid * per_task, (tid + 1) * per_task) of the chunk, capped at offset + count.
@@ -514,17 +563,19 @@ def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: 
                     m_out = ana.mat_out
                     surf = ana.wall_surface
             else:
-                q = wp.mesh_query_ray(msh.mesh, pos, d, 1.0e30)
-                if q.result:
+                inst, th, nw = scene_hit(scn, pos, d)
+                if inst >= 0:
                     found = 1
-                    dist = q.t
-                    n_out = wp.normalize(q.normal)
-                    m_in = msh.mat_in[q.face]
-                    m_out = msh.mat_out[q.face]
-                    surf = msh.surface[q.face]
-                    chan = msh.solid_channel[msh.solid[q.face]]
+                    dist = th
+                    n_out = nw
+                    m_in = scn.mat_in[inst]
+                    m_out = scn.mat_out[inst]
+                    chan = scn.channel[inst]
                     if wp.dot(d, n_out) > 0.0:
                         exiting = 1
+                        surf = scn.surf_exit[inst]
+                    else:
+                        surf = scn.surf_enter[inst]
             if found == 0:
                 flags = flags | F_NO_HIT
                 live = 0
@@ -537,7 +588,7 @@ def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: 
                 m2 = m_out
                 nf = -n_out
             wi, ww = wl_cell(wl, opt.wl0, opt.inv_dwl, opt.nwl)
-            n1 = lerp_row(opt.rindex, m1, wi, ww)
+            vg = lerp_row(opt.groupvel, m1, wi, ww)
             # --- bulk: absorption and Rayleigh in material m1
             u1, s = uniform_open(s)
             u2, s = uniform_open(s)
@@ -545,65 +596,109 @@ def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: 
             d_sca = -lerp_row(opt.scatlen, m1, wi, ww) * wp.log(u2)
             if d_abs <= d_sca and d_abs < dist:
                 pos = pos + d_abs * d
-                t = t + d_abs * n1 / C_MM_PER_NS
+                t = t + d_abs / vg
                 if wp.randf(s) < lerp_row(opt.reemit_prob, m1, wi, ww):
                     ncdf = opt.reemit_icdf.shape[1]
-                    f = wp.randf(s) * float(ncdf - 1)
-                    j = wp.min(int(f), ncdf - 2)
-                    w = f - float(j)
-                    wl = opt.reemit_icdf[m1, j] * (1.0 - w) + opt.reemit_icdf[m1, j + 1] * w
-                    d, s = isotropic(s)
-                    pol, s = random_perpendicular(d, s)
-                    u3, s = uniform_open(s)
-                    t = t - opt.reemit_tau[m1] * wp.log(u3)
-                    flags = flags | F_BULK_REEMIT
-                    continue
+                    new_wl = float(0.0)
+                    accepted = int(0)
+                    tries = int(0)
+                    while accepted == 0 and tries < REEMIT_TRIES:
+                        tries += 1
+                        f = wp.randf(s) * float(ncdf - 1)
+                        j = wp.min(int(f), ncdf - 2)
+                        w = f - float(j)
+                        new_wl = opt.reemit_icdf[m1, j] * (1.0 - w) + opt.reemit_icdf[m1, j + 1] * w
+                        if opt.reemit_red[m1] == 0 or new_wl >= wl:
+                            accepted = 1
+                    if accepted == 1:
+                        wl = new_wl
+                        d, s = isotropic(s)
+                        pol, s = random_perpendicular(d, s)
+                        if opt.reemit_delta[m1] == 1:
+                            t = t + opt.reemit_tau[m1]
+                        else:
+                            u3, s = uniform_open(s)
+                            t = t - opt.reemit_tau[m1] * wp.log(u3)
+                        flags = flags | F_BULK_REEMIT
+                        continue
                 flags = flags | F_BULK_ABSORB
                 live = 0
                 break
             if d_sca < d_abs and d_sca < dist:
                 pos = pos + d_sca * d
-                t = t + d_sca * n1 / C_MM_PER_NS
+                t = t + d_sca / vg
                 d, pol, s = rayleigh(d, pol, s)
                 flags = flags | F_RAYLEIGH_SCATTER
                 continue
             pos = pos + dist * d
-            t = t + dist * n1 / C_MM_PER_NS
-            # --- at the boundary (the analytic PMT lookup is only needed here)
+            t = t + dist / vg
+            # --- at the boundary. Geant4 kills a photon in a medium without refractive index here.
+            if opt.opaque[m1] == 1:
+                flags = flags | F_NO_HIT
+                live = 0
+                break
             if mode == MODE_ANALYTIC:
-                k = find_pmt(ana, pos)
+                k = find_pmt(ana, pos)  # the analytic PMT lookup is only needed here
                 if k >= 0:
                     surf = ana.pmt_surface
                     chan = k
-            side = int(0)  # +1: continue on the far side, -1: back on the near side
+            model = MODEL_DIELECTRIC
             if surf >= 0:
+                model = opt.s_model[surf]
+            side = int(0)  # +1: continue on the far side, -1: back on the near side
+            fresnel_now = int(0)
+            if model == MODEL_DIELECTRIC and m1 == m2:
+                side = 1  # Geant4: a dielectric boundary between equal materials does nothing
+            elif model == MODEL_DIELECTRIC and opt.opaque[m2] == 1:
+                flags = flags | F_NO_HIT  # the far side has no refractive index (NoRINDEX)
+                live = 0
+                break
+            elif surf >= 0:
                 u = wp.randf(s)
                 p_abs = lerp_row(opt.s_absorb, surf, wi, ww)
-                p_det = lerp_row(opt.s_detect, surf, wi, ww)
-                p_dif = lerp_row(opt.s_rdiff, surf, wi, ww)
-                p_spe = lerp_row(opt.s_rspec, surf, wi, ww)
+                p_det = p_abs + lerp_row(opt.s_detect, surf, wi, ww)
+                p_dif = p_det + lerp_row(opt.s_rdiff, surf, wi, ww)
+                p_spe = p_dif + lerp_row(opt.s_rspec, surf, wi, ww)
+                p_tra = p_spe + lerp_row(opt.s_trans, surf, wi, ww)
                 if u < p_abs:
                     flags = flags | F_SURFACE_ABSORB
                     live = 0
                     break
-                if u < p_abs + p_det:
+                if u < p_det:
                     flags = flags | F_SURFACE_DETECT
                     channel = chan
                     live = 0
                     break
-                if u < p_abs + p_det + p_dif:
+                if u < p_dif:
                     d, s = lambertian(nf, s)
                     pol, s = random_perpendicular(d, s)
                     flags = flags | F_REFLECT_DIFFUSE
                     side = -1
-                elif u < p_abs + p_det + p_dif + p_spe:
+                elif u < p_spe:
                     d = wp.normalize(d - 2.0 * wp.dot(d, nf) * nf)
                     pol = wp.normalize(pol - 2.0 * wp.dot(pol, nf) * nf)
                     flags = flags | F_REFLECT_SPECULAR
                     side = -1
+                elif u < p_tra:
+                    side = 1  # straight on, direction and polarisation unchanged
+                elif model == MODEL_METAL:
+                    flags = flags | F_SURFACE_ABSORB  # what a metal does not reflect it absorbs
+                    live = 0
+                    break
                 else:
-                    surf = -1  # the remaining probability: a bare dielectric boundary
-            if surf < 0:
+                    fresnel_now = 1  # the remaining probability: a bare dielectric boundary
+            else:
+                fresnel_now = 1
+            if side == 1 and opt.opaque[m2] == 1:
+                flags = flags | F_NO_HIT
+                live = 0
+                break
+            if fresnel_now == 1:
+                if opt.opaque[m2] == 1:
+                    flags = flags | F_NO_HIT
+                    live = 0
+                    break
+                n1 = lerp_row(opt.rindex, m1, wi, ww)
                 n2 = lerp_row(opt.rindex, m2, wi, ww)
                 tr = int(0)
                 d, pol, tr, s = fresnel(d, pol, nf, n1, n2, s)
@@ -619,7 +714,7 @@ def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: 
                 break
             # step off the surface towards the side the photon now travels in
             eps = 1.0e-3 + 8.0e-6 * (wp.abs(pos[0]) + wp.abs(pos[1]) + wp.abs(pos[2]))
-            if mode == MODE_MESH:
+            if mode == MODE_SCENE:
                 if side == 1:
                     pos = pos - eps * nf
                 else:
@@ -647,8 +742,6 @@ def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, msh: 
             out.y[i] = pos[1]
             out.z[i] = pos[2]
             out.steps[i] = steps
-
-
 
 
 @wp.kernel

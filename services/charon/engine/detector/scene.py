@@ -1,0 +1,244 @@
+"""Instanced triangle geometry: the form an imported (GDML) detector takes in the engine.
+
+A detector built in Geant4 is a tree of placed volumes. Flattened, it is a list of *instances*:
+each the closed triangle mesh of one solid (a *shape*, in its own frame, stored once however often
+it is placed) with a placement transform, the material inside and outside it, the optical surface
+a photon meets leaving it (``surf_exit``) and entering it (``surf_enter``) as Geant4's precedence
+rules resolve them for that placement, and the PMT channel it belongs to (or -1). Memory therefore
+grows with distinct solids plus placements, not with triangles times PMTs.
+
+Triangles are wound counter-clockwise seen from outside (outward normals); a transform may mirror
+(negative determinant), and normals are carried through its inverse transpose, so they stay
+outward. Material and surface indices refer to the detector's sorted name lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+F32 = npt.NDArray[np.float32]
+F64 = npt.NDArray[np.float64]
+I32 = npt.NDArray[np.int32]
+I64 = npt.NDArray[np.int64]
+
+_INSTANCE_FIELDS = ("shape", "mat_in", "mat_out", "surf_exit", "surf_enter", "channel", "volume")
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    """Shapes (concatenated local meshes) and their instances; see the module docstring."""
+
+    vertices: F32            # (NV, 3) every shape's vertices, mm, shape frames
+    triangles: I32           # (NT, 3) vertex indices local to the shape's own vertex block
+    shape_vertex_start: I64  # (S + 1,) shape s owns vertices [start[s], start[s + 1])
+    shape_triangle_start: I64  # (S + 1,)
+    transform: F64           # (I, 3, 4) shape frame -> world: x_world = A @ x + b
+    shape: I32               # (I,) shape of each instance
+    mat_in: I32
+    mat_out: I32
+    surf_exit: I32           # surface met leaving the instance (-1: none)
+    surf_enter: I32          # surface met entering it (-1: none)
+    channel: I32             # PMT channel (-1: none)
+    volume: I32              # index into volume_names (for display and diagnostics)
+    volume_names: tuple[str, ...]
+    shape_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        v = np.ascontiguousarray(self.vertices, dtype=np.float32).reshape(-1, 3)
+        t = np.ascontiguousarray(self.triangles, dtype=np.int32).reshape(-1, 3)
+        vs = np.ascontiguousarray(self.shape_vertex_start, dtype=np.int64).reshape(-1)
+        ts = np.ascontiguousarray(self.shape_triangle_start, dtype=np.int64).reshape(-1)
+        xf = np.ascontiguousarray(self.transform, dtype=np.float64).reshape(-1, 3, 4)
+        if not np.all(np.isfinite(v)) or not np.all(np.isfinite(xf)):
+            raise ValueError("scene vertices and transforms must be finite")
+        n_shapes = vs.shape[0] - 1
+        if n_shapes < 0 or ts.shape[0] != n_shapes + 1:
+            raise ValueError("shape_vertex_start and shape_triangle_start need one entry per shape plus one")
+        if vs[0] != 0 or ts[0] != 0 or vs[-1] != v.shape[0] or ts[-1] != t.shape[0] \
+                or np.any(np.diff(vs) < 0) or np.any(np.diff(ts) < 0):
+            raise ValueError("shape offsets must rise from 0 to the vertex and triangle counts")
+        counts = np.diff(vs)
+        owner = np.repeat(np.arange(n_shapes), np.diff(ts))
+        if t.size and (t.min() < 0 or np.any(t.max(axis=1) >= counts[owner])):
+            raise ValueError("a triangle refers to a vertex outside its shape")
+        n_inst = xf.shape[0]
+        for name in _INSTANCE_FIELDS:
+            col = np.ascontiguousarray(getattr(self, name), dtype=np.int32).reshape(-1)
+            if col.shape[0] != n_inst:
+                raise ValueError(f"instance {name} must have {n_inst} entries, got {col.shape[0]}")
+            col.flags.writeable = False
+            object.__setattr__(self, name, col)
+        if n_inst and (self.shape.min() < 0 or self.shape.max() >= n_shapes):
+            raise ValueError(f"instance shape index out of range 0..{n_shapes - 1}")
+        if n_inst and (self.volume.min() < 0 or self.volume.max() >= len(self.volume_names)):
+            raise ValueError("instance volume index out of range of volume_names")
+        if len(self.shape_names) != n_shapes:
+            raise ValueError(f"{n_shapes} shapes but {len(self.shape_names)} shape names")
+        dets = np.linalg.det(xf[:, :, :3]) if n_inst else np.zeros(0)
+        if np.any(np.abs(dets) < 1e-12):
+            raise ValueError("an instance transform is singular")
+        for a in (v, t, vs, ts, xf):
+            a.flags.writeable = False
+        object.__setattr__(self, "vertices", v)
+        object.__setattr__(self, "triangles", t)
+        object.__setattr__(self, "shape_vertex_start", vs)
+        object.__setattr__(self, "shape_triangle_start", ts)
+        object.__setattr__(self, "transform", xf)
+        object.__setattr__(self, "volume_names", tuple(self.volume_names))
+        object.__setattr__(self, "shape_names", tuple(self.shape_names))
+
+    # -- sizes --------------------------------------------------------------------------------
+
+    @property
+    def n_shapes(self) -> int:
+        return int(self.shape_vertex_start.shape[0] - 1)
+
+    @property
+    def n_instances(self) -> int:
+        return int(self.transform.shape[0])
+
+    @property
+    def n_triangles(self) -> int:
+        """Triangles stored (each shape once)."""
+        return int(self.triangles.shape[0])
+
+    @property
+    def n_placed_triangles(self) -> int:
+        """Triangles a flattened copy would hold (every instance's shape)."""
+        return int(np.diff(self.shape_triangle_start)[self.shape].sum())
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.channel.max()) + 1 if self.channel.size else 0
+
+    def shape_mesh(self, s: int) -> tuple[F32, I32]:
+        """The vertices and triangles of shape ``s`` (its own frame, local indices)."""
+        v0, v1 = self.shape_vertex_start[s], self.shape_vertex_start[s + 1]
+        t0, t1 = self.shape_triangle_start[s], self.shape_triangle_start[s + 1]
+        return self.vertices[v0:v1], self.triangles[t0:t1]
+
+    def world_bounds(self) -> tuple[F64, F64]:
+        """(I, 3) lower and upper corners of every instance's world bounding box."""
+        lo = np.zeros((self.n_instances, 3))
+        hi = np.zeros((self.n_instances, 3))
+        for s in range(self.n_shapes):
+            rows = np.flatnonzero(self.shape == s)
+            if rows.size == 0:
+                continue
+            v, _ = self.shape_mesh(s)
+            if v.shape[0] == 0:
+                lo[rows] = hi[rows] = self.transform[rows, :, 3]
+                continue
+            a = self.transform[rows, :, :3]
+            b = self.transform[rows, :, 3]
+            # Corners of the local box, transformed: bounds the transformed mesh.
+            vlo, vhi = v.min(axis=0).astype(np.float64), v.max(axis=0).astype(np.float64)
+            centre, half = 0.5 * (vlo + vhi), 0.5 * (vhi - vlo)
+            c = np.einsum("nij,j->ni", a, centre) + b
+            r = np.einsum("nij,j->ni", np.abs(a), half)
+            lo[rows] = c - r
+            hi[rows] = c + r
+        return lo, hi
+
+    def world_mesh(self, instances: Sequence[int] | None = None) -> tuple[F64, I32, I32]:
+        """Flattened world-space triangles (vertices, triangles, instance of each triangle), for
+        display and tests; the engine never flattens."""
+        rows = range(self.n_instances) if instances is None else instances
+        vs: list[F64] = []
+        fs: list[I32] = []
+        owner: list[I32] = []
+        base = 0
+        for i in rows:
+            v, f = self.shape_mesh(int(self.shape[i]))
+            a, b = self.transform[i, :, :3], self.transform[i, :, 3]
+            w = v.astype(np.float64) @ a.T + b
+            ff = f if np.linalg.det(a) > 0 else f[:, [0, 2, 1]]
+            vs.append(w)
+            fs.append(ff + base)
+            owner.append(np.full(f.shape[0], i, np.int32))
+            base += v.shape[0]
+        if not vs:
+            return np.zeros((0, 3)), np.zeros((0, 3), np.int32), np.zeros(0, np.int32)
+        return np.concatenate(vs), np.concatenate(fs).astype(np.int32), np.concatenate(owner)
+
+    def check_indices(self, n_materials: int, n_surfaces: int) -> None:
+        """Raise ValueError unless every material/surface index exists in the detector."""
+        if self.n_instances == 0:
+            return
+        top = max(int(self.mat_in.max()), int(self.mat_out.max()))
+        if min(int(self.mat_in.min()), int(self.mat_out.min())) < 0 or top >= n_materials:
+            raise ValueError(f"scene uses material {top} but the detector has {n_materials}")
+        for name in ("surf_exit", "surf_enter"):
+            a = getattr(self, name)
+            if int(a.min()) < -1 or int(a.max()) >= n_surfaces:
+                raise ValueError(f"scene {name} index out of range -1..{n_surfaces - 1}")
+        if int(self.channel.min()) < -1:
+            raise ValueError("scene channel indices must be >= -1")
+
+    def to_canonical(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
+        """(JSON-able header, named arrays) with fixed dtypes: the input of the fingerprint."""
+        header = {"kind": "scene", "n_shapes": self.n_shapes, "n_instances": self.n_instances,
+                  "volume_names": list(self.volume_names), "shape_names": list(self.shape_names)}
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "vertices": self.vertices.astype("<f4"),
+            "triangles": self.triangles.astype("<i4"),
+            "shape_vertex_start": self.shape_vertex_start.astype("<i8"),
+            "shape_triangle_start": self.shape_triangle_start.astype("<i8"),
+            "transform": self.transform.astype("<f8"),
+        }
+        for name in _INSTANCE_FIELDS:
+            arrays[name] = getattr(self, name).astype("<i4")
+        return header, arrays
+
+    @classmethod
+    def from_canonical(cls, header: dict[str, Any], arrays: dict[str, npt.NDArray[Any]]) -> Scene:
+        try:
+            return cls(
+                vertices=arrays["vertices"], triangles=arrays["triangles"],
+                shape_vertex_start=arrays["shape_vertex_start"],
+                shape_triangle_start=arrays["shape_triangle_start"], transform=arrays["transform"],
+                shape=arrays["shape"], mat_in=arrays["mat_in"], mat_out=arrays["mat_out"],
+                surf_exit=arrays["surf_exit"], surf_enter=arrays["surf_enter"], channel=arrays["channel"],
+                volume=arrays["volume"],
+                volume_names=tuple(str(n) for n in header["volume_names"]),
+                shape_names=tuple(str(n) for n in header["shape_names"]),
+            )
+        except KeyError as exc:
+            raise ValueError(f"scene lacks {exc.args[0]!r}") from None
+
+
+def scene_from_triangles(vertices: npt.ArrayLike, triangles: npt.ArrayLike, *, mat_in: npt.ArrayLike,
+                         mat_out: npt.ArrayLike, surface: npt.ArrayLike, channel: npt.ArrayLike,
+                         name: str = "mesh") -> Scene:
+    """A scene from per-triangle tags (a :class:`charon.engine.mesh.MeshGeometry`'s form): one shape
+    and one identity-placed instance per distinct (materials, surface, channel) group."""
+    v = np.asarray(vertices, np.float32).reshape(-1, 3)
+    f = np.asarray(triangles, np.int32).reshape(-1, 3)
+    tags = np.stack([np.asarray(a, np.int32).reshape(-1) for a in (mat_in, mat_out, surface, channel)], axis=1)
+    groups, inverse = np.unique(tags, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    verts: list[F32] = []
+    tris: list[I32] = []
+    vstart = [0]
+    tstart = [0]
+    for g in range(groups.shape[0]):
+        sel = f[inverse == g]
+        used, local = np.unique(sel.reshape(-1), return_inverse=True)
+        verts.append(v[used])
+        tris.append(local.reshape(-1, 3).astype(np.int32))
+        vstart.append(vstart[-1] + used.shape[0])
+        tstart.append(tstart[-1] + sel.shape[0])
+    n = groups.shape[0]
+    eye = np.tile(np.hstack([np.eye(3), np.zeros((3, 1))]), (n, 1, 1))
+    return Scene(
+        np.concatenate(verts) if verts else np.zeros((0, 3), np.float32),
+        np.concatenate(tris) if tris else np.zeros((0, 3), np.int32),
+        np.asarray(vstart), np.asarray(tstart), eye, np.arange(n, dtype=np.int32),
+        groups[:, 0], groups[:, 1], groups[:, 2], groups[:, 2], groups[:, 3], np.zeros(n, np.int32),
+        volume_names=(name,), shape_names=tuple(f"{name}#{g}" for g in range(n)),
+    )
