@@ -79,6 +79,16 @@ class Photons:
     def metadata(self) -> bytes:
         return np.array([self.event_id, len(self)], dtype=_U4).tobytes()
 
+    def columns(self) -> tuple[npt.NDArray[Any], ...]:
+        """The twelve columns in PHOTONDATA order."""
+        return tuple(getattr(self, name) for name in tokens.PHOTON_FIELDS)
+
+    def digest(self) -> int:
+        """The 64-bit digest of the photon data that keys this event's random streams."""
+        from charon.engine.optics import photons_digest
+
+        return photons_digest(self.columns())
+
 
 @dataclass(frozen=True, slots=True)
 class Hits:

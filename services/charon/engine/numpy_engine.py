@@ -6,7 +6,7 @@ every live photon. It runs anywhere numpy does and is the reference the compiled
 against, so clarity wins over speed where they conflict. The model is described in docs/physics.md.
 
 Reproducibility: every random number a photon uses is ``optics.uniform(key, counter)`` with its key
-from (seed, event id, photon index) and ``counter = (step + 1) * DRAWS_PER_STEP + slot`` (step -1 =
+from (seed, event id and digest, photon index) and ``counter = (step + 1) * DRAWS_PER_STEP + slot`` (step -1 =
 set-up), so a photon's history does not depend on what else is in the batch or chunk.
 """
 
@@ -167,7 +167,8 @@ class NumpySimulator:
             return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
         cols = {name: column(name) for name in tokens.PHOTON_FIELDS}
-        keys = np.concatenate([optics.photon_keys(self.seed, batch[ev].event_id, np.arange(a, b))
+        digests = {ev: batch[ev].digest() for ev, _, _ in pieces}
+        keys = np.concatenate([optics.photon_keys(self.seed, batch[ev].event_id, np.arange(a, b), digests[ev])
                                for ev, a, b in pieces])
         state = self.propagate(cols, keys)
         order = np.argsort(state.hit_rows, kind="stable")

@@ -1,19 +1,24 @@
 """Optical physics formulas shared by the photon engines, as plain vectorised numpy functions.
 
-Every engine draws the same random numbers and applies the same formulas, so these functions are
-both the NumPy engine's building blocks and the reference that kernels on other back ends are tested
-against. All vectors are float64 arrays of shape (N, 3); unit vectors in, unit vectors out.
+These are the NumPy engine's building blocks and the reference the compiled kernels are tested
+against: every engine applies the same formulas. All vectors are float64 arrays of shape (N, 3);
+unit vectors in, unit vectors out.
 
-Random numbers are counter-based (no generator state): ``uniform(key, counter)`` hashes a 64-bit
-per-photon key, derived from (seed, event id, photon index), together with a draw counter. A
-photon's numbers therefore do not depend on which other photons share its batch, chunk, thread or
-device. The hash is splitmix64's finaliser ("mix64"), which any back end with wrapping 64-bit
-integer arithmetic computes bit for bit.
+Random numbers depend only on the photon, never on the batch, chunk, thread or device that
+simulates it. Every engine keys a photon's stream by (seed, event, photon index), where the event
+is its id *and a digest of its photon data* (:func:`photons_digest`): RAT restarts event ids at
+every run, and with ids alone every run would draw the same numbers; identical resends keep
+identical digests, so they still give identical hits. The NumPy engine draws counter-based
+numbers (``uniform(key, counter)`` hashes a 64-bit per-photon key with a draw counter through
+splitmix64's finaliser, "mix64", which any back end with wrapping 64-bit arithmetic computes bit
+for bit); the Warp engine seeds Warp's own per-thread generator from the same event key, so the
+two engines agree statistically, not number for number.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -52,16 +57,39 @@ def mix64(z: U64) -> U64:
     return np.asarray(z ^ (z >> np.uint64(31)))
 
 
-def event_key(seed: int, event_id: int) -> int:
-    """The 64-bit key of one event's photon streams: mix64(mix64(seed + GOLDEN) ^ event_id)."""
-    return mix64_int(mix64_int(seed + GOLDEN) ^ (event_id & _MASK64))
+def event_key(seed: int, event_id: int, digest: int = 0) -> int:
+    """The 64-bit key of one event's photon streams:
+    mix64(mix64(mix64(seed + GOLDEN) ^ event_id) ^ digest), ``digest`` from :func:`photons_digest`."""
+    key = mix64_int(mix64_int(seed + GOLDEN) ^ (event_id & _MASK64))
+    return mix64_int(key ^ (digest & _MASK64)) if digest else key
 
 
-def photon_keys(seed: int, event_id: int, index: npt.ArrayLike) -> U64:
+def photon_keys(seed: int, event_id: int, index: npt.ArrayLike, digest: int = 0) -> U64:
     """Per-photon keys: mix64(event_key + (index + 1) * GOLDEN)."""
     i = np.asarray(index, dtype=np.uint64).reshape(-1)
-    base = np.full(i.shape, event_key(seed, event_id), dtype=np.uint64)
+    base = np.full(i.shape, event_key(seed, event_id, digest), dtype=np.uint64)
     return mix64(base + (i + np.uint64(1)) * np.uint64(GOLDEN))
+
+
+#: Bytes of each column, at each end, that enter an event's digest: cost independent of its size.
+DIGEST_SAMPLE_BYTES: Final = 256
+
+
+def photons_digest(columns: Sequence[npt.NDArray[Any]]) -> int:
+    """A 64-bit digest of an event's photon columns (count and both ends of every column), never 0.
+
+    Two events with the same id but different photons (a new run) get different streams; a resend
+    of the same photons gets the same ones.
+    """
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=8)
+    for col in columns:
+        raw = np.ascontiguousarray(col).view(np.uint8).reshape(-1)
+        h.update(len(raw).to_bytes(8, "little"))
+        h.update(raw[:DIGEST_SAMPLE_BYTES].tobytes())
+        h.update(raw[-DIGEST_SAMPLE_BYTES:].tobytes())
+    return int.from_bytes(h.digest(), "little") or 1
 
 
 def uniform(keys: U64, counter: int | npt.NDArray[np.integer[Any]]) -> F64:

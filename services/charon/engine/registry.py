@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from charon.engine.base import Simulator
+from typing import TYPE_CHECKING
+
 from charon.errors import ConfigError
 from charon.settings import EngineSettings
+
+if TYPE_CHECKING:
+    from charon.engine.base import Simulator
+    from charon.engine.detector import Detector
 
 
 def make_simulator(engine: EngineSettings) -> Simulator:
@@ -14,9 +19,7 @@ def make_simulator(engine: EngineSettings) -> Simulator:
 
         return ChromaSimulator.from_settings(engine)
 
-    from charon.engine.detector import load_detector
-
-    detector = load_detector(engine.detector)
+    detector = detector_for(engine)
     if engine.backend == "echo":
         from charon.engine.echo import EchoSimulator
 
@@ -43,3 +46,20 @@ def make_simulator(engine: EngineSettings) -> Simulator:
             cuda_device=engine.cuda_device,
         )
     raise ConfigError(f"invalid setting engine.backend = {engine.backend!r}")
+
+
+def detector_for(engine: EngineSettings) -> Detector:
+    """The detector the settings name: the reference, a ``.npz`` file, or a GDML file imported (and
+    cached) with ``engine.ratdb`` / ``engine.pmt_volume``."""
+    from charon.engine.detector import load_detector
+
+    path = engine.detector
+    if path is not None and path.suffix.lower() == ".gdml":
+        try:
+            from charon.importer import ImportOptions, imported_detector
+        except ImportError as exc:
+            raise ConfigError(f"importing GDML needs the worker extra: pip install 'charon[worker]' ({exc})") from None
+        options = ImportOptions(ratdb=engine.ratdb, world=engine.world, pmt_volume=engine.pmt_volume,
+                                chord_mm=engine.chord_mm)
+        return imported_detector(path, options, engine.detector_cache_dir)
+    return load_detector(path)

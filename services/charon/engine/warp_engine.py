@@ -1,12 +1,15 @@
 """charon's built-in photon engine: the Warp kernels of ``warp_kernels`` driven over chunks and threads.
 
-Why this layer exists: a request may hold 1e7 photons, a worker has a few CPU cores or one GPU,
-and results must not depend on how the work is cut. So photons go through the kernel in chunks of
-``chunk_photons`` (bounded memory); on the CPU each chunk is split into contiguous sub-ranges
-launched from a fixed pool of Python threads (Warp's CPU launches run on one core and release the
-GIL); hits are compacted on the device (prefix sum + scatter) and only they are copied back. Every
-photon's random stream is ``wp.rand_init(event_seed, photon_index)``, with ``event_seed`` derived
-from (seed, event id), so the output is bit-identical for any thread count and chunk size.
+Why this layer exists: a request may hold 1e7 photons or 1e3, a worker has a few CPU cores or one
+GPU, and results must not depend on how the work is cut. All events of a ``simulate`` call go
+through the kernel as one pass (small events would leave a GPU idle and pay the launch costs once
+each), cut into chunks of ``chunk_photons`` (bounded memory); on the CPU each chunk is split into
+contiguous sub-ranges launched from a fixed pool of Python threads (Warp's CPU launches run on one
+core and release the GIL); hits are compacted on the device (prefix sum + scatter), only they are
+copied back, and they are split per event. Every photon's random stream is
+``wp.rand_init(event_seed, photon_index)``, with ``event_seed`` derived from (seed, event id,
+digest of the event's photons), so the output is bit-identical for any grouping of events, thread
+count and chunk size.
 """
 
 from __future__ import annotations
@@ -88,9 +91,9 @@ def cuda_available() -> bool:
     return bool(wp.get_cuda_device_count() > 0)
 
 
-def event_seed(seed: int, event_id: int) -> int:
-    """The int32 seed of one event's photon streams, from the shared (seed, event id) key."""
-    k = event_key(seed, event_id)
+def event_seed(seed: int, event_id: int, digest: int = 0) -> int:
+    """The int32 seed of one event's photon streams, from the shared (seed, event id, digest) key."""
+    k = event_key(seed, event_id, digest)
     folded = (k ^ (k >> 32)) & 0xFFFFFFFF
     return folded - (1 << 32) if folded >= (1 << 31) else folded
 
@@ -244,7 +247,7 @@ class FinalState:
 _OUT_FIELDS = (("channel", np.int32), ("dx", np.float32), ("dy", np.float32), ("dz", np.float32),
                ("px", np.float32), ("py", np.float32), ("pz", np.float32), ("wl", np.float32),
                ("t", np.float32), ("flags", np.uint32), ("x", np.float32), ("y", np.float32),
-               ("z", np.float32), ("steps", np.int32), ("is_hit", np.int32))
+               ("z", np.float32), ("steps", np.int32), ("is_hit", np.int32), ("row", np.int32))
 _IN_FIELDS = ("x", "y", "z", "dx", "dy", "dz", "px", "py", "pz", "wl", "t", "flags")
 
 
@@ -406,13 +409,14 @@ class WarpSimulator:
         return self.detector.info()
 
     def simulate(self, batch: Sequence[Photons]) -> list[Hits]:
+        """Every event of ``batch`` in one pass (see the module docstring); hits per event, in order."""
         with self._lock:
-            return [self._run(ph, keep_all=False)[0] for ph in batch]
+            return self._run(batch, keep_all=False)[0]
 
     def propagate(self, photons: Photons) -> FinalState:
         """Every photon's final state (not just hits): for tests and diagnostics."""
         with self._lock:
-            state = self._run(photons, keep_all=True)[1]
+            state = self._run([photons], keep_all=True)[1]
         assert state is not None
         return state
 
@@ -443,21 +447,27 @@ class WarpSimulator:
         self._out, self._out_arrays, self._out_size = out, arrays, size
         self._index = wp.empty(size, dtype=wp.int32, device=self.device)
 
-    def _inputs(self, ph: Photons, a: int, b: int) -> Any:
+    def _inputs(self, cols: Sequence[npt.NDArray[Any]], ev: npt.NDArray[np.int32], a: int, b: int) -> Any:
         wp = self._wp
         inp = self._k.PhotonsIn()
-        cols = (ph.x, ph.y, ph.z, ph.dx, ph.dy, ph.dz, ph.polx, ph.poly, ph.polz, ph.wavelength, ph.time,
-                ph.flags)
         keep = []
-        for name, col in zip(_IN_FIELDS, cols, strict=True):
-            dt = wp.uint32 if name == "flags" else wp.float32
-            host = np.ascontiguousarray(col[a:b], dtype=np.uint32 if name == "flags" else np.float32)
+        for name, col in zip((*_IN_FIELDS, "ev"), (*cols, ev), strict=True):
+            dt = {"flags": wp.uint32, "ev": wp.int32}.get(name, wp.float32)
+            host = np.ascontiguousarray(col[a:b], dtype={"flags": np.uint32, "ev": np.int32}.get(name, np.float32))
             arr = wp.array(host, dtype=dt, device=self.device, copy=self.device != "cpu")
             keep.append(arr)
             setattr(inp, name, arr)
         return inp, keep
 
-    def _launch(self, inp: Any, n: int, seed: int, first: int, write_all: bool = False) -> None:
+    def _events(self, batch: Sequence[Photons], starts: npt.NDArray[np.int64]) -> tuple[Any, list[Any]]:
+        ev = self._k.Events()
+        seeds = np.array([event_seed(self.seed, ph.event_id, ph.digest()) for ph in batch], np.int32)
+        keep = [self._wp.array(seeds, dtype=self._wp.int32, device=self.device),
+                self._wp.array(starts[:-1].astype(np.int32), dtype=self._wp.int32, device=self.device)]
+        ev.seed, ev.start = keep
+        return ev, keep
+
+    def _launch(self, inp: Any, events: Any, n: int, first: int, write_all: bool = False) -> None:
         wp, k = self._wp, self._k
         mode = 1 if self.geometry == "mesh" else 0
 
@@ -465,7 +475,7 @@ class WarpSimulator:
 
         def run(offset: int, count: int) -> None:
             wp.launch(k.propagate, dim=1 if cpu else count, device=self.device,
-                      inputs=[inp, self._out, self._optics, self._analytic, self._scene, mode, seed, first,
+                      inputs=[inp, self._out, self._optics, self._analytic, self._scene, mode, events, first,
                               offset, count, count if cpu else 1, self.max_steps, int(write_all)])
 
         if self._pool is None or n < PARALLEL_MIN_PHOTONS:
@@ -477,21 +487,38 @@ class WarpSimulator:
         for f in futures:
             f.result()
 
-    def _run(self, ph: Photons, keep_all: bool) -> tuple[Hits, FinalState | None]:
-        n = len(ph)
-        seed = event_seed(self.seed, ph.event_id)
-        hit_parts: list[Hits] = []
+    def _run(self, batch: Sequence[Photons], keep_all: bool) -> tuple[list[Hits], FinalState | None]:
+        if not batch:
+            return [], None
+        sizes = np.array([len(ph) for ph in batch], np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        n = int(starts[-1])
+        if n >= 2**31:
+            raise ValueError(f"one engine pass holds at most 2**31 - 1 photons, got {n}")
+        # One event: its own columns, no copy. Several: one concatenated copy for the pass.
+        if len(batch) == 1:
+            cols: Sequence[npt.NDArray[Any]] = batch[0].columns()
+        else:
+            cols = [np.concatenate([ph.columns()[c] for ph in batch]) for c in range(len(_IN_FIELDS))]
+        ev = np.repeat(np.arange(len(batch), dtype=np.int32), sizes)
+        events, _keep_events = self._events(batch, starts)
+        parts: list[list[Hits]] = [[] for _ in batch]
         full: list[dict[str, npt.NDArray[Any]]] = []
         for a in range(0, n, self.chunk_photons):
             b = min(n, a + self.chunk_photons)
             m = b - a
             self._ensure_out(m)
-            inp, _keep = self._inputs(ph, a, b)
-            self._launch(inp, m, seed, a, write_all=keep_all)
+            inp, _keep = self._inputs(cols, ev, a, b)
+            self._launch(inp, events, m, a, write_all=keep_all)
             if keep_all:
                 full.append({name: self._out_arrays[name].numpy()[:m].copy() for name, _ in _OUT_FIELDS})
-            hit_parts.append(self._compact(m))
-        hits = Hits.concatenate(hit_parts)
+            hits, rows = self._compact(m)
+            if len(hits):
+                owner = ev[a + rows]
+                cut = np.searchsorted(owner, np.arange(len(batch) + 1))
+                for e in np.flatnonzero(np.diff(cut)):
+                    parts[e].append(hits.take(slice(int(cut[e]), int(cut[e + 1]))))
+        results = [Hits.concatenate(p) if len(p) != 1 else p[0] for p in parts]
         state = None
         if keep_all:
             cat: dict[str, npt.NDArray[Any]] = {
@@ -504,10 +531,11 @@ class WarpSimulator:
             state = FinalState(pos=vec("x", "y", "z"), dir=vec("dx", "dy", "dz"), pol=vec("px", "py", "pz"),
                                wavelength=cat["wl"], time=cat["t"], flags=cat["flags"],
                                channel=cat["channel"], steps=cat["steps"])
-        return hits, state
+        return results, state
 
-    def _compact(self, m: int) -> Hits:
-        """Prefix-sum the hit mask on the device, scatter hits to a dense buffer, copy only that back."""
+    def _compact(self, m: int) -> tuple[Hits, npt.NDArray[np.int64]]:
+        """Prefix-sum the hit mask on the device, scatter hits to a dense buffer, copy only that back;
+        the hits and each one's photon row within the chunk (rising)."""
         wp, k = self._wp, self._k
         is_hit = self._out_arrays["is_hit"]
         wp.utils.array_scan(is_hit[:m], self._index[:m], inclusive=False)
@@ -516,7 +544,7 @@ class WarpSimulator:
         last[1] = int(is_hit[m - 1:m].numpy()[0])
         count = int(last[0] + last[1])
         if count == 0:
-            return Hits.empty()
+            return Hits.empty(), np.zeros(0, np.int64)
         dst = k.PhotonsOut()
         dense = {}
         for name, dt in _OUT_FIELDS:
@@ -526,9 +554,10 @@ class WarpSimulator:
         src = self._slice_out(m)
         wp.launch(k.compact_hits, dim=m, device=self.device, inputs=[src, self._index, dst])
         host = {name: dense[name].numpy() for name in ("channel", "dx", "dy", "dz", "px", "py", "pz", "wl",
-                                                        "t", "flags")}
-        return Hits(host["channel"].astype(np.uint32), host["dx"], host["dy"], host["dz"], host["px"],
+                                                        "t", "flags", "row")}
+        hits = Hits(host["channel"].astype(np.uint32), host["dx"], host["dy"], host["dz"], host["px"],
                     host["py"], host["pz"], host["wl"], host["t"], host["flags"])
+        return hits, host["row"].astype(np.int64)
 
     def _slice_out(self, m: int) -> Any:
         if m == self._out_size:

@@ -144,6 +144,15 @@ class PhotonsIn:
     wl: wp.array(dtype=float)
     t: wp.array(dtype=float)
     flags: wp.array(dtype=wp.uint32)
+    ev: wp.array(dtype=int)  # event of each photon within the pass
+
+
+@wp.struct
+class Events:
+    """The events of one pass: the seed of each one's streams and its first photon's row."""
+
+    seed: wp.array(dtype=int)
+    start: wp.array(dtype=int)
 
 
 @wp.struct
@@ -165,6 +174,7 @@ class PhotonsOut:
     z: wp.array(dtype=float)
     steps: wp.array(dtype=int)
     is_hit: wp.array(dtype=int)
+    row: wp.array(dtype=int)  # compacted hits only: the photon's row within the chunk
 
 
 # ------------------------------------------------------------------------------------------
@@ -498,12 +508,14 @@ def fresnel(d: wp.vec3, pol: wp.vec3, nf: wp.vec3, n1: float, n2: float,
 
 @wp.kernel
 def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, scn: SceneGeo, mode: int,
-              seed: int, first_index: int, offset: int, count: int, per_task: int, max_steps: int,
+              events: Events, first_index: int, offset: int, count: int, per_task: int, max_steps: int,
               write_all: int):
     """Photons offset + [tid * per_task, (tid + 1) * per_task) of the chunk, capped at offset + count.
 
-    On the CPU one task takes a whole sub-range (per-task argument set-up is then paid once); on
-    CUDA each task takes one photon.
+    The chunk's row i is row first_index + i of the pass, which may hold many events: photon i's
+    stream is keyed by its event's seed and its index within that event, so its history is the
+    same whatever else shares the pass. On the CPU one task takes a whole sub-range (per-task
+    argument set-up is then paid once); on CUDA each task takes one photon.
     """
     lo = offset + wp.tid() * per_task
     hi = wp.min(lo + per_task, offset + count)
@@ -516,7 +528,8 @@ def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, scn: 
         flags = inp.flags[i]
         channel = int(-1)
         steps = int(0)
-        s = wp.rand_init(seed, first_index + i)
+        e = inp.ev[i]
+        s = wp.rand_init(events.seed[e], first_index + i - events.start[e])
 
         live = int(1)
         if (flags & F_TERMINAL) != wp.uint32(0):
@@ -765,6 +778,7 @@ def compact_hits(src: PhotonsOut, index: wp.array(dtype=int), dst: PhotonsOut):
         dst.z[j] = src.z[i]
         dst.steps[j] = src.steps[i]
         dst.is_hit[j] = 1
+        dst.row[j] = i
 
 
 KERNELS: tuple[Any, ...] = (propagate, compact_hits)
