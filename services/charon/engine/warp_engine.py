@@ -367,8 +367,9 @@ class WarpSimulator:
             g.meshes = self._arr(np.zeros(1, np.uint64), wp.uint64)
             g.lin = g.inv = self._arr(np.eye(3, dtype=np.float32)[None], wp.mat33)
             g.offset = self._arr(np.zeros((1, 3), np.float32), wp.vec3)
-            g.shape = g.mat_in = g.mat_out = g.surf_exit = g.surf_enter = g.channel = \
+            g.shape = g.mat_in = g.mat_out = g.surf_exit = g.surf_enter = g.channel = g.tag_row = \
                 self._arr(np.zeros(1, np.int32), wp.int32)
+            g.tri_tags = self._arr(np.zeros((1, 4), np.int32), wp.int32)
             return g
         scene = scene_of(self.detector)
         if scene.n_channels > self.detector.n_channels:
@@ -392,6 +393,9 @@ class WarpSimulator:
         g.offset = self._arr(scene.transform[:, :, 3].astype(np.float32), wp.vec3)
         for name in ("shape", "mat_in", "mat_out", "surf_exit", "surf_enter", "channel"):
             setattr(g, name, self._arr(getattr(scene, name), wp.int32))
+        g.tag_row = self._arr(scene.tag_rows(), wp.int32)
+        tags = scene.triangle_tags if scene.triangle_tags is not None else np.zeros((1, 4), np.int32)
+        g.tri_tags = self._arr(tags, wp.int32)
         lo, hi = scene.world_bounds()
         pad = 1e-3 + 1e-6 * np.abs(np.concatenate([lo, hi], axis=1)).max(axis=1, keepdims=True)
         self._top = wp.Bvh(self._arr((lo - pad).astype(np.float32), wp.vec3),

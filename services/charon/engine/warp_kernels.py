@@ -128,6 +128,8 @@ class SceneGeo:
     surf_exit: wp.array(dtype=int)
     surf_enter: wp.array(dtype=int)
     channel: wp.array(dtype=int)
+    tag_row: wp.array(dtype=int)  # per shape: first row of its per-triangle tags, -1: instance tags
+    tri_tags: wp.array2d(dtype=int)  # mat_in, mat_out, surface, channel per triangle of tagged shapes
 
 
 @wp.struct
@@ -423,14 +425,15 @@ def find_pmt(g: Analytic, q: wp.vec3) -> int:
 
 
 @wp.func
-def scene_hit(g: SceneGeo, p: wp.vec3, d: wp.vec3) -> tuple[int, float, wp.vec3]:
-    """Nearest boundary along p + t d: (instance or -1, t, outward world normal there).
+def scene_hit(g: SceneGeo, p: wp.vec3, d: wp.vec3) -> tuple[int, int, float, wp.vec3]:
+    """Nearest boundary along p + t d: (instance or -1, face, t, outward world normal there).
 
     The top-level BVH yields the instances whose bounds the ray crosses closer than the best hit
     so far; each is queried in its own frame (the local ray has the same parameter t).
     """
     best = float(1.0e30)
     inst = int(-1)
+    face = int(0)
     nrm = wp.vec3(0.0, 0.0, 1.0)
     q = wp.bvh_query_ray(g.top, p, d)
     i = int(0)
@@ -443,8 +446,9 @@ def scene_hit(g: SceneGeo, p: wp.vec3, d: wp.vec3) -> tuple[int, float, wp.vec3]
             if h.t < best:
                 best = h.t
                 inst = i
+                face = h.face
                 nrm = wp.transpose(a_inv) @ h.normal
-    return inst, best, wp.normalize(nrm)
+    return inst, face, best, wp.normalize(nrm)
 
 
 # ------------------------------------------------------------------------------------------
@@ -576,19 +580,27 @@ def propagate(inp: PhotonsIn, out: PhotonsOut, opt: Optics, ana: Analytic, scn: 
                     m_out = ana.mat_out
                     surf = ana.wall_surface
             else:
-                inst, th, nw = scene_hit(scn, pos, d)
+                inst, face, th, nw = scene_hit(scn, pos, d)
                 if inst >= 0:
                     found = 1
                     dist = th
                     n_out = nw
-                    m_in = scn.mat_in[inst]
-                    m_out = scn.mat_out[inst]
-                    chan = scn.channel[inst]
                     if wp.dot(d, n_out) > 0.0:
                         exiting = 1
-                        surf = scn.surf_exit[inst]
+                    row = scn.tag_row[scn.shape[inst]]
+                    if row >= 0:
+                        m_in = scn.tri_tags[row + face, 0]
+                        m_out = scn.tri_tags[row + face, 1]
+                        surf = scn.tri_tags[row + face, 2]
+                        chan = scn.tri_tags[row + face, 3]
                     else:
-                        surf = scn.surf_enter[inst]
+                        m_in = scn.mat_in[inst]
+                        m_out = scn.mat_out[inst]
+                        chan = scn.channel[inst]
+                        if exiting == 1:
+                            surf = scn.surf_exit[inst]
+                        else:
+                            surf = scn.surf_enter[inst]
             if found == 0:
                 flags = flags | F_NO_HIT
                 live = 0

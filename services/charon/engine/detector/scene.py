@@ -10,6 +10,10 @@ grows with distinct solids plus placements, not with triangles times PMTs.
 Triangles are wound counter-clockwise seen from outside (outward normals); a transform may mirror
 (negative determinant), and normals are carried through its inverse transpose, so they stay
 outward. Material and surface indices refer to the detector's sorted name lists.
+
+A shape may instead carry its tags per triangle (``tagged``): a triangle soup such as a Chroma-style
+mesh, where every triangle has its own inner/outer material, surface (both directions) and
+channel; its instances' tag columns are then unused.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ class Scene:
     volume: I32              # index into volume_names (for display and diagnostics)
     volume_names: tuple[str, ...]
     shape_names: tuple[str, ...]
+    #: Per-triangle tags of tagged shapes, (NT, 4): mat_in, mat_out, surface, channel; None when no
+    #: shape is tagged. ``shape_tagged[s]`` says whether shape s uses them.
+    triangle_tags: I32 | None = None
+    shape_tagged: npt.NDArray[np.bool_] | None = None
 
     def __post_init__(self) -> None:
         v = np.ascontiguousarray(self.vertices, dtype=np.float32).reshape(-1, 3)
@@ -79,6 +87,17 @@ class Scene:
             raise ValueError("instance volume index out of range of volume_names")
         if len(self.shape_names) != n_shapes:
             raise ValueError(f"{n_shapes} shapes but {len(self.shape_names)} shape names")
+        if (self.triangle_tags is None) != (self.shape_tagged is None):
+            raise ValueError("triangle_tags and shape_tagged come together")
+        if self.triangle_tags is not None and self.shape_tagged is not None:
+            tags = np.ascontiguousarray(self.triangle_tags, dtype=np.int32).reshape(-1, 4)
+            tagged = np.ascontiguousarray(self.shape_tagged, dtype=np.bool_).reshape(-1)
+            if tags.shape[0] != t.shape[0] or tagged.shape[0] != n_shapes:
+                raise ValueError("triangle_tags needs one row per triangle, shape_tagged one entry per shape")
+            tags.flags.writeable = False
+            tagged.flags.writeable = False
+            object.__setattr__(self, "triangle_tags", tags)
+            object.__setattr__(self, "shape_tagged", tagged)
         dets = np.linalg.det(xf[:, :, :3]) if n_inst else np.zeros(0)
         if np.any(np.abs(dets) < 1e-12):
             raise ValueError("an instance transform is singular")
@@ -114,7 +133,16 @@ class Scene:
 
     @property
     def n_channels(self) -> int:
-        return int(self.channel.max()) + 1 if self.channel.size else 0
+        top = int(self.channel.max()) if self.channel.size else -1
+        if self.triangle_tags is not None and self.triangle_tags.shape[0]:
+            top = max(top, int(self.triangle_tags[:, 3].max()))
+        return top + 1
+
+    def tag_rows(self) -> npt.NDArray[np.int32]:
+        """Per shape: the first row of its triangles in ``triangle_tags``, or -1 (instance tags)."""
+        if self.shape_tagged is None:
+            return np.full(self.n_shapes, -1, np.int32)
+        return np.where(self.shape_tagged, self.shape_triangle_start[:-1], -1).astype(np.int32)
 
     def shape_mesh(self, s: int) -> tuple[F32, I32]:
         """The vertices and triangles of shape ``s`` (its own frame, local indices)."""
@@ -179,6 +207,14 @@ class Scene:
                 raise ValueError(f"scene {name} index out of range -1..{n_surfaces - 1}")
         if int(self.channel.min()) < -1:
             raise ValueError("scene channel indices must be >= -1")
+        if self.triangle_tags is not None and self.triangle_tags.shape[0]:
+            tags = self.triangle_tags
+            if tags[:, :2].min() < 0 or tags[:, :2].max() >= n_materials:
+                raise ValueError(f"scene triangle materials out of range 0..{n_materials - 1}")
+            if tags[:, 2].min() < -1 or tags[:, 2].max() >= n_surfaces:
+                raise ValueError(f"scene triangle surfaces out of range -1..{n_surfaces - 1}")
+            if tags[:, 3].min() < -1:
+                raise ValueError("scene triangle channels must be >= -1")
 
     def to_canonical(self) -> tuple[dict[str, Any], dict[str, npt.NDArray[Any]]]:
         """(JSON-able header, named arrays) with fixed dtypes: the input of the fingerprint."""
@@ -193,6 +229,9 @@ class Scene:
         }
         for name in _INSTANCE_FIELDS:
             arrays[name] = getattr(self, name).astype("<i4")
+        if self.triangle_tags is not None and self.shape_tagged is not None:
+            arrays["triangle_tags"] = self.triangle_tags.astype("<i4")
+            arrays["shape_tagged"] = self.shape_tagged.astype("u1")
         return header, arrays
 
     @classmethod
@@ -207,6 +246,8 @@ class Scene:
                 volume=arrays["volume"],
                 volume_names=tuple(str(n) for n in header["volume_names"]),
                 shape_names=tuple(str(n) for n in header["shape_names"]),
+                triangle_tags=arrays.get("triangle_tags"),
+                shape_tagged=None if "shape_tagged" not in arrays else arrays["shape_tagged"].astype(bool),
             )
         except KeyError as exc:
             raise ValueError(f"scene lacks {exc.args[0]!r}") from None
@@ -215,30 +256,14 @@ class Scene:
 def scene_from_triangles(vertices: npt.ArrayLike, triangles: npt.ArrayLike, *, mat_in: npt.ArrayLike,
                          mat_out: npt.ArrayLike, surface: npt.ArrayLike, channel: npt.ArrayLike,
                          name: str = "mesh") -> Scene:
-    """A scene from per-triangle tags (a :class:`charon.engine.mesh.MeshGeometry`'s form): one shape
-    and one identity-placed instance per distinct (materials, surface, channel) group."""
+    """A scene of one tagged shape placed once: a triangle soup with per-triangle tags (the form of a
+    :class:`charon.engine.mesh.MeshGeometry`)."""
     v = np.asarray(vertices, np.float32).reshape(-1, 3)
     f = np.asarray(triangles, np.int32).reshape(-1, 3)
     tags = np.stack([np.asarray(a, np.int32).reshape(-1) for a in (mat_in, mat_out, surface, channel)], axis=1)
-    groups, inverse = np.unique(tags, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    verts: list[F32] = []
-    tris: list[I32] = []
-    vstart = [0]
-    tstart = [0]
-    for g in range(groups.shape[0]):
-        sel = f[inverse == g]
-        used, local = np.unique(sel.reshape(-1), return_inverse=True)
-        verts.append(v[used])
-        tris.append(local.reshape(-1, 3).astype(np.int32))
-        vstart.append(vstart[-1] + used.shape[0])
-        tstart.append(tstart[-1] + sel.shape[0])
-    n = groups.shape[0]
-    eye = np.tile(np.hstack([np.eye(3), np.zeros((3, 1))]), (n, 1, 1))
-    return Scene(
-        np.concatenate(verts) if verts else np.zeros((0, 3), np.float32),
-        np.concatenate(tris) if tris else np.zeros((0, 3), np.int32),
-        np.asarray(vstart), np.asarray(tstart), eye, np.arange(n, dtype=np.int32),
-        groups[:, 0], groups[:, 1], groups[:, 2], groups[:, 2], groups[:, 3], np.zeros(n, np.int32),
-        volume_names=(name,), shape_names=tuple(f"{name}#{g}" for g in range(n)),
-    )
+    eye = np.hstack([np.eye(3), np.zeros((3, 1))])[None]
+    none = np.full(1, -1, np.int32)
+    zero = np.zeros(1, np.int32)
+    return Scene(v, f, np.array([0, v.shape[0]]), np.array([0, f.shape[0]]), eye, zero, zero, zero, none, none,
+                 none, zero, volume_names=(name,), shape_names=(name,), triangle_tags=tags,
+                 shape_tagged=np.array([True]))
