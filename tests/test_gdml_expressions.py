@@ -181,7 +181,7 @@ def test_random_arithmetic(case: tuple[str, float]) -> None:
 def test_xml_tree_keeps_lines_text_and_attributes() -> None:
     root = parse_xml(b'<?xml version="1.0"?>\n<gdml a="1">\n <define>\n'
                      b'  <expression name="x">2*pi</expression>\n </define>\n</gdml>\n')
-    assert root.tag == "gdml" and root.attrib["a"] == "1" and root.line == 2
+    assert (root.tag, root.attrib["a"], root.line) == ("gdml", "1", 2)
     expr = root.children[0].children[0]
     assert (expr.tag, expr.line, expr.text, expr.attrib["name"]) == ("expression", 4, "2*pi", "x")
     with pytest.raises(TypeError):
