@@ -38,7 +38,6 @@ _TOKEN = re.compile(r"""
     | (?P<name>[A-Za-z_][A-Za-z0-9_]*)
     | (?P<op>\*\*|\|\||&&|==|!=|>=|<=|[-+*/^()<>,\[\]])
     )""", re.VERBOSE)
-_PLAIN_NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
 
 # CLHEP's setStdMath: name -> (number of arguments, function)
 _FUNCTIONS: dict[str, tuple[int, Callable[..., float]]] = {
@@ -308,9 +307,12 @@ class Evaluator:
 
     def evaluate(self, text: str) -> float:
         """The value of an expression; errors name the expression and the reason."""
-        if _PLAIN_NUMBER.fullmatch(text):
+        try:  # most attributes are plain numbers; float() also takes inf, nan and 1_0, which GDML does not
             value = float(text)
-        else:
+            plain = "n" not in text and "N" not in text and "_" not in text
+        except ValueError:
+            plain = False
+        if not plain:
             try:
                 value = compile_expression(text)(self._scope)
             except ExpressionError as exc:
