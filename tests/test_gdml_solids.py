@@ -308,11 +308,13 @@ def test_box_is_exact() -> None:
 def test_trd_trap_para_arb8_tet_volumes() -> None:
     mesh = mesh_of('<trd name="t" x1="40" x2="20" y1="30" y2="10" z="50"/>', "t")
     assert_good(mesh)
+    assert len(mesh.faces) == 12   # planar sides are not split into layers
     assert mesh.volume() == pytest.approx(50 / 6 * (40 * 30 + 4 * 30 * 20 + 20 * 10), rel=1e-12)
     xml = ('<trap name="p" z="60" theta="10" phi="30" y1="40" x1="30" x2="40" alpha1="5" y2="20" x3="15"'
            ' x4="20" alpha2="5" aunit="deg"/>')
     mesh = mesh_of(xml, "p")
     assert_good(mesh)
+    assert len(mesh.faces) == 12
     bottom, top, mid = 40 * (30 + 40) / 2, 20 * (15 + 20) / 2, 30 * (30 + 40 + 15 + 20) / 4
     assert mesh.volume() == pytest.approx(60 / 6 * (bottom + 4 * mid + top), rel=1e-12)
     mesh = mesh_of('<para name="q" x="10" y="20" z="30" alpha="10" theta="20" phi="30" aunit="deg"/>', "q")
@@ -402,7 +404,8 @@ def test_tessellated_absolute_relative_and_reversed() -> None:
 def test_scaled_and_reflected() -> None:
     solids = ('<orb name="o" r="10"/><scaledSolid name="s"><solidref ref="o"/><scale name="k" x="2" y="1" z="0.5"/></scaledSolid>'
               '<trd name="t" x1="40" x2="20" y1="30" y2="10" z="50"/>'
-              '<reflectedSolid name="r" solid="t" sx="-1" sy="1" sz="1" rx="0" ry="0" rz="0" dx="100" dy="0" dz="0"/>')
+              '<reflectedSolid name="r" solid="t" sx="1" sy="-1" sz="1" rx="0" ry="0" rz="30" dx="100" dy="0" dz="0"'
+              ' aunit="deg"/>')
     doc = doc_with(solids)
     scaled = tessellate(doc, "s")
     assert_good(scaled)
@@ -410,7 +413,12 @@ def test_scaled_and_reflected() -> None:
     reflected = tessellate(doc, "r")
     assert_good(reflected)
     assert reflected.volume() == pytest.approx(tessellate(doc, "t").volume(), rel=1e-12)
-    assert reflected.vertices[:, 0].min() == pytest.approx(80.0)
+    # G4ReflectedSolid::Inside(p) = constituent.Inside(T p), T = G4Transform3D(Rz(30), d) * G4Scale3D(1, -1, 1):
+    # the constituent's corner q shows up at T^-1 q = S^-1 Rz(30)^T (q - d)
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    q = np.array([20.0, 15.0, -25.0]) - [100.0, 0.0, 0.0]
+    expected = np.diag([1.0, -1.0, 1.0]) @ np.array([[c, s, 0], [-s, c, 0], [0, 0, 1]]) @ q
+    assert np.abs(reflected.vertices - expected).max(axis=1).min() < 1e-9
 
 
 # --- booleans -------------------------------------------------------------------------------------------------
@@ -613,12 +621,13 @@ def test_api_errors() -> None:
 
 
 def test_every_fixture_solid_meshes_cleanly() -> None:
-    for name in ("geant4_style.gdml", "rat_r7081_20.gdml", "fibonacci_20.gdml"):
+    for name in ("geant4_style.gdml", "rat_r7081_20.gdml", "fibonacci_20.gdml", "solid_zoo.gdml"):
         doc = read_gdml(FIXTURES / name)
         for solid in doc.solids:
             mesh = tessellate(doc, solid)
             assert is_closed(mesh), (name, solid)
             assert mesh.volume() > 0, (name, solid)
+            assert_vertex_manifold(mesh)
 
 
 def test_analytic_forms() -> None:

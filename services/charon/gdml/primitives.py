@@ -143,8 +143,14 @@ def hexahedron(bottom: F64, top: F64, chord: float, what: str) -> TriangleMesh:
     twist = 0.0
     for k in range(4):
         a, b, c, d = bottom[k], bottom[(k + 1) % 4], top[(k + 1) % 4], top[k]
-        twist = max(twist, float(np.linalg.norm(a + c - b - d)) / 4.0)
-    layers = max(1, math.ceil(twist / chord - 1e-12)) if twist > 1e-12 * (1.0 + float(np.abs(bottom).max())) else 1
+        quad = np.array([a, b, c, d])
+        normal = np.cross(quad - np.roll(quad, 1, axis=0), quad + np.roll(quad, 1, axis=0)).sum(axis=0)  # Newell
+        length = float(np.linalg.norm(normal))
+        if length > 0.0:
+            # how far the two-triangle split is from the ruled (bilinear) side, at its centre
+            twist = max(twist, abs(float(np.dot(normal / length, b + d - a - c))) / 4.0)
+    scale = 1.0 + float(np.abs(np.vstack([bottom, top])).max())
+    layers = max(1, math.ceil(twist / chord - 1e-12)) if twist > 1e-12 * scale else 1
     f = np.linspace(0.0, 1.0, layers + 1)[:, None, None]
     rings = (1.0 - f) * bottom[None] + f * top[None]  # (layers+1, 4, 3)
     vertices = rings.reshape(-1, 3)

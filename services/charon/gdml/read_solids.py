@@ -44,7 +44,8 @@ intersection            transform (4, 4) of the second solid; firstposition firs
                         inverted, unlike physvols: Geant4 builds G4Transform3D(R, pos))
 multiUnion              nodes ((solid name, 4x4 transform), ...)
 scaledSolid             solid; scale (3,)
-reflectedSolid          solid; transform (4, 4) (rotation R, translation, then scale)
+reflectedSolid          solid; transform (4, 4): the object transform, i.e. the inverse of the
+                        G4Transform3D(R, d) * G4Scale3D(s) that G4ReflectedSolid stores
 ======================  ===================================================================
 """
 
@@ -397,9 +398,13 @@ def _reflected_solid(ctx: ReadContext, node: Node) -> dict[str, Any]:
     scale = [ctx.number(node, a, 1.0) for a in ("sx", "sy", "sz")]
     angles = [ctx.number(node, a, 0.0) * aunit for a in ("rx", "ry", "rz")]
     position = [ctx.number(node, a, 0.0) * lunit for a in ("dx", "dy", "dz")]
-    transform = solid_transform(position, angles)
-    transform[:3, :3] = transform[:3, :3] @ np.diag(scale)
-    return {"solid": solid, "transform": transform}
+    g4 = solid_transform(position, angles)
+    g4[:3, :3] = g4[:3, :3] @ np.diag(scale)
+    if abs(np.linalg.det(g4[:3, :3])) < 1e-300:
+        ctx.fail(node, "scale factors must be non-zero")
+    # G4ReflectedSolid::Inside(p) asks the constituent about transform * p: the constituent's points
+    # appear at inverse(transform)
+    return {"solid": solid, "transform": np.linalg.inv(g4)}
 
 
 _SPECIAL: dict[str, Callable[[ReadContext, Node], dict[str, Any]]] = {
@@ -604,11 +609,6 @@ def _check_scaled(ctx: ReadContext, node: Node, p: dict[str, Any]) -> None:
         ctx.fail(node, f"scale factors must be non-zero (got {p['scale'].tolist()})")
 
 
-def _check_reflected(ctx: ReadContext, node: Node, p: dict[str, Any]) -> None:
-    if abs(np.linalg.det(p["transform"][:3, :3])) < 1e-300:
-        ctx.fail(node, "scale factors must be non-zero")
-
-
 _CHECKS: dict[str, Callable[[ReadContext, Node, dict[str, Any]], None]] = {
     "box": _check_box, "tube": _check_tube, "cutTube": _check_cut_tube, "cone": _check_cone,
     "sphere": _check_sphere, "orb": _check_orb, "ellipsoid": _check_ellipsoid, "eltube": _check_eltube,
@@ -616,7 +616,7 @@ _CHECKS: dict[str, Callable[[ReadContext, Node, dict[str, Any]], None]] = {
     "trd": _check_trd, "trap": _check_trap, "para": _check_para, "arb8": _check_arb8,
     "polycone": _check_profile, "genericPolycone": _check_profile, "polyhedra": _check_profile,
     "genericPolyhedra": _check_profile, "xtru": _check_xtru, "tet": _check_tet,
-    "torusstack": _check_torusstack, "scaledSolid": _check_scaled, "reflectedSolid": _check_reflected,
+    "torusstack": _check_torusstack, "scaledSolid": _check_scaled,
 }
 
 
