@@ -138,3 +138,37 @@ def test_geant4_style_file_agrees_with_geant4(tmp_path: Path) -> None:
     assert ours_borders == theirs_borders
     assert [[strip_pointer_suffix(s.name), strip_pointer_suffix(s.volume)] for s in doc.skin_surfaces] == \
         [[strip_pointer_suffix(x) for x in s[:2]] for s in result["skins"]]
+
+
+def test_file_written_by_geant4(tmp_path: Path) -> None:
+    path = tmp_path / "written.gdml"
+    data = tmp_path / "g4data"
+    (data / "G4ENSDFSTATE3.0").mkdir(parents=True, exist_ok=True)
+    (data / "G4ENSDFSTATE3.0" / "ENSDFSTATE.dat").touch()
+    request, response = tmp_path / "w.json", tmp_path / "wr.json"
+    request.write_text(json.dumps({"write": str(path)}))
+    env = dict(os.environ, GEANT4_DATA_DIR=str(data), HOME=str(tmp_path))
+    proc = subprocess.run([sys.executable, str(ORACLE), str(request), str(response)], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    truth = json.loads(response.read_text())
+    doc = read_gdml(path)
+    by_stripped = {strip_pointer_suffix(n): n for n in doc.solids}
+    for name, t in truth["solids"].items():
+        mesh = tessellate(doc, by_stripped[name], CHORD)
+        ours = winding_inside(mesh, np.array(t["points"]))
+        assert (ours == np.array(t["inside"])).all(), name
+        assert 10 < sum(t["inside"]) < len(t["inside"]) - 10
+    placements = {strip_pointer_suffix(p.name): p for v in doc.volumes.values() for p in v.daughters}
+    for t in truth["physvols"]:
+        ours = placements[t["name"]]
+        np.testing.assert_allclose(ours.transform[:3, 3], t["translation"], atol=1e-9)
+        np.testing.assert_allclose(ours.transform[:3, :3], t["rotation"], atol=1e-12)
+    water = doc.materials["G4_WATER"]
+    assert water.properties["RINDEX"].energy.tolist() == pytest.approx([2e-6, 3e-6, 4e-6])  # type: ignore[union-attr]
+    assert water.properties["ABSLENGTH"].value.tolist() == [10000.0, 20000.0, 5000.0]       # mm
+    (surface,) = doc.optical_surfaces.values()
+    assert (surface.model, surface.finish, surface.type, surface.value) == ("unified", "ground", "dielectric_metal", 0.2)
+    (border,) = doc.border_surfaces
+    assert (strip_pointer_suffix(border.pv1), strip_pointer_suffix(border.pv2)) == ("u_passive_pv", "tank_pv")
+    assert [strip_pointer_suffix(s.volume) for s in doc.skin_surfaces] == ["s_active_lv"]
