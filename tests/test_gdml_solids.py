@@ -644,3 +644,20 @@ def test_analytic_forms() -> None:
     assert analytic_form(doc, "half") is None
     assert analytic_form(doc, "b") == {"kind": "box", "half": (1.0, 2.0, 3.0)}
     assert analytic_form(doc, "missing") is None
+
+
+@pytest.mark.parametrize(("gap", "pieces"), [(0.0, 1), (1e-9, 1), (5e-8, 1), (1e-3, 2)])
+def test_union_of_touching_shells_is_fused(gap: float, pieces: int) -> None:
+    """Two boxes a hair apart (rounding, not design) become one shell; a real gap stays."""
+    solids = ('<box name="a" x="10" y="10" z="10"/>'
+              f'<union name="u"><first ref="a"/><second ref="a"/><position name="p" x="{10 + gap}" y="0" z="0"/></union>')
+    mesh = mesh_of(solids, "u")
+    assert_good(mesh, pieces=pieces)
+    assert mesh.volume() == pytest.approx(2000.0, rel=1e-6)
+    a, b, c = (mesh.vertices[mesh.faces[:, k]] for k in range(3))
+    near = np.isclose(np.stack([a[:, 0], b[:, 0], c[:, 0]]), 5.0, atol=1e-6).all(axis=0)
+    wall = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)[near].sum()
+    if pieces == 1:
+        assert wall < 1e-4   # no double wall between fused boxes (only a 2e-7 mm step around the seam)
+    else:
+        assert wall == pytest.approx(100.0)   # a's wall at x = 5; b's is 1 um further
