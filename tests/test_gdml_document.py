@@ -381,3 +381,24 @@ def test_ten_thousand_pmts_parse_in_seconds(tmp_path: Path) -> None:
     np.testing.assert_allclose(np.array([p.transform[:3, 3] for p in placements]), positions, atol=1e-8)
     np.testing.assert_allclose(np.array([p.transform[:3, 2] for p in placements]), directions, atol=1e-12)
     assert elapsed < 10.0, f"parsing 10k placements took {elapsed:.2f} s"
+
+
+def test_assemblies_dichroic_data_userinfo_and_extension() -> None:
+    text = gdml(solids='<opticalsurface name="d" model="dichroic" finish="polished" type="dielectric_dichroic" value="1">'
+                       '<dichroic_data x_length="2" y_length="3"><x values="1 2"/><y values="10 20 30"/>'
+                       '<data values="0.1 0.2 0.3 0.4 0.5 0.6"/></dichroic_data></opticalsurface>',
+                structure='<assembly name="A"><physvol name="in_a"><volumeref ref="Inner"/>'
+                          '<position name="pa" x="1" y="0" z="0"/></physvol></assembly>',
+                world_content='<physvol name="a1"><volumeref ref="A"/><position name="q" x="0" y="5" z="0"/></physvol>')
+    text = text.replace("</gdml>", '<userinfo><auxiliary auxtype="Property" auxvalue="x"/></userinfo>'
+                                   '<extension><color name="red" R="1" G="0" B="0" A="1"/></extension></gdml>')
+    doc = parse_gdml(text)
+    dichroic = doc.optical_surfaces["d"].dichroic
+    assert dichroic is not None
+    assert dichroic.data.shape == (2, 3)
+    assert dichroic.data[1, 2] == 0.6
+    assert doc.assemblies["A"].daughters[0].mother == "A"
+    assert doc.volumes["World"].daughters[0].volume == "A"     # a physvol may place an assembly
+    assert "in_a" not in doc.physvols                          # Geant4 renames assembly copies
+    assert "a1" in doc.physvols
+    assert doc.userinfo == (("Property", "x"),)
