@@ -270,9 +270,10 @@ def _cylinder(kit: Kit, *, detector: str, radius_mm: float, half_height_mm: floa
             "dome_solid_angle_fraction": frac,
             "dome_solid_angle_per_pmt_sr": omegas,
             "note": "detected fraction ≈ QE x dome_solid_angle_fraction x Fresnel transmission into the "
-                    "glass (0.3 % loss at normal incidence, more towards the dome's rim) x bulk "
-                    "attenuation over about |p| - 65 mm of water; reflected photons may reach "
-                    "other PMTs",
+                    "glass (0.3 % loss at normal incidence, more towards the dome's rim) x "
+                    "exp(-path (1/ABSLENGTH + 1/RAYLEIGH)) over about |p| - 65 mm of water, for the "
+                    "photons reaching a PMT unscattered; Rayleigh-scattered and reflected photons add "
+                    "a little on top",
         },
     }
     if wls_meta:
@@ -714,8 +715,11 @@ def rat_like(kit: Kit, *, n_pmts: int = 240, pmt_radius_mm: float = 9000.0, tank
             "source": "isotropic point at the centre",
             "bulb_solid_angle_sr": omega, "solid_angle_fraction": n_pmts * omega / (4 * math.pi),
             "attenuation_factor": absorption_factor(pmt_radius_mm - ec, abslength_mm, rayleigh_mm),
-            "note": "the front ellipsoid (a 127, c 90) sets the silhouette from the centre; detected "
-                    "fraction ≈ QE x solid_angle_fraction x attenuation x Fresnel transmission",
+            "note": "the front ellipsoid (a 127, c 90) sets the silhouette from the centre; unscattered "
+                    "detected fraction ≈ QE x solid_angle_fraction x attenuation_factor (absorption "
+                    "and Rayleigh) x Fresnel transmission (0.997 at normal incidence); "
+                    "Rayleigh-scattered photons are still detected sometimes and add about 10 % at "
+                    "the defaults",
         },
     }
     return finish(kit, world_lv, world_pv, positions, directions, meta)
@@ -785,8 +789,12 @@ def slab_stack(kit: Kit, *, water_rindex: float = 1.33, layers: list[list[Any]] 
     slabs += [(str(n), float(r), float(t)) for n, r, t in layers]
     volumes = {}
     for name, n, thick in slabs:
-        mat = liquid(kit, name, n, 0.0, 0.0) if name == "water" else kit.material(
-            name, 1.0, {"H": 1} if n == 1.0 else {"Si": 1, "O": 2}, {"RINDEX": flat(n)})
+        if name == "water":
+            mat = liquid(kit, name, n, 0.0, 0.0)
+        elif n == 1.0:  # a vacuum layer: thin hydrogen with RINDEX 1
+            mat = kit.material(name, 1e-20, {"H": 1}, {"RINDEX": flat(n)})
+        else:
+            mat = kit.material(name, 2.23, {"Si": 1, "O": 2}, {"RINDEX": flat(n)})
         lv = kit.logical(kit.solid("G4Box", name, half_width_mm, half_width_mm, thick / 2), mat, name)
         kit.place(lv, name, box_lv, (0.0, 0.0, z + thick / 2))
         volumes[name] = {"rindex": n, "z_mm": [z, z + thick]}
