@@ -250,7 +250,7 @@ def test_gdml_read_back_matches_in_memory_geometry(out: Path, name: str, params:
 # ------------------------------------------------------------------------------ reproducibility
 
 
-def test_same_seed_same_hits_different_seed_different(cylinder_qe1: BuiltDetector) -> None:
+def test_same_seed_same_hits_different_seed_different(cylinder_qe1: BuiltDetector, tmp_path: Path) -> None:
     det = cylinder_qe1
     rng = np.random.default_rng(9)
     n = 5000
@@ -261,6 +261,10 @@ def test_same_seed_same_hits_different_seed_different(cylinder_qe1: BuiltDetecto
     assert a.n_hits > 50
     for col in api.HIT_COLUMNS:
         assert np.array_equal(getattr(a, col), getattr(b, col)), col
+    a.save(tmp_path / "hits.npz")
+    again = api.Hits.load(tmp_path / "hits.npz")
+    assert np.array_equal(again.time_ns, a.time_ns)
+    assert (again.n_photons, again.infos) == (a.n_photons, a.infos)
     assert not (a.n_hits == c.n_hits and np.array_equal(a.photon, c.photon) and np.array_equal(a.time_ns, c.time_ns))
 
 
