@@ -94,7 +94,8 @@ class EngineSettings(_Section):
         "echo (no physics, one hit per photon), chroma (GPU)"
     )
     detector: Path | None = Field(
-        None, description="Detector file; unset = the built-in reference detector"
+        None, description="Detector: a charon .npz, or a Geant4/RAT-PAC .gdml imported at start-up (with "
+        "engine.ratdb or engine.pmt_volume); unset = the built-in reference detector"
     )
     seed: int = Field(0, ge=0, le=2**63 - 1, description="Random seed; results depend only on "
                       "(seed, event id, photon index)")
@@ -109,7 +110,26 @@ class EngineSettings(_Section):
     kernel_cache_dir: Path | None = Field(
         None, description="Compiled-kernel cache directory (must be writable); unset = the engine's default"
     )
-    ratdb: Path | None = Field(None, description="chroma backend: RATDB JSON dump for a GDML detector")
+    ratdb: Path | None = Field(
+        None, description="RATDB file with PMTINFO (RAT's JSON dump or a .ratdb text file) for a GDML "
+        "detector: channel k is PMTINFO entry k (every backend)"
+    )
+    pmt_volume: str | None = Field(
+        None, max_length=1000, description="GDML detector without PMTINFO: regular expression naming the PMT "
+        "logical volumes; channels follow placement order"
+    )
+    world: str | None = Field(
+        None, max_length=1000, description="GDML detector: the logical volume to use as the world "
+        "(default: the file's <setup>)"
+    )
+    chord_mm: float = Field(
+        0.5, gt=0, le=100, description="GDML detector: largest distance (mm) between a curved surface and "
+        "its triangles"
+    )
+    detector_cache_dir: Path | None = Field(
+        None, description="Where imported GDML detectors are cached (keyed by the inputs' sha256); "
+        "unset = $XDG_CACHE_HOME/charon/detectors"
+    )
     batch_max_photons: int = Field(
         2_000_000, ge=1, le=1_000_000_000, description="Batching: photon budget of one engine pass"
     )

@@ -1,0 +1,266 @@
+"""Geant4's optical properties (GDML materials and optical surfaces) as charon's optics tables.
+
+Materials: RINDEX, ABSLENGTH, RAYLEIGH (or RAT's RSLENGTH), GROUPVEL, wavelength shifting (WLS*)
+and RAT's scintillator re-emission (NUM_COMP, ABSLENGTH{i}, REEMISSION_PROB{i}, SCINTILLATION[_WLS]).
+Energies arrive in MeV (Geant4's internal unit) and become wavelengths (nm).
+
+Surfaces, following ``G4OpBoundaryProcess``: REFLECTIVITY R (default 1), EFFICIENCY E (default 0),
+TRANSMITTANCE T (default 0). What is not reflected or transmitted is absorbed, and detected with
+probability E:
+
+* ``dielectric_metal``: reflect with R (polished: specular; ground: diffuse, or specular for the
+  unified model's spike/lobe/backscatter constants and glisur's facets, approximated), else absorb
+  or detect; never refract;
+* ``dielectric_dielectric`` polished or ground: absorb/detect with 1 - R - T, transmit straight on
+  with T, else Fresnel between the two materials (ground finishes approximated as polished);
+  nothing at all between equal materials;
+* front-painted dielectrics: reflect (polished: specular, ground: Lambertian) with R, else absorb
+  or detect.
+
+What charon does not model exactly is approximated and reported once, as a note.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from charon.engine.detector import HC_EV_NM, Material, Surface, WavelengthTable
+from charon.errors import DetectorError
+
+F64 = npt.NDArray[np.float64]
+MEV_TO_EV = 1.0e6
+#: Properties that shape photon generation (scintillation, Cherenkov yield), done by the client.
+_GENERATION_ONLY = ("SCINTILLATIONCOMPONENT", "SCINTILLATIONTIMECONSTANT", "SCINTILLATIONRISETIME",
+                    "SCINTILLATIONYIELD", "RESOLUTIONSCALE", "SCINTILLATIONTIMECONSTANT",
+                    "FASTCOMPONENT", "SLOWCOMPONENT", "FASTTIMECONSTANT", "SLOWTIMECONSTANT", "YIELDRATIO",
+                    "LIGHT_YIELD", "SCINT_RISE_TIME", "SCINTWAVEFORM", "SCINTMOD", "ELECTRONSCINTILLATIONYIELD",
+                    "PROTONSCINTILLATIONYIELD", "ALPHASCINTILLATIONYIELD", "IONSCINTILLATIONYIELD",
+                    "DEUTERONSCINTILLATIONYIELD", "TRITONSCINTILLATIONYIELD", "KAONSCINTILLATIONYIELD",
+                    "QF", "BIRKS", "QUENCH")
+
+
+@dataclass
+class Notes:
+    """Approximations and ignored properties, each reported once."""
+
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, line: str) -> None:
+        if line not in self.lines:
+            self.lines.append(line)
+
+
+def _table(prop: Any, what: str) -> WavelengthTable:
+    """A GDML property (energies in MeV) as a wavelength table; a constant as a flat table."""
+    value = np.asarray(prop.value, dtype=np.float64).reshape(-1)
+    if prop.energy is None or (value.size == 1 and np.asarray(prop.energy).size <= 1):
+        return WavelengthTable.flat(float(value[0]))
+    try:
+        return WavelengthTable.from_energy(np.asarray(prop.energy, dtype=np.float64) * MEV_TO_EV, value)
+    except DetectorError as exc:
+        raise DetectorError(f"{what}: {exc}") from None
+
+
+def _combine(tables: list[WavelengthTable], fn: Callable[..., F64]) -> WavelengthTable:
+    """A table on the union of the inputs' wavelength points: fn(values of each input there)."""
+    grid = np.unique(np.concatenate([t.wavelength for t in tables]))
+    return WavelengthTable(grid, fn(*[t(grid) for t in tables]))
+
+
+def _inverse(lengths: list[WavelengthTable]) -> WavelengthTable:
+    """1 / sum(1 / L_i): the mean free path of several competing processes."""
+    def fn(*vals: F64) -> F64:
+        with np.errstate(divide="ignore"):
+            rate = sum((1.0 / np.asarray(v) for v in vals), np.zeros(1))
+            return np.asarray(np.where(rate > 0, 1.0 / np.maximum(rate, 1e-300), np.inf))
+    return _combine(lengths, fn)
+
+
+def _spectrum_cdf(prop: Any, what: str) -> WavelengthTable:
+    """A GDML emission spectrum (relative intensity per unit energy) as a CDF over wavelength.
+
+    Geant4 integrates the spectrum over energy (trapezoids) and samples energy from that
+    integral; the CDF over wavelength is 1 minus the energy CDF at hc/lambda.
+    """
+    e = np.asarray(prop.energy, dtype=np.float64).reshape(-1) * MEV_TO_EV
+    v = np.asarray(prop.value, dtype=np.float64).reshape(-1)
+    if e.size < 2 or np.any(v < 0) or not np.any(v > 0):
+        raise DetectorError(f"{what}: an emission spectrum needs >= 2 points and non-negative values, "
+                            "not all zero")
+    order = np.argsort(e)
+    e, v = e[order], v[order]
+    fine = np.concatenate([np.linspace(a, b, 16, endpoint=False) for a, b in itertools.pairwise(e)]
+                          + [e[-1:]])
+    fv = np.interp(fine, e, v)
+    cum = np.concatenate([[0.0], np.cumsum(0.5 * (fv[1:] + fv[:-1]) * np.diff(fine))])
+    cdf_e = cum / cum[-1]
+    wl = HC_EV_NM / fine[::-1]
+    cdf = 1.0 - cdf_e[::-1]
+    cdf[0], cdf[-1] = 0.0, 1.0
+    keep = np.concatenate([[True], np.diff(wl) > 0])
+    return WavelengthTable(wl[keep], np.maximum.accumulate(cdf[keep]))
+
+
+def material_from_gdml(m: Any, notes: Notes) -> Material:
+    """A GDML material (``charon.gdml`` model) as a charon material."""
+    props: Mapping[str, Any] = m.properties
+    name = _name(m.name)
+    where = f"material {m.name!r} (line {m.line})"
+
+    def get(key: str) -> WavelengthTable | None:
+        p = props.get(key)
+        return None if p is None else _table(p, f"{where} {key}")
+
+    rindex = get("RINDEX")
+    groupvel = get("GROUPVEL")
+    absorption = [t for t in (get("ABSLENGTH"),) if t is not None]
+    rayleigh = get("RAYLEIGH")
+    if rayleigh is None:
+        rayleigh = get("RSLENGTH")
+    elif "RSLENGTH" in props:
+        notes.add(f"{where}: both RAYLEIGH and RSLENGTH given; RAYLEIGH is used")
+    if rayleigh is None and m.name == "Water" and rindex is not None:
+        notes.add(f"{where}: Geant4 computes Rayleigh scattering for a material named 'Water' without a "
+                  "RAYLEIGH table; charon does not scatter in it (add a RAYLEIGH table to match)")
+    reemit_prob = WavelengthTable.flat(0.0)
+    reemit_cdf: WavelengthTable | None = None
+    reemit_tau = 0.0
+    profile = "exponential"
+    redshift = False
+    # Wavelength shifting: a competing absorption that re-emits (Geant4's G4OpWLS).
+    wls = get("WLSABSLENGTH")
+    if wls is not None:
+        if "WLSCOMPONENT" not in props:
+            raise DetectorError(f"{where}: WLSABSLENGTH without WLSCOMPONENT (the re-emission spectrum)")
+        total = _inverse([*absorption, wls])
+        reemit_prob = _combine([total, wls], lambda tot, w: np.clip(np.asarray(tot) / np.asarray(w), 0.0, 1.0))
+        absorption = [total]
+        reemit_cdf = _spectrum_cdf(props["WLSCOMPONENT"], f"{where} WLSCOMPONENT")
+        tau = props.get("WLSTIMECONSTANT")
+        reemit_tau = float(np.asarray(tau.value).reshape(-1)[0]) if tau is not None else 0.0
+        profile = "delta"
+        redshift = True
+        notes.add(f"{where}: wavelength shifting with Geant4's default 'delta' time profile (a fixed "
+                  "delay of WLSTIMECONSTANT)")
+        if "WLSMEANNUMBERPHOTONS" in props:
+            notes.add(f"{where}: WLSMEANNUMBERPHOTONS is approximated as one re-emitted photon")
+    # RAT's scintillator model (GLG4Scint): per-component absorption and re-emission.
+    n_comp_prop = props.get("NUM_COMP")
+    if n_comp_prop is not None:
+        n_comp = round(float(np.asarray(n_comp_prop.value).reshape(-1)[0]))
+        comps = [(get(f"ABSLENGTH{i}"), get(f"REEMISSION_PROB{i}")) for i in range(n_comp)]
+        lengths = [c[0] for c in comps if c[0] is not None]
+        if lengths:
+            spectrum = props.get("SCINTILLATION_WLS") or props.get("SCINTILLATION")
+            if spectrum is None and any(c[1] is not None for c in comps):
+                raise DetectorError(f"{where}: REEMISSION_PROB without a SCINTILLATION spectrum")
+            total = _inverse([*absorption, *lengths])
+            pieces = [(length, prob) for length, prob in comps if length is not None and prob is not None]
+            if pieces:
+                def fn(tot: F64, *vals: F64) -> F64:
+                    acc = np.zeros_like(np.asarray(tot))
+                    for k in range(0, len(vals), 2):
+                        acc = acc + np.asarray(vals[k + 1]) / np.asarray(vals[k])
+                    return np.asarray(np.clip(np.asarray(tot) * acc, 0.0, 1.0))
+                flat_tables = [t for pair in pieces for t in pair]
+                reemit_prob = _combine([total, *flat_tables], fn)
+                assert spectrum is not None
+                reemit_cdf = _spectrum_cdf(spectrum, f"{where} SCINTILLATION")
+                notes.add(f"{where}: RAT's re-emission (REEMITWAVEFORM) is approximated as prompt")
+            absorption = [total]
+    for key in props:
+        if key.startswith(("MIEHG", "WLSABSLENGTH2", "WLSCOMPONENT2")):
+            notes.add(f"{where}: {key} is not simulated (Mie scattering and a second WLS are not modelled)")
+        elif key.startswith(_GENERATION_ONLY) or key in ("REEMITWAVEFORM",):
+            continue
+    return Material(
+        name=name,
+        refractive_index=rindex,
+        absorption_length=absorption[0] if absorption else WavelengthTable.flat(np.inf),
+        scattering_length=rayleigh or WavelengthTable.flat(np.inf),
+        reemission_prob=reemit_prob,
+        reemission_cdf=reemit_cdf,
+        reemission_time_ns=reemit_tau,
+        group_velocity=groupvel if rindex is not None else None,
+        reemission_profile=profile,  # type: ignore[arg-type]
+        reemission_redshift=redshift,
+    )
+
+
+def surface_from_gdml(s: Any, notes: Notes) -> Surface:
+    """A GDML ``opticalsurface`` as a charon surface (see the module docstring for the mapping)."""
+    where = f"optical surface {s.name!r} (line {s.line})"
+    props: Mapping[str, Any] = s.properties
+    kind, finish, model = str(s.type), str(s.finish), str(s.model)
+    if kind not in ("dielectric_metal", "dielectric_dielectric"):
+        raise DetectorError(f"{where}: surface type {kind!r} is not supported (allowed: dielectric_metal, "
+                            "dielectric_dielectric)")
+    if model not in ("glisur", "unified"):
+        raise DetectorError(f"{where}: surface model {model!r} is not supported (allowed: glisur, unified)")
+    known_finishes = ("polished", "ground", "polishedfrontpainted", "groundfrontpainted",
+                      "polishedbackpainted", "groundbackpainted")
+    if finish not in known_finishes:
+        raise DetectorError(f"{where}: finish {finish!r} is not supported (allowed: {', '.join(known_finishes)})")
+
+    def table(key: str, default: float) -> WavelengthTable:
+        p = props.get(key)
+        return WavelengthTable.flat(default) if p is None else _table(p, f"{where} {key}")
+
+    if ("REALRINDEX" in props or "IMAGINARYRINDEX" in props) and "REFLECTIVITY" not in props:
+        raise DetectorError(f"{where}: a complex refractive index (REALRINDEX/IMAGINARYRINDEX) is not "
+                            "supported; give REFLECTIVITY instead")
+    r = table("REFLECTIVITY", 1.0)
+    e = table("EFFICIENCY", 0.0)
+    t = table("TRANSMITTANCE", 0.0)
+    grid = np.unique(np.concatenate([r.wavelength, e.wavelength, t.wavelength]))
+    rv, ev, tv = np.clip(r(grid), 0.0, 1.0), np.clip(e(grid), 0.0, 1.0), np.clip(t(grid), 0.0, 1.0)
+    tv = np.minimum(tv, 1.0 - rv)
+    lost = 1.0 - rv - tv
+
+    def w(values: F64) -> WavelengthTable:
+        return WavelengthTable(grid, np.clip(values, 0.0, 1.0))
+
+    zero = np.zeros_like(grid)
+    spec, diff = rv, zero
+    ground = finish.startswith("ground")
+    if kind == "dielectric_metal":
+        if ground:
+            if model == "unified":
+                ss, sl, bs = (table(k, 0.0)(grid) for k in ("SPECULARSPIKECONSTANT", "SPECULARLOBECONSTANT",
+                                                               "BACKSCATTERCONSTANT"))
+                specular_part = np.clip(ss + sl + bs, 0.0, 1.0)
+                spec, diff = rv * specular_part, rv * (1.0 - specular_part)
+                if np.any(sl > 0) or np.any(bs > 0):
+                    notes.add(f"{where}: the unified model's specular lobe and backscatter are approximated as "
+                              "specular reflection")
+            else:
+                notes.add(f"{where}: glisur 'ground' facets (polish {s.value:g}) are approximated as polished")
+        if finish.endswith("painted"):
+            notes.add(f"{where}: a painted finish on a metal surface is treated as unpainted")
+        return Surface(_name(s.name), detect=w(lost * ev), absorb=w(lost * (1.0 - ev)), reflect_diffuse=w(diff),
+                       reflect_specular=w(spec), transmit=w(tv), model="dielectric_metal")
+    if finish in ("polishedfrontpainted", "groundfrontpainted"):
+        # Reflect or absorb: the far side is never refracted into, as on a metal.
+        if finish == "groundfrontpainted":
+            spec, diff = zero, rv
+        return Surface(_name(s.name), detect=w(lost * ev), absorb=w(lost * (1.0 - ev)), reflect_diffuse=w(diff),
+                       reflect_specular=w(spec), transmit=w(tv), model="dielectric_metal")
+    if finish.endswith("backpainted"):
+        notes.add(f"{where}: '{finish}' (paint behind a thin gap) is approximated as a polished dielectric "
+                  "boundary")
+    elif ground:
+        notes.add(f"{where}: a ground dielectric's microfacets are approximated as a polished boundary")
+    # Dielectric: R is the chance of reaching the Fresnel boundary at all.
+    return Surface(_name(s.name), detect=w(lost * ev), absorb=w(lost * (1.0 - ev)), transmit=w(tv),
+                   model="dielectric_dielectric")
+
+
+def _name(gdml_name: str) -> str:
+    """A detector-model name: GDML names may hold '/' (not allowed in detector files)."""
+    return gdml_name.replace("/", "|") or "unnamed"
