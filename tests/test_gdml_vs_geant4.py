@@ -26,15 +26,11 @@ import numpy as np
 import pytest
 
 from charon.engine.base import Hits, Photons
+from charon.engine.warp_engine import WarpSimulator
+from charon.importer import ImportOptions, import_gdml
 from tests.conftest import skip_or_fail
+from tests.g4 import api, build, stats
 from tests.g4.offline import geant4_available
-
-if not geant4_available():
-    skip_or_fail("geant4-pybind is not installed (pip install 'charon[dev]')")
-
-from charon.engine.warp_engine import WarpSimulator  # noqa: E402
-from charon.importer import ImportOptions, import_gdml  # noqa: E402
-from tests.g4 import api, build, stats  # noqa: E402
 
 N_PHOTONS = 200_000
 FRACTION_REL_TOL = 0.015
@@ -80,6 +76,12 @@ class Compared:
     geant4: api.Hits
     n: int
     n_channels: int
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _geant4() -> None:
+    if not geant4_available():
+        skip_or_fail("geant4-pybind is not importable offline (pip install 'charon[dev]')")
 
 
 @pytest.fixture(scope="module")
