@@ -43,6 +43,10 @@ _FLAG_SETTINGS: dict[str, tuple[str, str]] = {
     "listen": ("gateway", "listen"),
     "layout": ("gateway", "layout"),
     "echo": ("gateway", "echo"),
+    "pmt_volume": ("engine", "pmt_volume"),
+    "world": ("engine", "world"),
+    "chord": ("engine", "chord_mm"),
+    "detector_cache_dir": ("engine", "detector_cache_dir"),
 }
 _ROLE = {"serve": "server", "router": "router", "demo": "server"}
 _ROUTER_OF = {"worker": "worker", "flukaio-gateway": "gateway"}
@@ -64,10 +68,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     _flag(p, "--log-level", choices=["debug", "info", "warning", "error"], help="log level")
 
 
+def _gdml(p: argparse.ArgumentParser) -> None:
+    _flag(p, "--ratdb", metavar="PATH", help="RATDB file with PMTINFO for a GDML detector (JSON dump or .ratdb)")
+    _flag(p, "--pmt-volume", metavar="REGEX", help="GDML without PMTINFO: logical volumes that are PMTs")
+    _flag(p, "--world", metavar="NAME", help="GDML: logical volume to use as the world")
+    _flag(p, "--chord", metavar="MM", help="GDML: largest distance of a curved surface from its triangles")
+
+
 def _engine(p: argparse.ArgumentParser) -> None:
     _flag(p, "--backend", choices=["builtin", "numpy", "echo", "chroma"], help="simulation backend")
-    _flag(p, "--detector", metavar="PATH", help="detector file (default: built-in reference detector)")
-    _flag(p, "--ratdb", metavar="PATH", help="chroma backend: RATDB JSON dump for a GDML detector")
+    _flag(p, "--detector", metavar="PATH",
+          help="detector: .npz, or .gdml imported at start-up (default: built-in reference detector)")
+    _gdml(p)
     _flag(p, "--seed", metavar="N", help="random seed")
     _flag(p, "--max-steps", metavar="N", help="propagation steps per photon")
     _flag(p, "--device", choices=["cpu", "cuda", "auto"], help="builtin engine device")
@@ -154,6 +166,27 @@ def build_parser() -> argparse.ArgumentParser:
     _metrics(p)
     _common(p)
 
+    p = sub.add_parser("detector", help="import a Geant4/RAT-PAC GDML detector; summarise or draw a detector")
+    det = p.add_subparsers(dest="action", required=True, parser_class=_Parser, metavar="ACTION")
+    q = det.add_parser("import", help="GDML (+ RATDB PMTINFO) -> charon detector file (.npz)")
+    q.add_argument("gdml", metavar="GEOMETRY.gdml")
+    _gdml(q)
+    q.add_argument("-o", "--output", required=True, metavar="DETECTOR.npz", help="detector file to write")
+    _common(q)
+    q = det.add_parser("info", help="summary: volumes, materials, surfaces, PMTs, triangles, fingerprint")
+    q.add_argument("path", nargs="?", default=None, metavar="DETECTOR",
+                   help=".npz or .gdml (default: built-in reference detector)")
+    _gdml(q)
+    _flag(q, "--detector-cache-dir", metavar="DIR", help="import cache for a .gdml")
+    _common(q)
+    q = det.add_parser("plot", help="draw sections through the detector and its PMT positions")
+    q.add_argument("path", nargs="?", default=None, metavar="DETECTOR",
+                   help=".npz or .gdml (default: built-in reference detector)")
+    q.add_argument("--out", required=True, metavar="PNG", help="image to write")
+    _gdml(q)
+    _flag(q, "--detector-cache-dir", metavar="DIR", help="import cache for a .gdml")
+    _common(q)
+
     p = sub.add_parser("cluster", help="Kubernetes preflight and release status")
     p.add_argument("action", choices=["check", "status"])
     _flag(p, "--namespace", metavar="NS", default="default", help="release namespace")
@@ -200,8 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"charon {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except DetectorError as exc:
-        print(f"charon {args.command}: error: invalid setting engine.detector (--detector / "
-              f"CHARON_ENGINE__DETECTOR): {exc}", file=sys.stderr)
+        where = "" if args.command == "detector" else \
+            "invalid setting engine.detector (--detector / CHARON_ENGINE__DETECTOR): "
+        print(f"charon {args.command}: error: {where}{exc}", file=sys.stderr)
         return 2
     except CharonError as exc:
         print(f"charon {args.command}: error: {exc}", file=sys.stderr)
@@ -245,6 +279,19 @@ def _gateway(settings: Settings, _args: argparse.Namespace) -> int:
     return gateway.main(settings)
 
 
+def _detector(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from charon import detector_commands
+
+    if args.action == "import":
+        return detector_commands.import_detector(Path(args.gdml), Path(args.output), settings.engine)
+    path = None if args.path is None else Path(args.path)
+    if args.action == "info":
+        return detector_commands.info(path, settings.engine)
+    return detector_commands.plot(path, Path(args.out), settings.engine)
+
+
 def _cluster(_settings: Settings, args: argparse.Namespace) -> int:
     from charon import cluster
 
@@ -277,5 +324,6 @@ _COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "config": _config,
     "top": _top,
     "flukaio-gateway": _gateway,
+    "detector": _detector,
     "cluster": _cluster,
 }
