@@ -200,13 +200,14 @@ def _border_surface(ctx: ReadContext, node: Node) -> None:
     if len(node.children) != 2:
         ctx.fail(node, f"needs exactly two <physvolref> (got {len(node.children)})")
     surface = _surface_property(ctx, node)
-    names = []
-    for child in node.children:
-        pv = ctx.ref(child)
-        if pv not in ctx.physvols:
-            hint = " (the world volume has no physvol in GDML)" if pv.endswith("_PV") else ""
-            ctx.fail(child, f"physvol '{pv}' is not defined before this border surface{hint}")
-        names.append(pv)
+    names = [ctx.ref(child) for child in node.children]
+    # RAT-PAC writes border surfaces whose second physvol does not exist (it meant the other
+    # volume's mother); the importer repairs one such name, so only two unknown names are an error.
+    unknown = [(child, pv) for child, pv in zip(node.children, names, strict=True) if pv not in ctx.physvols]
+    if len(unknown) == 2:
+        child, pv = unknown[0]
+        hint = " (the world volume has no physvol in GDML)" if pv.endswith("_PV") else ""
+        ctx.fail(child, f"physvol '{pv}' is not defined before this border surface{hint}")
     ctx.border_surfaces.append(BorderSurface(ctx.name(node), surface, names[0], names[1], node.line))
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from charon.engine.detector import HC_EV_NM, Material, Surface, WavelengthTable
+from charon.engine.detector.model import group_velocity_points
 from charon.errors import DetectorError
 
 F64 = npt.NDArray[np.float64]
@@ -119,6 +120,13 @@ def material_from_gdml(m: Any, notes: Notes) -> Material:
 
     rindex = get("RINDEX")
     groupvel = get("GROUPVEL")
+    if rindex is not None and groupvel is None and props["RINDEX"].energy is not None:
+        # As Geant4 does on reading RINDEX: from the original points, not a resampled table.
+        p = props["RINDEX"]
+        order = np.argsort(np.asarray(p.energy, np.float64))
+        e, v = group_velocity_points(np.asarray(p.energy, np.float64)[order] * MEV_TO_EV,
+                                     np.asarray(p.value, np.float64).reshape(-1)[order])
+        groupvel = WavelengthTable.from_energy(e, v)
     absorption = [t for t in (get("ABSLENGTH"),) if t is not None]
     rayleigh = get("RAYLEIGH")
     if rayleigh is None:

@@ -127,36 +127,41 @@ class WavelengthTable:
             raise DetectorError(f"{what}: values must lie in {interval}")
 
 
-def group_velocity(refractive_index: WavelengthTable) -> WavelengthTable:
-    """Group velocity (mm/ns) from a refractive-index table, computed the way Geant4 computes
-    GROUPVEL (``G4MaterialPropertiesTable::CalculateGROUPVEL``).
+def group_velocity_points(energy: npt.ArrayLike, rindex: npt.ArrayLike) -> tuple[F64, F64]:
+    """Group velocity (mm/ns) from refractive-index points given against rising photon energy,
+    computed exactly as Geant4's ``G4MaterialPropertiesTable::CalculateGROUPVEL`` does.
 
-    In energy order: v = c / (n + dn/d(ln E)) at the first and last point and at the midpoints
-    between the others, with dn/d(ln E) from neighbouring points; where that would exceed c/n
-    (anomalous dispersion) or be negative, v = c/n. A flat index gives c/n everywhere.
+    v = c / (n + dn/d(ln E)) at the first and last point and at the midpoints between the others,
+    dn/d(ln E) from neighbouring points; where that would exceed c/n (anomalous dispersion) or be
+    negative, v = c/n. Returns (energies, velocities); a flat index gives c/n everywhere.
     """
     c = SPEED_OF_LIGHT_MM_PER_NS
-    n_wl = refractive_index.value
-    if refractive_index.is_flat or n_wl.size < 2:
-        return WavelengthTable(refractive_index.wavelength, c / n_wl)
-    e = HC_EV_NM / refractive_index.wavelength[::-1]  # rising energy
-    n = n_wl[::-1]
-    out_e: list[float] = []
-    out_v: list[float] = []
+    e = np.asarray(energy, dtype=np.float64).reshape(-1)
+    n = np.asarray(rindex, dtype=np.float64).reshape(-1)
+    if e.size < 2:
+        return e, c / n
 
     def limited(vg: float, n_here: float) -> float:
         return c / n_here if (vg < 0 or vg > c / n_here) else vg
 
-    out_e.append(float(e[0]))
-    out_v.append(limited(c / (n[0] + (n[1] - n[0]) / math.log(e[1] / e[0])), float(n[0])))
-    for i in range(1, e.size - 1):
-        n_mid = 0.5 * (n[i - 1] + n[i])
-        out_e.append(0.5 * (e[i - 1] + e[i]))
-        out_v.append(limited(c / (n_mid + (n[i] - n[i - 1]) / math.log(e[i] / e[i - 1])), float(n_mid)))
+    out_e = [float(e[0])]
+    out_v = [limited(c / (n[0] + (n[1] - n[0]) / math.log(e[1] / e[0])), float(n[0]))]
+    for i in range(2, e.size):
+        n_mid = 0.5 * (n[i - 2] + n[i - 1])
+        out_e.append(0.5 * (e[i - 2] + e[i - 1]))
+        out_v.append(limited(c / (n_mid + (n[i - 1] - n[i - 2]) / math.log(e[i - 1] / e[i - 2])), float(n_mid)))
     out_e.append(float(e[-1]))
     out_v.append(limited(c / (n[-1] + (n[-1] - n[-2]) / math.log(e[-1] / e[-2])), float(n[-1])))
-    ev = np.asarray(out_e)
-    vv = np.asarray(out_v)
+    return np.asarray(out_e), np.asarray(out_v)
+
+
+def group_velocity(refractive_index: WavelengthTable) -> WavelengthTable:
+    """Group velocity (mm/ns) of a refractive-index table, by :func:`group_velocity_points` on its
+    points (taken in energy order, as Geant4 holds them)."""
+    n_wl = refractive_index.value
+    if refractive_index.is_flat or n_wl.size < 2:
+        return WavelengthTable(refractive_index.wavelength, SPEED_OF_LIGHT_MM_PER_NS / n_wl)
+    ev, vv = group_velocity_points(HC_EV_NM / refractive_index.wavelength[::-1], n_wl[::-1])
     keep = np.concatenate([[True], np.diff(ev) > 0])
     return WavelengthTable((HC_EV_NM / ev[keep])[::-1], vv[keep][::-1])
 
