@@ -170,7 +170,7 @@ def test_pmt_volume_pattern_gives_placement_order(tmp_path: Path) -> None:
     gdml = _gdml(tmp_path, NESTED.format(surfaces=""))
     det = import_gdml(gdml, ImportOptions(pmt_volume="^ball$")).detector
     np.testing.assert_allclose(det.info().positions(), [[300.0, 0, 0], [-300.0, 0, 0]], atol=1e-4)
-    with pytest.raises(DetectorError, match="matches no placed logical volume .*ball, core, tank"):
+    with pytest.raises(DetectorError, match=r"matches no placed logical volume .*ball, core, tank"):
         import_gdml(gdml, ImportOptions(pmt_volume="^pmt"))
     with pytest.raises(DetectorError, match="needs its PMTs"):
         import_gdml(gdml)
@@ -225,7 +225,7 @@ def test_geant4_optics_are_converted(tmp_path: Path) -> None:
     <volume name="world"><materialref ref="steel"/><solidref ref="world_s"/>
       <physvol name="tank_pv"><volumeref ref="tank"/></physvol></volume>
     <skinsurface name="s" surfaceproperty="half"><volumeref ref="ball"/></skinsurface>"""
-    det, notes = _import(tmp_path, body, defines=defines, extra_materials=extra, surfaces=surfaces)
+    det, _ = _import(tmp_path, body, defines=defines, extra_materials=extra, surfaces=surfaces)
     steel, shifter = det.materials["steel"], det.materials["shifter"]
     assert steel.opaque  # no RINDEX: photons die at its boundaries
     assert shifter.reemission_profile == "delta"
