@@ -253,5 +253,5 @@ def test_geant4_optics_are_converted(tmp_path: Path) -> None:
 def test_unsupported_surface_types_are_errors(tmp_path: Path) -> None:
     surfaces = """<opticalsurface name="lut" model="LUT" finish="polishedlumirrorair" type="dielectric_LUT" value="0"/>"""
     body = NESTED.format(surfaces='<skinsurface name="s" surfaceproperty="lut"><volumeref ref="ball"/></skinsurface>')
-    with pytest.raises(DetectorError, match="lut.*not supported"):
+    with pytest.raises(DetectorError, match=r"lut.*not supported"):
         _import(tmp_path, body, surfaces=surfaces)
