@@ -328,7 +328,9 @@ def test_pods_are_locked_down(variant: str) -> None:
             assert "add" not in sc["capabilities"]
             assert sc["runAsUser"] != 0
             for mount in ctr.get("volumeMounts", []):
-                assert mount["name"] in mounts_ok
+                # writable: emptyDirs, and the import cache volume a user names for it
+                assert mount["name"] in mounts_ok or mount.get("readOnly") is True \
+                    or mount["mountPath"] == "/var/cache/charon/detectors", mount
 
 
 def test_worker_kernel_cache_is_a_writable_emptydir() -> None:
@@ -339,6 +341,36 @@ def test_worker_kernel_cache_is_a_writable_emptydir() -> None:
     volume = next(v for v in deploy["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
     assert volume["emptyDir"]["sizeLimit"] == "2Gi"
     assert any(m["mountPath"] == "/tmp" for m in ctr["volumeMounts"])
+
+
+def test_worker_detector_and_import_cache_come_from_the_named_volumes() -> None:
+    deploy = one(render("detector-values.yaml"), "Deployment", "charon-worker")
+    ctr = container(deploy)
+    env = env_of(ctr)
+    assert env["CHARON_ENGINE__DETECTOR"] == "/etc/charon/detector/experiment/geometry.gdml"
+    assert env["CHARON_ENGINE__RATDB"] == "/etc/charon/detector/experiment/ratdb_dump.json"
+    volumes = {v["name"]: v for v in deploy["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m for m in ctr["volumeMounts"]}
+    assert mounts["/etc/charon/detector"]["readOnly"] is True
+    assert volumes[mounts["/etc/charon/detector"]["name"]]["persistentVolumeClaim"]["claimName"] == "detectors"
+    cache = mounts[env["CHARON_ENGINE__DETECTOR_CACHE_DIR"]]
+    assert volumes[cache["name"]]["persistentVolumeClaim"]["claimName"] == "charon-import-cache"
+    # without a detector file: the reference detector, no detector volumes
+    plain = container(one(render(), "Deployment", "charon-worker"))
+    assert "CHARON_ENGINE__DETECTOR" not in env_of(plain)
+    assert all(m["mountPath"] != "/etc/charon/detector" for m in plain["volumeMounts"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--set", "worker.detector.file=geo.gdml"], "worker.detector.volume"),
+     (["--set", "worker.detector.ratdb=pmt.json"], "worker.detector.file"),
+     (["--set", "worker.detector.file=/abs/geo.gdml"], "worker.detector.file")],
+)
+def test_detector_values_are_checked(args: list[str], message: str) -> None:
+    rc, _, err = helm_template(*args)
+    assert rc != 0
+    assert message in err, err
 
 
 @pytest.mark.parametrize("name", ["charon-router", "charon-worker"])
