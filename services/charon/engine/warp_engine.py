@@ -258,7 +258,7 @@ class WarpSimulator:
 
     def __init__(self, detector: Detector, *, seed: int = 0, max_steps: int = 1000, device: Device = "auto",
                  threads: int = 0, chunk_photons: int = 1_000_000, kernel_cache_dir: Path | None = None,
-                 geometry: Geometry = "auto", cuda_device: int = 0) -> None:
+                 geometry: Geometry = "auto", cuda_device: int = 0, analytic_shapes: bool = True) -> None:
         if max_steps < 1:
             raise ConfigError(f"invalid setting engine.max_steps = {max_steps}: must be >= 1")
         if chunk_photons < 1:
@@ -280,6 +280,8 @@ class WarpSimulator:
         analytic = geometry == "analytic" or (geometry == "auto" and detector.is_analytic
                                               and detector.mesh is None and detector.scene is None)
         self.geometry: Literal["analytic", "mesh"] = "analytic" if analytic else "mesh"
+        #: Trace a scene's analytic shapes exactly (else by their meshes, for comparisons).
+        self.analytic_shapes = bool(analytic_shapes)
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="warp") if self.threads > 1 else None
         self._keep: list[Any] = []
@@ -370,6 +372,8 @@ class WarpSimulator:
             g.shape = g.mat_in = g.mat_out = g.surf_exit = g.surf_enter = g.channel = g.tag_row = \
                 self._arr(np.zeros(1, np.int32), wp.int32)
             g.tri_tags = self._arr(np.zeros((1, 4), np.int32), wp.int32)
+            g.kind = self._arr(np.zeros(1, np.int32), wp.int32)
+            g.par = self._arr(np.zeros((1, 6), np.float32), wp.float32)
             return g
         scene = scene_of(self.detector)
         if scene.n_channels > self.detector.n_channels:
@@ -394,6 +398,11 @@ class WarpSimulator:
         for name in ("shape", "mat_in", "mat_out", "surf_exit", "surf_enter", "channel"):
             setattr(g, name, self._arr(getattr(scene, name), wp.int32))
         g.tag_row = self._arr(scene.tag_rows(), wp.int32)
+        assert scene.shape_kind is not None
+        assert scene.shape_params is not None
+        kinds = scene.shape_kind if self.analytic_shapes else np.zeros_like(scene.shape_kind)
+        g.kind = self._arr(kinds, wp.int32)
+        g.par = self._arr(scene.shape_params.astype(np.float32), wp.float32)
         tags = scene.triangle_tags if scene.triangle_tags is not None else np.zeros((1, 4), np.int32)
         g.tri_tags = self._arr(tags, wp.int32)
         lo, hi = scene.world_bounds()

@@ -130,6 +130,8 @@ class SceneGeo:
     channel: wp.array(dtype=int)
     tag_row: wp.array(dtype=int)  # per shape: first row of its per-triangle tags, -1: instance tags
     tri_tags: wp.array2d(dtype=int)  # mat_in, mat_out, surface, channel per triangle of tagged shapes
+    kind: wp.array(dtype=int)  # per shape: 0 mesh, else an analytic kind (charon.engine.detector.scene)
+    par: wp.array2d(dtype=float)  # per shape: the analytic kind's parameters
 
 
 @wp.struct
@@ -425,6 +427,152 @@ def find_pmt(g: Analytic, q: wp.vec3) -> int:
 
 
 @wp.func
+def quad_roots(a: float, b: float, c: float) -> tuple[int, float, float]:
+    """Real roots t0 <= t1 of a t^2 + 2 b t + c = 0 (a > 0), in the cancellation-free form."""
+    disc = b * b - a * c
+    if disc < 0.0 or a <= 0.0:
+        return 0, 0.0, 0.0
+    sq = wp.sqrt(disc)
+    q = -b - sq
+    if b < 0.0:
+        q = -b + sq
+    t0 = q / a
+    t1 = t0
+    if q != 0.0:
+        t1 = c / q
+    if t0 > t1:
+        tmp = t0
+        t0 = t1
+        t1 = tmp
+    return 1, t0, t1
+
+
+@wp.func
+def analytic_hit(kind: int, par: wp.array2d(dtype=float), sh: int, p: wp.vec3, d: wp.vec3,
+                 tmax: float) -> tuple[int, float, wp.vec3]:
+    """Nearest crossing 0 < t < tmax of the ray p + t d with an analytic shape's exact boundary
+    (shape frame), and the outward normal there: every piece of the boundary is intersected and a
+    root counts where it lies on the solid's boundary (a small tolerance closes the edges)."""
+    best = tmax
+    found = int(0)
+    nrm = wp.vec3(0.0, 0.0, 1.0)
+    if kind == 1:  # ellipsoid (a, b, c) cut to zmin <= z <= zmax
+        a = par[sh, 0]
+        b = par[sh, 1]
+        c = par[sh, 2]
+        zmin = par[sh, 3]
+        zmax = par[sh, 4]
+        tol = 1.0e-6 * (a + b + c)
+        ps = wp.vec3(p[0] / a, p[1] / b, p[2] / c)
+        ds = wp.vec3(d[0] / a, d[1] / b, d[2] / c)
+        ok, t0, t1 = quad_roots(wp.dot(ds, ds), wp.dot(ps, ds), wp.dot(ps, ps) - 1.0)
+        if ok == 1:
+            for k in range(2):
+                t = t0
+                if k == 1:
+                    t = t1
+                if t > 0.0 and t < best:
+                    q = p + t * d
+                    if q[2] >= zmin - tol and q[2] <= zmax + tol:
+                        best = t
+                        found = 1
+                        nrm = wp.normalize(wp.vec3(q[0] / (a * a), q[1] / (b * b), q[2] / (c * c)))
+        if wp.abs(d[2]) > 1.0e-20:
+            for k in range(2):
+                zc = zmin
+                sgn = -1.0
+                if k == 1:
+                    zc = zmax
+                    sgn = 1.0
+                if wp.abs(zc) < c:
+                    t = (zc - p[2]) / d[2]
+                    if t > 0.0 and t < best:
+                        q = p + t * d
+                        if (q[0] / a) * (q[0] / a) + (q[1] / b) * (q[1] / b) <= 1.0 - (zc / c) * (zc / c) + 1.0e-6:
+                            best = t
+                            found = 1
+                            nrm = wp.vec3(0.0, 0.0, sgn)
+    elif kind == 2:  # spherical shell rmin <= |x| <= r
+        for k in range(2):
+            r = par[sh, 0]
+            sgn = 1.0
+            if k == 1:
+                r = par[sh, 1]
+                sgn = -1.0
+            if r > 0.0:
+                ok, t0, t1 = quad_roots(wp.dot(d, d), wp.dot(p, d), wp.dot(p, p) - r * r)
+                if ok == 1:
+                    t = t0
+                    if t <= 0.0:
+                        t = t1
+                    if t > 0.0 and t < best:
+                        best = t
+                        found = 1
+                        nrm = sgn * wp.normalize(p + t * d)
+    elif kind == 3:  # tube rmin <= rho <= rmax, |z| <= hz
+        rmax = par[sh, 0]
+        rmin = par[sh, 1]
+        hz = par[sh, 2]
+        tol = 1.0e-6 * (rmax + hz)
+        aa = d[0] * d[0] + d[1] * d[1]
+        bb = p[0] * d[0] + p[1] * d[1]
+        for k in range(2):
+            r = rmax
+            sgn = 1.0
+            if k == 1:
+                r = rmin
+                sgn = -1.0
+            if r > 0.0:
+                ok, t0, t1 = quad_roots(aa, bb, p[0] * p[0] + p[1] * p[1] - r * r)
+                if ok == 1:
+                    for j in range(2):
+                        t = t0
+                        if j == 1:
+                            t = t1
+                        if t > 0.0 and t < best:
+                            q = p + t * d
+                            if wp.abs(q[2]) <= hz + tol:
+                                best = t
+                                found = 1
+                                nrm = sgn * wp.normalize(wp.vec3(q[0], q[1], 0.0))
+        if wp.abs(d[2]) > 1.0e-20:
+            for k in range(2):
+                zc = -hz
+                if k == 1:
+                    zc = hz
+                t = (zc - p[2]) / d[2]
+                if t > 0.0 and t < best:
+                    q = p + t * d
+                    rho2 = q[0] * q[0] + q[1] * q[1]
+                    if rho2 <= (rmax + tol) * (rmax + tol) and rho2 >= (rmin - tol) * (rmin - tol):
+                        best = t
+                        found = 1
+                        nrm = wp.vec3(0.0, 0.0, wp.sign(zc))
+    elif kind == 4:  # box |x| <= hx, |y| <= hy, |z| <= hz
+        h = wp.vec3(par[sh, 0], par[sh, 1], par[sh, 2])
+        tol = 1.0e-6 * (h[0] + h[1] + h[2])
+        for axis in range(3):
+            if wp.abs(d[axis]) > 1.0e-20:
+                for k in range(2):
+                    side = -1.0
+                    if k == 1:
+                        side = 1.0
+                    t = (side * h[axis] - p[axis]) / d[axis]
+                    if t > 0.0 and t < best:
+                        q = p + t * d
+                        inside = int(1)
+                        for other in range(3):
+                            if other != axis and wp.abs(q[other]) > h[other] + tol:
+                                inside = 0
+                        if inside == 1:
+                            best = t
+                            found = 1
+                            nrm = wp.vec3(0.0)
+                            nrm[axis] = side
+    return found, best, nrm
+
+
+@wp.func
 def scene_hit(g: SceneGeo, p: wp.vec3, d: wp.vec3) -> tuple[int, int, float, wp.vec3]:
     """Nearest boundary along p + t d: (instance or -1, face, t, outward world normal there).
 
@@ -441,13 +589,23 @@ def scene_hit(g: SceneGeo, p: wp.vec3, d: wp.vec3) -> tuple[int, int, float, wp.
         a_inv = g.inv[i]
         lp = a_inv @ (p - g.offset[i])
         ld = a_inv @ d
-        h = wp.mesh_query_ray(g.meshes[g.shape[i]], lp, ld, best)
-        if h.result:
-            if h.t < best:
-                best = h.t
+        sh = g.shape[i]
+        kind = g.kind[sh]
+        if kind == 0:
+            h = wp.mesh_query_ray(g.meshes[sh], lp, ld, best)
+            if h.result:
+                if h.t < best:
+                    best = h.t
+                    inst = i
+                    face = h.face
+                    nrm = wp.transpose(a_inv) @ h.normal
+        else:
+            ok, t, n_loc = analytic_hit(kind, g.par, sh, lp, ld, best)
+            if ok == 1:
+                best = t
                 inst = i
-                face = h.face
-                nrm = wp.transpose(a_inv) @ h.normal
+                face = 0
+                nrm = wp.transpose(a_inv) @ n_loc
     return inst, face, best, wp.normalize(nrm)
 
 

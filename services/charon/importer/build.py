@@ -44,10 +44,12 @@ class ImportOptions:
     world: str | None = None
     pmt_volume: str | None = None
     chord_mm: float = DEFAULT_CHORD_MM
+    #: Keep spheres, ellipsoids, tubes and boxes exact (analytic) instead of meshed.
+    analytic: bool = True
 
     def key(self) -> dict[str, Any]:
         return {"world": self.world, "pmt_volume": self.pmt_volume, "chord_mm": float(self.chord_mm),
-                "importer": IMPORTER_VERSION}
+                "analytic": self.analytic, "importer": IMPORTER_VERSION}
 
 
 @dataclass
@@ -151,8 +153,12 @@ def _scene(doc: Any, tree: Tree, node_channel: npt.NDArray[np.int32], materials:
     surf_sorted = sorted(s.name for s in surfaces.values())
     surf_index = {gname: surf_sorted.index(s.name) for gname, s in surfaces.items()}
     surf_model = {gname: s.model for gname, s in surfaces.items()}
+    from charon.engine.detector.scene import analytic_shape
+    from charon.gdml import analytic_form
+
     shapes: dict[str, int] = {}
     shape_meshes: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]] = []
+    shape_forms: list[tuple[int, tuple[float, ...]]] = []
     degenerate: set[str] = set()
     volume_names: dict[str, int] = {}
     rows: list[tuple[int, int, int, int, int, int, int, int]] = []
@@ -180,6 +186,8 @@ def _scene(doc: Any, tree: Tree, node_channel: npt.NDArray[np.int32], materials:
             else:
                 shapes[solid] = len(shape_meshes)
                 shape_meshes.append((v.astype(np.float32), f))
+                shape_forms.append(analytic_shape(analytic_form(doc, solid)) if opts.analytic
+                                   else (0, ()))
         if solid in degenerate:
             continue
         vol = volume_names.setdefault(node.lv, len(volume_names))
@@ -196,11 +204,17 @@ def _scene(doc: Any, tree: Tree, node_channel: npt.NDArray[np.int32], materials:
     vstart = np.concatenate([[0], np.cumsum([v.shape[0] for v, _ in shape_meshes])])
     tstart = np.concatenate([[0], np.cumsum([f.shape[0] for _, f in shape_meshes])])
     shape_names = sorted(shapes, key=shapes.__getitem__)
+    kinds = np.array([k for k, _ in shape_forms], np.int32)
+    params = np.zeros((len(shape_forms), 6))
+    for row, (_, values) in enumerate(shape_forms):
+        params[row, :len(values)] = values
     scene = Scene(
         np.concatenate([v for v, _ in shape_meshes]), np.concatenate([f for _, f in shape_meshes]),
         vstart, tstart, np.asarray(transforms), table[:, 0], table[:, 1], table[:, 2], table[:, 3], table[:, 4],
-        table[:, 5], table[:, 6], volume_names=tuple(volume_names), shape_names=tuple(shape_names))
+        table[:, 5], table[:, 6], volume_names=tuple(volume_names), shape_names=tuple(shape_names),
+        shape_kind=kinds, shape_params=params)
     counts = {"placements": len(nodes) - 1, "instances": scene.n_instances, "shapes": scene.n_shapes,
+              "analytic_shapes": int(np.count_nonzero(kinds)),
               "triangles": scene.n_triangles, "placed_triangles": scene.n_placed_triangles,
               "omitted_same_material": omitted_same, "degenerate_solids": len(degenerate)}
     return scene, counts

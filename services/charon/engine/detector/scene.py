@@ -14,6 +14,11 @@ outward. Material and surface indices refer to the detector's sorted name lists.
 A shape may instead carry its tags per triangle (``tagged``): a triangle soup such as a Chroma-style
 mesh, where every triangle has its own inner/outer material, surface (both directions) and
 channel; its instances' tag columns are then unused.
+
+A shape may also be *analytic* (``shape_kind`` > 0, parameters in ``shape_params``): a sphere or
+spherical shell, an ellipsoid with z cuts, a full tube, a box. Engines then intersect the exact
+surface (faster than any mesh, and without the mesh's chord error); the mesh is kept for bounds,
+pictures and engines without the fast path.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ I32 = npt.NDArray[np.int32]
 I64 = npt.NDArray[np.int64]
 
 _INSTANCE_FIELDS = ("shape", "mat_in", "mat_out", "surf_exit", "surf_enter", "channel", "volume")
+
+#: Analytic shape kinds and their parameters (``shape_params`` row, mm):
+#:   1 ellipsoid  (a, b, c, zmin, zmax): x^2/a^2 + y^2/b^2 + z^2/c^2 <= 1, zmin <= z <= zmax
+#:   2 sphere shell (r, rmin): rmin <= |x| <= r
+#:   3 tube (rmax, rmin, half_z): rmin <= rho <= rmax, |z| <= half_z
+#:   4 box (half_x, half_y, half_z)
+SHAPE_MESH, SHAPE_ELLIPSOID, SHAPE_SHELL, SHAPE_TUBE, SHAPE_BOX = 0, 1, 2, 3, 4
+SHAPE_PARAMS = 6
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +68,9 @@ class Scene:
     #: shape is tagged. ``shape_tagged[s]`` says whether shape s uses them.
     triangle_tags: I32 | None = None
     shape_tagged: npt.NDArray[np.bool_] | None = None
+    #: Per shape: 0 = mesh, else an analytic kind (see SHAPE_*) with its SHAPE_PARAMS parameters.
+    shape_kind: I32 | None = None
+    shape_params: F64 | None = None
 
     def __post_init__(self) -> None:
         v = np.ascontiguousarray(self.vertices, dtype=np.float32).reshape(-1, 3)
@@ -98,6 +114,18 @@ class Scene:
             tagged.flags.writeable = False
             object.__setattr__(self, "triangle_tags", tags)
             object.__setattr__(self, "shape_tagged", tagged)
+        kind = np.zeros(n_shapes, np.int32) if self.shape_kind is None else \
+            np.ascontiguousarray(self.shape_kind, dtype=np.int32).reshape(-1)
+        params = np.zeros((n_shapes, SHAPE_PARAMS)) if self.shape_params is None else \
+            np.ascontiguousarray(self.shape_params, dtype=np.float64).reshape(-1, SHAPE_PARAMS)
+        if kind.shape != (n_shapes,) or params.shape != (n_shapes, SHAPE_PARAMS):
+            raise ValueError(f"shape_kind needs {n_shapes} entries and shape_params ({n_shapes}, {SHAPE_PARAMS})")
+        if np.any((kind < SHAPE_MESH) | (kind > SHAPE_BOX)) or not np.all(np.isfinite(params)):
+            raise ValueError("analytic shape kinds must be 0..4 with finite parameters")
+        kind.flags.writeable = False
+        params.flags.writeable = False
+        object.__setattr__(self, "shape_kind", kind)
+        object.__setattr__(self, "shape_params", params)
         dets = np.linalg.det(xf[:, :, :3]) if n_inst else np.zeros(0)
         if np.any(np.abs(dets) < 1e-12):
             raise ValueError("an instance transform is singular")
@@ -232,6 +260,11 @@ class Scene:
         if self.triangle_tags is not None and self.shape_tagged is not None:
             arrays["triangle_tags"] = self.triangle_tags.astype("<i4")
             arrays["shape_tagged"] = self.shape_tagged.astype("u1")
+        assert self.shape_kind is not None
+        assert self.shape_params is not None
+        if np.any(self.shape_kind != SHAPE_MESH):
+            arrays["shape_kind"] = self.shape_kind.astype("<i4")
+            arrays["shape_params"] = self.shape_params.astype("<f8")
         return header, arrays
 
     @classmethod
@@ -248,9 +281,28 @@ class Scene:
                 shape_names=tuple(str(n) for n in header["shape_names"]),
                 triangle_tags=arrays.get("triangle_tags"),
                 shape_tagged=None if "shape_tagged" not in arrays else arrays["shape_tagged"].astype(bool),
+                shape_kind=arrays.get("shape_kind"),
+                shape_params=arrays.get("shape_params"),
             )
         except KeyError as exc:
             raise ValueError(f"scene lacks {exc.args[0]!r}") from None
+
+
+def analytic_shape(form: dict[str, Any] | None) -> tuple[int, tuple[float, ...]]:
+    """(kind, parameters) of an exact solid description (``charon.gdml.analytic_form``), or mesh."""
+    if form is None:
+        return SHAPE_MESH, ()
+    kind = form["kind"]
+    if kind == "sphere":
+        r, rmin = float(form["r"]), float(form.get("rmin", 0.0))
+        return (SHAPE_ELLIPSOID, (r, r, r, -r, r)) if rmin <= 0 else (SHAPE_SHELL, (r, rmin))
+    if kind == "ellipsoid":
+        return SHAPE_ELLIPSOID, tuple(float(form[k]) for k in ("ax", "by", "cz", "zmin", "zmax"))
+    if kind == "cylinder":
+        return SHAPE_TUBE, (float(form["rmax"]), float(form["rmin"]), float(form["half_z"]))
+    if kind == "box":
+        return SHAPE_BOX, tuple(float(h) for h in form["half"])
+    return SHAPE_MESH, ()
 
 
 def scene_from_triangles(vertices: npt.ArrayLike, triangles: npt.ArrayLike, *, mat_in: npt.ArrayLike,
