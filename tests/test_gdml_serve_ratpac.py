@@ -125,3 +125,23 @@ def test_bad_gdml_and_pmtinfo_are_one_line_and_exit_2(built: build.BuiltDetector
                              str(tmp_path / "c.npz")), "1 of 48", "3 at (")
     _one_line_exit_2(_charon("serve", "--detector", str(built.gdml), "--ratdb", str(shifted), "--bind",
                              "tcp://127.0.0.1:*", "--backend", "echo"), "1 of 48")
+
+
+def test_a_router_pool_refuses_a_worker_whose_imported_detector_differs(built: build.BuiltDetector,
+                                                                        tmp_path: Path) -> None:
+    """Two imports of the same GDML at different chord tolerances are different detectors."""
+    from tests.router_support import metric, wait_metric
+
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    for path, chord in ((a, "0.5"), (b, "0.4")):
+        done = _charon("detector", "import", str(built.gdml), "--ratdb", str(built.ratdb), "--chord", chord,
+                       "-o", str(path))
+        assert done.returncode == 0, done.stderr
+    env = {"CHARON_HEARTBEAT__INTERVAL_S": "0.2"}
+    with procs.router(env=env) as router, \
+            procs.worker(router.workers_endpoint, "--detector", str(a), env=env), \
+            procs.worker(router.workers_endpoint, "--detector", str(b), env=env):
+        wait_metric(router.metrics, "charon_workers_refused_total", 'reason="fingerprint"', at_least=1,
+                    timeout_s=30)
+        text = wait_metric(router.metrics, "charon_workers", 'state="idle"', at_least=1, timeout_s=30)
+        assert metric(text, "charon_workers", 'state="idle"') + metric(text, "charon_workers", 'state="busy"') == 1
