@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import zmq
 
+from charon.errors import InvalidReply, RequestFailed, ServerUnavailable
 from charon.protocol import tokens, v1
 from charon.protocol.v1 import Frame
 from charon.runtime import connect_ipv6
@@ -22,22 +23,6 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:  # numpy is imported only where arrays are made: `charon ping` needs none
     from charon.engine.base import DetectorInfo, Hits, Photons
-
-
-class ClientError(Exception):
-    """Base of client-side failures."""
-
-
-class ServerUnavailable(ClientError):
-    """No valid reply after every try (timeouts, or NO_WORKERS each time)."""
-
-
-class RequestFailed(ClientError):
-    """The server answered with SIM_FAILED or UNKNOWN_REQUEST."""
-
-    def __init__(self, message: str, header: bytes) -> None:
-        super().__init__(message)
-        self.header = header
 
 
 class Client:
@@ -123,5 +108,5 @@ class Client:
     def _check(validate: Callable[[list[memoryview]], T], reply: list[memoryview]) -> T:
         try:
             return validate(reply)
-        except v1.InvalidReply as exc:
+        except InvalidReply as exc:
             raise RequestFailed(str(exc), exc.header) from None

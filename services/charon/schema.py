@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from charon.errors import SchemaError
 from charon.settings import Settings
 
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
@@ -30,10 +31,6 @@ PLACEHOLDER = "$charonSettings"
 # Keys pydantic emits that carry no validation meaning for Helm ("path" is not a JSON-schema format).
 _DROP_KEYS = frozenset({"title"})
 _DROP_FORMATS = frozenset({"path"})
-
-
-class SchemaError(Exception):
-    """The settings or the base schema cannot be turned into a chart schema."""
 
 
 def _inline(node: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:

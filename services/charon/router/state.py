@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from charon.errors import CharonError, DeadlineExceeded, QueueFull, RetriesExhausted
+from charon.errors import CharonError, DeadlineExceeded, QueueFull, RetriesExhausted, WorkerProtocolError
 from charon.metrics import kind_label
 from charon.protocol import tokens, v1
 from charon.protocol import worker as wp
@@ -231,7 +231,7 @@ class RouterState:
             kind = kind_label(v1.header_of(payload))
             log.info("%s rejected (%s): %s", kind, exc.outcome, exc)
             self.observer.answered(kind, exc.outcome, 0.0)
-            return [ToClient([*envelope, *exc.reply()])]
+            return [ToClient([*envelope, *v1.error_reply(exc)])]
         if isinstance(request, v1.PhotonData):
             if request.n_photons == 0:  # nothing to simulate: never queue it behind real work
                 self.observer.answered("photondata", "ok", 0.0)
@@ -287,7 +287,7 @@ class RouterState:
             err = QueueFull(f"queue holds {self.queued} requests, {self.queued_bytes} bytes")
             log.warning("%s rejected: %s", job.kind, err)
             self.observer.answered(job.kind, err.outcome, 0.0)
-            return [ToClient([*envelope, *err.reply()])]
+            return [ToClient([*envelope, *v1.error_reply(err)])]
         waiter = Waiter(envelope, now, job, now + s.queue_deadline_s)
         job.waiters.append(waiter)
         job.enqueued = now
@@ -316,7 +316,7 @@ class RouterState:
         """A message from the worker-facing socket (routing identity removed)."""
         try:
             msg = wp.decode_from_worker(frames)
-        except wp.WorkerProtocolError as exc:
+        except WorkerProtocolError as exc:
             log.warning("invalid message from worker %s dropped: %s", identity.hex(), exc)
             return []
         worker = self.workers.get(identity)
@@ -506,12 +506,10 @@ class RouterState:
             self.in_flight -= len(worker.in_flight)
         for job in reversed(list(worker.in_flight.values())):
             if job.attempts >= self.settings.max_attempts:
-                err = RetriesExhausted(
-                    f"event {job.event_id}: {job.attempts} workers lost while simulating it", job.event_id or 0
-                )
+                err = RetriesExhausted(f"{job.kind} event {job.event_id}: {job.attempts} workers lost "
+                                       "while simulating it", job.event_id)
                 log.error("%s", err)
-                reply = err.reply() if job.kind == "photondata" else [tokens.UNKNOWN_REQUEST]
-                actions.extend(self._answer(job, reply, err.outcome, now))
+                actions.extend(self._answer(job, v1.error_reply(err), err.outcome, now))
                 self._drop(job)
                 continue
             job.state = _QUEUED
@@ -594,7 +592,7 @@ class RouterState:
             waiter.answered = True
             job.waiters.remove(waiter)
             self.observer.answered(job.kind, err.outcome, now - waiter.arrived)
-            actions.append(ToClient([*waiter.envelope, *err.reply()]))
+            actions.append(ToClient([*waiter.envelope, *v1.error_reply(err)]))
             if not job.waiters:
                 self._unqueue(job)
                 self._drop(job)
