@@ -7,11 +7,15 @@ import os
 import re
 import subprocess
 import sys
+import typing
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from charon import cli, commands
+from charon.settings import ALL_COMMANDS, FlagField, flags, load_settings
 from tests import procs
 
 
@@ -41,7 +45,7 @@ def test_config_prints_effective_settings_with_flag_over_env() -> None:
         (("simulate", "--source", "1,2"), {}, "--source '1,2': expected three numbers"),
         (("simulate", "--events", "x"), {}, "argument --events: invalid int value: 'x'"),
         (("serve", "--detector", "/nonexistent/det.npz"), {},
-         "invalid setting engine.detector (--detector / CHARON_ENGINE__DETECTOR): detector file"),
+         "charon serve: error: detector file '/nonexistent/det.npz' does not exist"),
         (("serve", "--metrics-addr", "nonsense"), {}, "expected HOST:PORT, e.g. :9100"),
         (("worker", "--router", "localhost"), {}, "expected a ZeroMQ endpoint such as tcp://*:5555"),
         (("simulate", "--plot", "/nonexistent/dir/x.png"), {}, "--plot '/nonexistent/dir/x.png': directory"),
@@ -123,3 +127,79 @@ def test_simulate_concurrency_out_of_range_is_one_line() -> None:
     result = charon("simulate", "--concurrency", "0", "--endpoint", "tcp://127.0.0.1:9")
     assert result.returncode == 2
     assert result.stderr.strip() == "charon simulate: error: --concurrency 0: must be between 1 and 256"
+
+
+# ---- flags: declared once, next to their settings field ------------------------------------------
+
+
+def example(declared: FlagField) -> tuple[list[str], object]:
+    """Command-line words for ``declared``'s flag and the value the setting must get from them."""
+    annotation, default = declared.info.annotation, declared.info.default
+    if annotation is bool:
+        return [declared.flag.name], True
+    if typing.get_origin(annotation) is typing.Literal:
+        value = next(c for c in typing.get_args(annotation) if c != default)
+        return [declared.flag.name, value], value
+    base = next(a for a in (typing.get_args(annotation) or (annotation,)) if a is not type(None))
+    if base is Path:
+        return [declared.flag.name, "/tmp/charon-flag-test"], Path("/tmp/charon-flag-test")
+    if base is int:
+        return [declared.flag.name, str(default + 1)], default + 1
+    if base is float:
+        return [declared.flag.name, str(default + 0.5)], default + 0.5
+    if declared.flag.metavar == "HOST:PORT":
+        return [declared.flag.name, "127.0.0.1:9999"], "127.0.0.1:9999"
+    return [declared.flag.name, "tcp://127.0.0.1:7777"], "tcp://127.0.0.1:7777"
+
+
+def command_flags() -> Iterator[tuple[str, FlagField]]:
+    for command in cli.COMMANDS:
+        for declared in flags():
+            if declared.flag.applies_to(command):
+                yield command, declared
+
+
+PAIRS = list(command_flags())
+
+
+@pytest.mark.parametrize(("command", "declared"), PAIRS,
+                         ids=[f"{c}{d.flag.name}={d.path}" for c, d in PAIRS])
+def test_every_flag_of_every_command_reaches_its_setting(command: str, declared: FlagField) -> None:
+    words, expected = example(declared)
+    positional = ["check"] if command == "cluster" else []
+    args = cli.build_parser().parse_args([command, *positional, *words])
+    settings = cli.settings_from_args(command, args)
+    assert getattr(getattr(settings, declared.section), declared.field) == expected
+
+
+def test_the_flag_pairs_cover_every_command_and_the_known_flags() -> None:
+    assert {c for c, _ in PAIRS} == set(cli.COMMANDS)  # --log-level at least
+    engine = {d.flag.name for c, d in PAIRS if c == "demo"}
+    assert {"--device", "--threads", "--max-steps", "--cuda-device", "--ratdb", "--echo-delay"} <= engine
+    for declared in flags():
+        if declared.flag.commands != ALL_COMMANDS:
+            assert set(declared.flag.commands) <= set(cli.COMMANDS), declared.path
+
+
+@pytest.mark.parametrize("declared", [d for c, d in PAIRS if c == "demo"], ids=lambda d: d.flag.name)
+def test_demo_hands_every_flag_to_its_server_through_the_environment(
+        declared: FlagField, monkeypatch: pytest.MonkeyPatch) -> None:
+    words, expected = example(declared)
+    settings = cli.settings_from_args("demo", cli.build_parser().parse_args(["demo", *words]))
+    env = commands.child_environment(settings)
+    for name in [n for n in os.environ if n.upper().startswith("CHARON_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.startswith("CHARON_"):
+            monkeypatch.setenv(name, value)
+    child = load_settings()
+    if declared.path not in ("log.level",):
+        assert getattr(getattr(child, declared.section), declared.field) == expected
+    assert child.server.bind == "tcp://127.0.0.1:*"
+
+
+def test_config_bind_sets_both_client_endpoints() -> None:
+    result = charon("config", "--bind", "tcp://*:7000")
+    assert result.returncode == 0, result.stderr
+    cfg = json.loads(result.stdout)
+    assert cfg["server"]["bind"] == cfg["router"]["bind"] == "tcp://*:7000"
