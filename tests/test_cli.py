@@ -45,7 +45,8 @@ def test_config_prints_effective_settings_with_flag_over_env() -> None:
         (("simulate", "--source", "1,2"), {}, "--source '1,2': expected three numbers"),
         (("simulate", "--events", "x"), {}, "argument --events: invalid int value: 'x'"),
         (("serve", "--detector", "/nonexistent/det.npz"), {},
-         "charon serve: error: detector file '/nonexistent/det.npz' does not exist"),
+         ("invalid setting engine.detector (--detector / CHARON_ENGINE__DETECTOR) = '/nonexistent/det.npz': "
+          "no such file")),
         (("serve", "--metrics-addr", "nonsense"), {}, "expected HOST:PORT, e.g. :9100"),
         (("worker", "--router", "localhost"), {}, "expected a ZeroMQ endpoint such as tcp://*:5555"),
         (("simulate", "--plot", "/nonexistent/dir/x.png"), {}, "--plot '/nonexistent/dir/x.png': directory"),

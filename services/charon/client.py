@@ -17,7 +17,7 @@ import zmq
 from charon.errors import InvalidReply, RequestFailed, ServerUnavailable
 from charon.protocol import tokens, v1
 from charon.protocol.v1 import Frame
-from charon.runtime import connect_ipv6
+from charon.sockets import connect_ipv6
 
 T = TypeVar("T")
 

@@ -245,6 +245,10 @@ class GatewaySettings(_Section):
         description="Largest batch accepted before the connection is closed (about 120 B per particle)",
     )
     max_connections: int = Field(64, ge=1, le=100_000, description="Concurrent FlukaIO connections")
+    drain_grace_s: float = Field(
+        25.0, ge=0, le=86_400, description="After SIGTERM: longest wait for batches whose EOB has arrived "
+        "(new connections and batches are refused meanwhile)"
+    )
     echo: Annotated[bool, Flag("--echo", ("flukaio-gateway",))] = Field(
         False, description="Answer like the FlukaIO sample server (echo particles)")
 
