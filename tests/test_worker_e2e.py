@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import struct
 import threading
 import time
@@ -12,7 +13,9 @@ from typing import Any
 import zmq
 
 from charon.protocol import tokens
-from tests import procs
+from charon.router.driver import Router
+from charon.worker.driver import Worker
+from tests import inproc, procs
 from tests.router_support import (
     FAST,
     Requester,
@@ -198,3 +201,33 @@ def test_a_char0n_worker_with_bare_ready_is_served_as_capacity_one(context: zmq.
             req.close()
             stop.set()
             thread.join(10)
+
+
+def router_settings(**router: Any) -> Any:
+    return inproc.settings({"router": {"bind": inproc.endpoint("clients"), "workers_bind": inproc.endpoint("workers"),
+                                       **router}})
+
+
+def worker_settings(endpoint: str, *sections: dict[str, dict[str, Any]], **worker: Any) -> Any:
+    return inproc.settings({"worker": {"router": endpoint, **worker}}, *sections)
+
+
+def test_a_refused_worker_is_never_registered_and_backs_off(context: zmq.Context[Any]) -> None:
+    service = Router(router_settings(fingerprint="0" * 64), context=context)
+    readiness: list[bool] = []
+    with inproc.running(service) as r, inproc.log_lines() as logs:
+        w = Worker(worker_settings(r.workers_endpoint, reconnect_initial_s=0.1, reconnect_max_s=0.4),
+                   inproc.echo(), context=context)
+        set_ready = w.http.health.set_ready
+        w.http.health.set_ready = lambda ready: (readiness.append(ready), set_ready(ready))[1]  # type: ignore[method-assign]
+        with inproc.running(w):
+            wait_for(lambda: inproc.sample(service.registry, "charon_workers_refused_total", reason="fingerprint") >= 4,
+                     10, "four refusals")
+            assert service.state.idle_workers == 0
+            assert inproc.sample(w.registry, "charon_worker_connected") == 0
+            assert not w.http.health.ready
+    assert True not in readiness  # /readyz never flapped to ready
+    assert "differs from the pool's" in logs.text()
+    assert "refused this worker" in logs.text()
+    delays = [float(d) for d in re.findall(r"reconnecting to \S+ in ([0-9.]+) s", logs.text())]
+    assert delays[:4] == [0.1, 0.2, 0.4, 0.4]  # backoff grows: a refusal is no registration

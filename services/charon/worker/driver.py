@@ -212,7 +212,7 @@ class Worker:
         except WorkerProtocolError as exc:
             log.warning("invalid message from the router dropped: %s", exc)
             return None
-        if link.heard(self.clock()):
+        if link.heard(self.clock(), registers=not isinstance(msg, wp.Disconnect)):
             backoff.reset()
             self.metrics.connected.set(1)
             if self.drain is None:
