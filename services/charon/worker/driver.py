@@ -140,7 +140,7 @@ class Worker:
         router = self.settings.worker.router
         sock = sockets.worker_dealer(self._ctx, router)
         self.generation += 1
-        self.sim.generation = self.generation
+        self.sim.new_generation(self.generation)
         self.in_flight.clear()
         self._drop_results()
         try:

@@ -5,7 +5,9 @@ queued PHOTONDATA requests (a worker with capacity > 1) are passed to one ``simu
 ``engine.batch_max_photons`` photons, waiting at most ``engine.batch_max_delay_s`` for more; the
 hits come back per request. Replies travel to the socket thread over an inproc PUSH socket, which
 wakes its poller at once; every reply is tagged with the connection generation it belongs to, so
-work taken on a connection that has since been replaced is skipped.
+work taken on a connection that has since been replaced is skipped. The socket thread announces a
+new connection through the same inbox as the work (:meth:`SimulationThread.new_generation`), so
+the two threads share nothing but that queue and the reply socket.
 """
 
 from __future__ import annotations
@@ -43,7 +45,14 @@ class Work:
     payload: list[Any]
 
 
-Inbox = Work | None
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """The socket thread opened connection ``number``: work of older connections is stale."""
+
+    number: int
+
+
+Inbox = Work | Generation | None
 
 
 def pack_head(generation: int, token: int) -> bytes:
@@ -66,7 +75,7 @@ class SimulationThread:
         self.progress = progress or Progress()
         self._clock = clock
         self.inbox: queue.Queue[Inbox] = queue.Queue()
-        self.generation = 0  # the socket thread's current connection; older work is stale
+        self._generation = 0  # the socket thread's current connection (this thread's copy)
         self._ctx = ctx
         self._results = results
         self._planner = BatchPlanner(batch_max_photons, batch_max_delay_s)
@@ -78,6 +87,11 @@ class SimulationThread:
         self.metrics = metrics if metrics is not None else WorkerMetrics(CollectorRegistry())
         self._requests = {o: self.metrics.requests.labels(o)
                           for o in ("ok", "malformed", "unknown_request", "simulation_failed")}
+
+    def new_generation(self, number: int) -> None:
+        """Called by the socket thread when it opens connection ``number``: work queued from older
+        connections is skipped from here on (in inbox order)."""
+        self.inbox.put(Generation(number))
 
     def start(self) -> None:
         self._thread.start()
@@ -128,7 +142,7 @@ class SimulationThread:
                 group = decision.run[0]  # groups cover the pending list in order from its head
                 batch = self._pending[group.start : group.stop]
                 del self._pending[: group.stop], self._arrived[: group.stop]
-                return [w for w in batch if w.generation == self.generation]
+                return [w for w in batch if w.generation == self._generation]
             if self._stopping:
                 return None
             try:
@@ -148,6 +162,8 @@ class SimulationThread:
     def _accept(self, item: Inbox) -> None:
         if item is None:
             self._stopping = True  # finish what is pending, then stop
+        elif isinstance(item, Generation):
+            self._generation = item.number
         else:
             self._pending.append(item)
             self._arrived.append(time.monotonic())
