@@ -1,4 +1,4 @@
-# charon: `make demo` runs the embedded default, `make test` runs lint, types and tests.
+# charon: `make demo` runs the embedded default, `make test` runs lint, types and tests (with coverage).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -24,7 +24,7 @@ types: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest --cov --cov-report=term
 
 schema: $(STAMP)
 	$(BIN)/python -m charon.schema --write

@@ -1,28 +1,33 @@
-"""``charon flukaio-gateway`` as a real subprocess on 127.0.0.1: captured C sessions replayed,
-photons simulated end to end, malformed input, handshake refusal, timeouts, limits, metrics."""
+"""``charon flukaio-gateway`` in-process on 127.0.0.1: captured C sessions replayed, photons
+simulated end to end, malformed input, handshake refusal, timeouts, limits, metrics, the drain."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
 import threading
 import time
-import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from charon.engine.base import Hits
+from charon.engine.base import DetectorInfo, Hits, Photons
 from charon.engine.registry import make_simulator
 from charon.flukaio import codec, mapping
 from charon.flukaio.client import connect
 from charon.flukaio.codec import End, Eob, Hsk, Layout, Particle, ParticleBlock, StreamDecoder
+from charon.flukaio.gateway import Backend, Gateway, LocalBackend, router_backend_factory
 from charon.flukaio.vectors import load_stream, load_writes, parse_hex
+from charon.server import Server
 from charon.settings import EngineSettings
-from tests import procs
+from tests import inproc
+from tests.router_support import wait_for
 
 VECTORS = Path(__file__).resolve().parents[1] / "proto-spec" / "vectors" / "flukaio"
 SESSIONS = [
@@ -46,36 +51,60 @@ def _numpy_backend() -> str:
 ENGINE = _numpy_backend()
 
 
-def port_of(proc: procs.Proc) -> int:
-    return int(proc.endpoint.rsplit(":", 1)[1])
+@dataclass
+class GW:
+    """A gateway running in this process, its log lines and its metrics."""
+
+    service: Gateway
+    handle: inproc.Running
+    logs: inproc.LogLines
+
+    @property
+    def port(self) -> int:
+        return int(self.handle.endpoint.rsplit(":", 1)[1])
 
 
-def gateway(*args: str, env: dict[str, str] | None = None) -> Iterator[procs.Proc]:
-    with procs.running("flukaio-gateway", "--listen", "tcp://127.0.0.1:0", "--metrics-addr",
-                       "127.0.0.1:0", *args, env=env) as proc:
-        yield proc
-        assert proc.alive(), proc.stderr()[-3000:]
+def port_of(gw: GW) -> int:
+    return gw.port
+
+
+def local(backend: str, seed: int = 0) -> Callable[[], Backend]:
+    shared = LocalBackend(make_simulator(EngineSettings(backend=backend, seed=seed)))  # type: ignore[arg-type]
+    return lambda: shared
+
+
+@contextlib.contextmanager
+def gateway(factory: Callable[[], Backend], *sections: dict[str, dict[str, Any]]) -> Iterator[GW]:
+    settings = inproc.settings({"gateway": {"listen": "tcp://127.0.0.1:0"}}, *sections)
+    service = Gateway(settings, factory)
+    with inproc.log_lines() as logs, inproc.running(service) as handle:
+        yield GW(service, handle, logs)
+        assert handle.stop.is_set() or handle.thread.is_alive(), logs.text()[-3000:]
+
+
+def _unused() -> Backend:
+    raise AssertionError("echo mode never simulates")
 
 
 @pytest.fixture(scope="module")
-def echo_gw() -> Iterator[procs.Proc]:
-    yield from gateway("--echo", env={"CHARON_GATEWAY__MAX_CONNECTIONS": "4",
-                                      "CHARON_GATEWAY__IDLE_TIMEOUT_S": "30"})
+def echo_gw() -> Iterator[GW]:
+    with gateway(_unused, {"gateway": {"echo": True, "max_connections": 4, "idle_timeout_s": 30}}) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")
-def engine_gw() -> Iterator[procs.Proc]:
-    yield from gateway("--backend", ENGINE, "--seed", str(SEED),
-                       env={"CHARON_GATEWAY__IDLE_TIMEOUT_S": "60"})
+def engine_gw() -> Iterator[GW]:
+    with gateway(local(ENGINE, SEED), {"engine": {"backend": ENGINE, "seed": SEED},
+                                       "gateway": {"idle_timeout_s": 60}}) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")
-def strict_gw() -> Iterator[procs.Proc]:
+def strict_gw() -> Iterator[GW]:
     """Echo engine, legacy layout only, 1 s idle / 0.5 s write timeout, batches of at most 50 particles."""
-    yield from gateway("--backend", "echo", "--layout", "legacy",
-                       env={"CHARON_GATEWAY__IDLE_TIMEOUT_S": "1.0",
-                            "CHARON_GATEWAY__WRITE_TIMEOUT_S": "0.5",
-                            "CHARON_GATEWAY__MAX_BATCH_PARTICLES": "50"})
+    with gateway(local("echo"), {"engine": {"backend": "echo"}, "gateway": {
+            "layout": "legacy", "idle_timeout_s": 1.0, "write_timeout_s": 0.5, "max_batch_particles": 50}}) as gw:
+        yield gw
 
 
 def exchange(port: int, writes: list[bytes], *, fragment: int | None = None, timeout: float = 20.0) -> bytes:
@@ -116,25 +145,28 @@ def handshaken(port: int) -> socket.socket:
     return sock
 
 
-def scrape(proc: procs.Proc) -> dict[str, float]:
-    with urllib.request.urlopen(proc.metrics_url, timeout=10) as response:
-        text = response.read().decode()
+def scrape(gw: GW) -> dict[str, float]:
+    """Every charon_gateway_* sample, keyed as Prometheus prints it."""
     values = {}
-    for line in text.splitlines():
-        if line.startswith("charon_gateway_"):
-            name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
+    for metric in gw.service.registry.collect():
+        for sample in metric.samples:
+            if sample.name.startswith("charon_gateway_"):
+                labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+                values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return values
 
 
-def wait_for_log(proc: procs.Proc, pattern: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        match = re.search(pattern, proc.stderr())
+def wait_for_log(gw: GW, pattern: str, timeout: float = 10.0) -> str:
+    found: list[str] = []
+
+    def seen() -> bool:
+        match = re.search(pattern, gw.logs.text())
         if match:
-            return match.group(0)
-        time.sleep(0.05)
-    raise AssertionError(f"no log line matching {pattern!r} in:\n{proc.stderr()[-3000:]}")
+            found.append(match.group(0))
+        return bool(match)
+
+    wait_for(seen, timeout, f"a log line matching {pattern!r}")
+    return found[0]
 
 
 def expected_echo(client_file: str) -> bytes:
@@ -149,19 +181,19 @@ def expected_echo(client_file: str) -> bytes:
 # -- echo mode: the library's sample server ---------------------------------------------------
 
 @pytest.mark.parametrize(("client_file", "server_file"), SESSIONS)
-def test_echo_mode_answers_captured_sessions_byte_exactly(echo_gw: procs.Proc, client_file: str,
+def test_echo_mode_answers_captured_sessions_byte_exactly(echo_gw: GW, client_file: str,
                                                           server_file: str | None) -> None:
     expected = load_stream(VECTORS / server_file) if server_file else expected_echo(client_file)
     assert exchange(port_of(echo_gw), load_writes(VECTORS / client_file)) == expected
 
 
 @pytest.mark.parametrize("fragment", [1, 7, 100])
-def test_echo_mode_reassembles_fragmented_writes(echo_gw: procs.Proc, fragment: int) -> None:
+def test_echo_mode_reassembles_fragmented_writes(echo_gw: GW, fragment: int) -> None:
     reply = exchange(port_of(echo_gw), load_writes(VECTORS / "current_c_3x2.c2s.hex"), fragment=fragment)
     assert reply == load_stream(VECTORS / "current_c_3x2.s2c.hex")
 
 
-def test_echo_mode_large_batch_is_flushed_like_the_library(echo_gw: procs.Proc) -> None:
+def test_echo_mode_large_batch_is_flushed_like_the_library(echo_gw: GW) -> None:
     particles = [codec.encode(Particle(id=i, pdgid=2212), Layout.CURRENT) for i in range(1000)]
     writes = [codec.encode(Hsk()), codec.encode(codec.Ipt(1, 0)) + b"".join(particles) + codec.EOB_BYTES,
               codec.END_BYTES]
@@ -173,7 +205,7 @@ PROBES = json.loads((VECTORS / "probes.json").read_text())["probes"]
 
 
 @pytest.mark.parametrize("probe", PROBES, ids=[p["name"] for p in PROBES])
-def test_echo_mode_answers_captured_probes(echo_gw: procs.Proc, probe: dict[str, object]) -> None:
+def test_echo_mode_answers_captured_probes(echo_gw: GW, probe: dict[str, object]) -> None:
     port = port_of(echo_gw)
     sock = handshaken(port) if probe["after_handshake"] else socket.create_connection(("127.0.0.1", port))
     with sock:
@@ -192,7 +224,7 @@ def test_echo_mode_answers_captured_probes(echo_gw: procs.Proc, probe: dict[str,
                 sock.recv(1)  # still open, nothing more
 
 
-def test_connection_limit_refuses_extra_clients_only(echo_gw: procs.Proc) -> None:
+def test_connection_limit_refuses_extra_clients_only(echo_gw: GW) -> None:
     port = port_of(echo_gw)
     held = [handshaken(port) for _ in range(4)]
     try:
@@ -220,7 +252,7 @@ def test_connection_limit_refuses_extra_clients_only(echo_gw: procs.Proc) -> Non
     ("legacy_api_driver.c2s.hex", 1), ("current_api_driver.c2s.hex", 1),
 ])
 def test_engine_mode_answers_captured_sessions_with_hsk_one_eob_per_batch_and_end(
-        engine_gw: procs.Proc, client_file: str, turns: int) -> None:
+        engine_gw: GW, client_file: str, turns: int) -> None:
     before = scrape(engine_gw)
     reply = exchange(port_of(engine_gw), load_writes(VECTORS / client_file))
     # the captured particles are protons: skipped, so every batch is answered with a bare EOB
@@ -274,7 +306,7 @@ def run_batches(port: int, layout: Layout, batches: list[tuple[int, list[Particl
 
 
 @pytest.mark.parametrize("layout", [Layout.CURRENT, Layout.LEGACY])
-def test_end_to_end_hits_equal_the_engine_run_directly(engine_gw: procs.Proc, layout: Layout) -> None:
+def test_end_to_end_hits_equal_the_engine_run_directly(engine_gw: GW, layout: Layout) -> None:
     rng = np.random.default_rng(11)
     batches = [(5, photon_batch(3000, layout, rng, protons=4)), (6, photon_batch(1000, layout, rng))]
     before = scrape(engine_gw)
@@ -301,14 +333,14 @@ def test_end_to_end_hits_equal_the_engine_run_directly(engine_gw: procs.Proc, la
                 assert (m.pdgid, m.q) == (22, 0)
 
 
-def test_end_to_end_with_one_byte_writes(engine_gw: procs.Proc) -> None:
+def test_end_to_end_with_one_byte_writes(engine_gw: GW) -> None:
     rng = np.random.default_rng(12)
     batches = [(9, photon_batch(60, Layout.CURRENT, rng))]
     reply = run_batches(port_of(engine_gw), Layout.CURRENT, batches, fragment=1)
     assert reply == codec.encode(Hsk()) + expected_hits(batches[0][1], Layout.CURRENT, 9) + codec.END_BYTES
 
 
-def test_python_flukaio_client_drives_the_gateway(engine_gw: procs.Proc) -> None:
+def test_python_flukaio_client_drives_the_gateway(engine_gw: GW) -> None:
     rng = np.random.default_rng(13)
     batch = photon_batch(500, Layout.CURRENT, rng)
     with connect("127.0.0.1", port_of(engine_gw), read_timeout=60) as conn:
@@ -328,7 +360,7 @@ def test_python_flukaio_client_drives_the_gateway(engine_gw: procs.Proc) -> None
         assert conn.wait_message() == End()
 
 
-def test_concurrent_clients_are_independent(engine_gw: procs.Proc) -> None:
+def test_concurrent_clients_are_independent(engine_gw: GW) -> None:
     port = port_of(engine_gw)
     results: dict[int, bool] = {}
     rng = np.random.default_rng(14)
@@ -353,7 +385,7 @@ def test_concurrent_clients_are_independent(engine_gw: procs.Proc) -> None:
     assert results == dict.fromkeys(range(6), True)
 
 
-def test_echo_engine_maps_fields_back_legacy(strict_gw: procs.Proc) -> None:
+def test_echo_engine_maps_fields_back_legacy(strict_gw: GW) -> None:
     """The echo engine returns one hit per photon carrying the photon's own values."""
     rng = np.random.default_rng(15)
     batch = photon_batch(20, Layout.LEGACY, rng, protons=3)
@@ -393,7 +425,7 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize(("reason", "data"), MALFORMED, ids=[f"{r}-{d[:3].hex()}" for r, d in MALFORMED])
-def test_malformed_input_closes_only_that_connection_without_reply(strict_gw: procs.Proc, reason: str,
+def test_malformed_input_closes_only_that_connection_without_reply(strict_gw: GW, reason: str,
                                                                    data: bytes) -> None:
     port = port_of(strict_gw)
     before = scrape(strict_gw).get(f'charon_gateway_errors_total{{reason="{reason}"}}', 0.0)
@@ -410,19 +442,19 @@ def test_malformed_input_closes_only_that_connection_without_reply(strict_gw: pr
 
 
 @pytest.mark.parametrize("hsk", [Hsk(4, 0, 42), Hsk(2, 9, 42)])
-def test_version_mismatch_closes_without_reply(strict_gw: procs.Proc, hsk: Hsk) -> None:
+def test_version_mismatch_closes_without_reply(strict_gw: GW, hsk: Hsk) -> None:
     assert exchange(port_of(strict_gw), [codec.encode(hsk)]) == b""
     wait_for_log(strict_gw, r"handshake major version \d \(this side speaks 3\)")
 
 
-def test_batch_larger_than_the_limit_is_refused(strict_gw: procs.Proc) -> None:
+def test_batch_larger_than_the_limit_is_refused(strict_gw: GW) -> None:
     writes = [codec.encode(Hsk()), b"".join(codec.encode(Particle(id=i), Layout.LEGACY) for i in range(51))]
     assert exchange(port_of(strict_gw), writes) == codec.encode(Hsk())
     wait_for_log(strict_gw, r"reason=batch_too_large")
 
 
 @pytest.mark.parametrize("partial", [b"", codec.encode(Hsk())[:5]], ids=["silent", "mid-message"])
-def test_idle_timeout_closes_a_stalled_peer(strict_gw: procs.Proc, partial: bytes) -> None:
+def test_idle_timeout_closes_a_stalled_peer(strict_gw: GW, partial: bytes) -> None:
     with socket.create_connection(("127.0.0.1", port_of(strict_gw)), timeout=10) as sock:
         sock.sendall(partial)
         start = time.monotonic()
@@ -434,7 +466,7 @@ def test_idle_timeout_closes_a_stalled_peer(strict_gw: procs.Proc, partial: byte
                                 r"incomplete message held")
 
 
-def test_write_timeout_closes_a_peer_that_does_not_read(strict_gw: procs.Proc) -> None:
+def test_write_timeout_closes_a_peer_that_does_not_read(strict_gw: GW) -> None:
     batch = codec.encode(codec.Ipt(1, 0)) + b"".join(
         codec.encode(Particle(id=i, tz=1.0, pc=3e-9), Layout.LEGACY) for i in range(50)) + codec.EOB_BYTES
     sock = socket.socket()
@@ -450,7 +482,7 @@ def test_write_timeout_closes_a_peer_that_does_not_read(strict_gw: procs.Proc) -
     wait_for_log(strict_gw, r"reply not written within 0.5 s \(gateway.write_timeout_s\); closing")
 
 
-def test_peer_closing_mid_message_is_logged(strict_gw: procs.Proc) -> None:
+def test_peer_closing_mid_message_is_logged(strict_gw: GW) -> None:
     with handshaken(port_of(strict_gw)) as sock:
         sock.sendall(b"\x5f\x00\x01" + bytes(10))
     wait_for_log(strict_gw, r"peer closed in the middle of a message \(13 bytes\)")
@@ -460,9 +492,9 @@ def test_simulation_failure_closes_without_reply() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead = probe.getsockname()[1]
-    env = {"CHARON_CLIENT__TIMEOUT_S": "0.3", "CHARON_CLIENT__RETRIES": "0"}
-    with procs.running("flukaio-gateway", "--listen", "tcp://127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
-                       "--router", f"tcp://127.0.0.1:{dead}", env=env) as gw:
+    sections = {"client": {"timeout_s": 0.3, "retries": 0}, "gateway": {"router": f"tcp://127.0.0.1:{dead}"}}
+    settings = inproc.settings({"gateway": {"listen": "tcp://127.0.0.1:0"}}, sections)
+    with gateway(router_backend_factory(settings), sections) as gw:
         rng = np.random.default_rng(16)
         reply = run_batches(port_of(gw), Layout.CURRENT, [(1, photon_batch(5, Layout.CURRENT, rng))])
         assert reply == codec.encode(Hsk())
@@ -471,40 +503,23 @@ def test_simulation_failure_closes_without_reply() -> None:
         # a batch without photons needs no simulation and still works
         assert exchange(port_of(gw), load_writes(VECTORS / "current_c_3x2.c2s.hex")) == \
             codec.encode(Hsk()) + codec.EOB_BYTES * 2 + codec.END_BYTES
-        assert gw.terminate() == 0
+    assert gw.handle.join() == 0
 
 
 def test_router_mode_forwards_to_a_v1_server() -> None:
-    with procs.serve(backend="echo") as server, procs.running(
-            "flukaio-gateway", "--listen", "tcp://127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
-            "--router", server.endpoint, "--seed", str(SEED)) as gw:
-        rng = np.random.default_rng(17)
-        batch = photon_batch(100, Layout.CURRENT, rng, protons=2)
-        reply = run_batches(port_of(gw), Layout.CURRENT, [(3, batch)])
+    with inproc.running(Server(inproc.settings({"server": {"bind": "tcp://127.0.0.1:*"}}), inproc.echo())) as server:
+        sections = {"engine": {"seed": SEED}, "gateway": {"router": server.endpoint}}
+        settings = inproc.settings({"gateway": {"listen": "tcp://127.0.0.1:0"}}, sections)
+        with gateway(router_backend_factory(settings), sections) as gw:
+            rng = np.random.default_rng(17)
+            batch = photon_batch(100, Layout.CURRENT, rng, protons=2)
+            reply = run_batches(port_of(gw), Layout.CURRENT, [(3, batch)])
         block = ParticleBlock(Layout.CURRENT, b"".join(codec.encode(p, Layout.CURRENT) for p in batch))
         photons = mapping.to_photons(mapping.records([block], Layout.CURRENT), Layout.CURRENT, 3, SEED)
         simulator = make_simulator(EngineSettings(backend="echo"))
         hits = simulator.simulate([photons])[0]
         expected = mapping.hits_to_bytes(hits, simulator.detector_info(), Layout.CURRENT)
         assert reply == codec.encode(Hsk()) + expected + codec.EOB_BYTES + codec.END_BYTES
-        assert gw.terminate() == 0
-
-
-@pytest.mark.parametrize(("listen", "message"), [
-    ("ipc:///tmp/charon-flukaio", "FlukaIO needs tcp://HOST:PORT"),
-    ("tcp://127.0.0.1:70000", "port above 65535"),
-])
-def test_bad_listen_address_is_one_line_exit_2(listen: str, message: str) -> None:
-    proc = procs.start("flukaio-gateway", "--listen", listen, "--echo", wait_ready=False)
-    try:
-        assert proc.proc.wait(30) == 2
-    finally:
-        proc.kill()
-    time.sleep(0.2)
-    lines = [line for line in proc.stderr().splitlines() if line.strip()]
-    assert len(lines) == 1
-    assert "gateway.listen" in lines[0]
-    assert message in lines[0]
 
 
 def _free_dual_stack_port() -> int:
@@ -519,9 +534,114 @@ def test_star_listen_accepts_ipv4_and_ipv6_loopback_clients() -> None:
         port = _free_dual_stack_port()
     except OSError:
         pytest.skip("no IPv6 on this host")
-    with procs.running("flukaio-gateway", "--listen", f"tcp://*:{port}", "--echo",
-                       "--metrics-addr", "127.0.0.1:0") as gw:
+    with gateway(_unused, {"gateway": {"listen": f"tcp://*:{port}", "echo": True}}) as gw:
         assert port_of(gw) == port
         for host in ("127.0.0.1", "::1"):
             conn = connect(host, port, read_timeout=10)
             conn.close()
+
+
+# -- the drain: SIGTERM finishes what arrived, refuses the rest ---------------------------------
+
+
+class HeldBackend:
+    """A local echo engine whose simulations wait until the test lets them go."""
+
+    def __init__(self) -> None:
+        self.inner = LocalBackend(inproc.echo())
+        self.entered = threading.Event()
+        self.go = threading.Event()
+
+    def detector_info(self) -> DetectorInfo:
+        return self.inner.detector_info()
+
+    def simulate(self, photons: Photons) -> Hits:
+        self.entered.set()
+        assert self.go.wait(30)
+        return self.inner.simulate(photons)
+
+    def close(self) -> None:
+        self.go.set()
+
+
+def _batch_bytes(turn: int, batch: list[Particle], layout: Layout = Layout.CURRENT) -> bytes:
+    return codec.encode(codec.Ipt(turn, 3)) + b"".join(codec.encode(p, layout) for p in batch) + codec.EOB_BYTES
+
+
+def _refused(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(codec.encode(Hsk()))
+            return read_to_eof(sock, 5) == b""
+    except ConnectionRefusedError:
+        return True
+
+
+def test_drain_answers_a_batch_whose_eob_arrived_and_refuses_new_connections() -> None:
+    backend = HeldBackend()
+    rng = np.random.default_rng(18)
+    batch = photon_batch(50, Layout.CURRENT, rng)
+    try:
+        with gateway(lambda: backend, {"engine": {"backend": "echo"}}) as gw:
+            sock = handshaken(gw.port)
+            sock.sendall(_batch_bytes(5, batch))
+            assert backend.entered.wait(10)
+            gw.handle.stop.request()  # SIGTERM while the batch is being simulated
+            gw.logs.wait_for("draining: 1 connection(s) open, 1 with a batch in hand")
+            assert _refused(gw.port)
+            backend.go.set()
+            reply = read_to_eof(sock, 10)
+            sock.close()
+            assert gw.handle.join() == 0
+        assert reply == expected_hits_echo(batch, 5)  # answered whole; then closed, no END
+        metrics = scrape(gw)
+        assert metrics["charon_gateway_batches_total"] == 1
+        assert metrics['charon_gateway_errors_total{reason="shutdown"}'] == 1
+    finally:
+        backend.go.set()
+
+
+def expected_hits_echo(batch: list[Particle], event_id: int) -> bytes:
+    block = ParticleBlock(Layout.CURRENT, b"".join(codec.encode(p, Layout.CURRENT) for p in batch))
+    photons = mapping.to_photons(mapping.records([block], Layout.CURRENT), Layout.CURRENT, event_id, 0)
+    simulator = inproc.echo()
+    hits = simulator.simulate([photons])[0]
+    return mapping.hits_to_bytes(hits, simulator.detector_info(), Layout.CURRENT) + codec.EOB_BYTES
+
+
+def test_drain_closes_idle_connections_and_unfinished_batches_without_reply() -> None:
+    rng = np.random.default_rng(19)
+    with gateway(local("echo"), {"engine": {"backend": "echo"}}) as gw:
+        idle = handshaken(gw.port)
+        partial = handshaken(gw.port)
+        partial.sendall(_batch_bytes(1, photon_batch(10, Layout.CURRENT, rng))[:-3])  # no EOB yet
+        wait_for(lambda: sorted(c.session.pending_particles for c in gw.service._connections.values()) == [0, 10],
+                 5, "an idle connection and one in the middle of a batch")
+        gw.handle.stop.request()
+        with idle, partial:
+            assert read_to_eof(idle, 10) == b""
+            assert read_to_eof(partial, 10) == b""
+        assert gw.handle.join() == 0
+    assert "10 particles of an unfinished batch dropped" in gw.logs.text()
+    assert scrape(gw)['charon_gateway_errors_total{reason="shutdown"}'] == 2
+    assert scrape(gw)["charon_gateway_batches_total"] == 0
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["grace-over", "forced"])
+def test_a_drain_that_cannot_finish_cuts_the_connection(force: bool) -> None:
+    backend = HeldBackend()
+    rng = np.random.default_rng(20)
+    try:
+        with gateway(lambda: backend, {"engine": {"backend": "echo"}, "gateway": {"drain_grace_s": 0.3}}) as gw:
+            sock = handshaken(gw.port)
+            sock.sendall(_batch_bytes(2, photon_batch(5, Layout.CURRENT, rng)))
+            assert backend.entered.wait(10)
+            gw.handle.stop.request()
+            if force:
+                gw.handle.stop.force()
+            with sock:
+                assert read_to_eof(sock, 10) == b""  # never answered: the simulation never ended
+            assert gw.handle.join() == 0
+        gw.logs.wait_for("forced" if force else "grace over")
+    finally:
+        backend.go.set()

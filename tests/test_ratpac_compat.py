@@ -1,4 +1,4 @@
-"""A whole RAT run of the ratpac-two client model against a real ``charon serve`` over TCP.
+"""A whole RAT run of the ratpac-two client model against charon's real services over TCP.
 
 PING, RUN_BEGIN("output.root"), DETECTOR_INFO (with the client's PMT matching), 20 events of
 isotropic photons from the centre, RUN_END: every reply must pass the client's own validators at
@@ -22,8 +22,13 @@ import zmq
 
 from charon.engine.base import Photons
 from charon.engine.detector import load_detector
+from charon.process import open_simulator
 from charon.protocol import tokens
-from tests import procs
+from charon.router.driver import Router
+from charon.server import Server
+from charon.settings import EngineSettings
+from charon.worker.driver import Worker
+from tests import inproc
 from tests import ratpac_client as rc
 
 N_EVENTS = 20
@@ -156,15 +161,22 @@ DEPLOYMENTS = [
 ]
 
 
+TCP = {"server": {"bind": "tcp://127.0.0.1:*"},
+       "router": {"bind": "tcp://127.0.0.1:*", "workers_bind": "tcp://127.0.0.1:*"}}
+
+
 @contextlib.contextmanager
-def charon_endpoint(backend: str, via_router: bool) -> Iterator[list[procs.Proc]]:
-    """``charon serve``, or ``charon router`` with one worker; the first process is client-facing."""
-    if not via_router:
-        with procs.serve(backend=backend) as server:
-            yield [server]
-        return
-    with procs.router() as router, procs.worker(router.workers_endpoint, backend=backend) as worker:
-        yield [router, worker]
+def charon_endpoint(backend: str, via_router: bool) -> Iterator[list[inproc.Running]]:
+    """``charon serve``, or ``charon router`` with one worker (in-process, on 127.0.0.1); the
+    first service is client-facing."""
+    with open_simulator(EngineSettings(backend=backend)) as simulator:  # type: ignore[arg-type]
+        if not via_router:
+            with inproc.running(Server(inproc.settings(TCP), simulator)) as server:
+                yield [server]
+            return
+        with inproc.running(Router(inproc.settings(TCP))) as router, inproc.running(
+                Worker(inproc.settings({"worker": {"router": router.workers_endpoint}}), simulator)) as worker:
+            yield [router, worker]
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +212,7 @@ def test_rat_run(backend: str, via_router: bool, context: zmq.Context[Any],
         results = [client.event(p) for p in events]
         zero = client.event(isotropic(N_EVENTS, 0, 0))
         assert client.run_end()
-        assert all(p.alive() for p in processes)
+        assert all(p.thread.is_alive() for p in processes)
 
     assert client.warnings == []
     for ex in client.exchanges:
@@ -245,7 +257,7 @@ def test_resent_event_gets_the_same_answer(backend: str, context: zmq.Context[An
     """A timed-out client resends the same event on a new socket: both copies are answered with
     identical hits (results depend only on seed, event id and photon index)."""
     photons = isotropic(7, N_PHOTONS, int(tokens.Flag.CHERENKOV))
-    with procs.serve(backend=backend) as server:
+    with charon_endpoint(backend, via_router=False) as (server,):
         replies = []
         for _ in range(2):
             client = rc.RatpacClient(server.endpoint, context, timeout_ms=20_000, rat_pmt_count=N_PMTS)

@@ -1,4 +1,10 @@
-"""``charon router`` with real ``charon worker`` processes over 127.0.0.1: load, loss, restarts, limits."""
+"""``charon router`` with real workers, in-process: load, loss, restarts, limits, de-duplication.
+
+Router and workers are the real drivers on their own threads, over ``inproc://`` sockets of one
+context (TCP on 127.0.0.1 where the test needs a port). Where time decides (deadlines, heartbeat
+expiry), the router runs on a fake clock the test moves. A worker that "dies" is a raw DEALER that
+registers and then closes its socket, as a killed process's connection closes.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,8 @@ import itertools
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,33 +22,76 @@ import zmq
 from charon.client import Client
 from charon.protocol import tokens
 from charon.protocol import worker as wp
-from tests import procs
-from tests.router_support import (
-    FAST,
-    Requester,
-    check_sim_complete,
-    free_port,
-    metric,
-    photondata,
-    scrape,
-    wait_for,
-    wait_metric,
-)
+from charon.router.driver import Router
+from charon.worker.driver import Worker
+from tests import inproc
+from tests.router_support import Requester, check_sim_complete, free_port, photondata, wait_for
+
+FP = "f" * 64  # the fake workers' detector
+INFO = [b"\0" * 4] * 4
 
 
-def test_three_workers_eight_clients_400_events_each_answered_once(context: zmq.Context[Any]) -> None:
+def router_settings(**router: Any) -> Any:
+    return inproc.settings({"router": {"bind": inproc.endpoint("clients"), "workers_bind": inproc.endpoint("workers"),
+                                       **router}})
+
+
+def worker(context: zmq.Context[Any], endpoint: str, delay_s: float = 0.0, **worker_fields: Any) -> Worker:
+    return Worker(inproc.settings({"worker": {"router": endpoint, **worker_fields}}), inproc.echo(delay_s),
+                  context=context)
+
+
+def sample(service: Any, name: str, **labels: str) -> float:
+    return inproc.sample(service.registry, name, **labels)
+
+
+def wait_sample(service: Any, name: str, value: float, timeout_s: float = 10.0, **labels: str) -> None:
+    wait_for(lambda: sample(service, name, **labels) == value, timeout_s, f"{name}{labels} == {value}")
+
+
+class FakeWorker:
+    """A CHARONW1 worker played by the test: registers, takes requests, then dies or answers."""
+
+    def __init__(self, context: zmq.Context[Any], endpoint: str, capacity: int = 1, fingerprint: str = FP) -> None:
+        self.sock: zmq.Socket[Any] = context.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(endpoint)
+        self.sock.send_multipart(wp.ready(fingerprint, capacity, "fake", INFO))
+
+    def requests(self, n: int, timeout_s: float = 10.0) -> list[wp.Request]:
+        got: list[wp.Request] = []
+        deadline = time.monotonic() + timeout_s
+        while len(got) < n:
+            assert self.sock.poll(max(1, int((deadline - time.monotonic()) * 1000))), f"{len(got)} of {n} requests"
+            msg = wp.decode_from_router(self.sock.recv_multipart())
+            if isinstance(msg, wp.Request):
+                got.append(msg)
+        return got
+
+    def die(self) -> None:
+        self.sock.close(linger=0)  # no DISCONNECT: the connection just closes
+
+
+@pytest.fixture
+def router(context: zmq.Context[Any]) -> Iterator[tuple[Router, inproc.Running]]:
+    service = Router(router_settings(), context=context)
+    with inproc.running(service) as handle:
+        yield service, handle
+
+
+def test_three_workers_eight_clients_400_events_each_answered_once(
+        context: zmq.Context[Any], router: tuple[Router, inproc.Running]) -> None:
+    service, r = router
     n_clients, per_client, n_photons = 8, 50, 200
-    with procs.router(env=FAST) as router, \
-            procs.worker(router.workers_endpoint, "--echo-delay", "0.002", env=FAST) as w1, \
-            procs.worker(router.workers_endpoint, "--echo-delay", "0.002", env=FAST) as w2, \
-            procs.worker(router.workers_endpoint, "--echo-delay", "0.002", env=FAST) as w3:
-        wait_for(lambda: metric(scrape(router.metrics), "charon_workers", 'state="idle"') == 3, 10, "3 workers")
+    workers = [worker(context, r.workers_endpoint, 0.002) for _ in range(3)]
+    with inproc.running(workers[0]), inproc.running(workers[1]), inproc.running(workers[2]):
+        wait_for(lambda: service.state.idle_workers == 3, 10, "3 workers")
         answers: Counter[int] = Counter()
         errors: list[BaseException] = []
         lock = threading.Lock()
 
         def client(c: int) -> None:
-            req = Requester(context, router.endpoint)
+            req = Requester(context, r.endpoint)
             try:
                 for i in range(per_client):
                     event_id = c * 1000 + i
@@ -52,7 +100,7 @@ def test_three_workers_eight_clients_400_events_each_answered_once(context: zmq.
                     with lock:
                         answers[event_id] += 1
                 # A duplicate reply would arrive on the same DEALER: none may come.
-                assert req.recv(0.3) is None
+                assert req.recv(0.2) is None
             except BaseException as exc:  # noqa: BLE001 - reported by the main thread
                 errors.append(exc)
             finally:
@@ -66,82 +114,58 @@ def test_three_workers_eight_clients_400_events_each_answered_once(context: zmq.
         assert not errors, errors[0]
         assert len(answers) == n_clients * per_client
         assert set(answers.values()) == {1}
-        per_worker = [metric(scrape(w.metrics), "charon_worker_requests_total", 'outcome="ok"')
-                      for w in (w1, w2, w3)]
+        per_worker = [inproc.sample(w.registry, "charon_worker_requests_total", outcome="ok") for w in workers]
         assert sum(per_worker) == 400
-        # Load spread over all workers: none idle, none doing the bulk.
-        assert min(per_worker) >= 400 / 3 * 0.25, per_worker
-        text = wait_metric(router.metrics, "charon_requests_total", 'kind="photondata",outcome="ok"', at_least=400)
-        assert metric(text, "charon_requests_total", 'kind="photondata",outcome="ok"') == 400
-        assert metric(text, "charon_photons_total") == 400 * n_photons
+        assert min(per_worker) >= 400 / 3 * 0.25, per_worker  # load spread over all workers
+        wait_sample(service, "charon_requests_total", 400, kind="photondata", outcome="ok")
+        assert sample(service, "charon_photons_total") == 400 * n_photons
+    service.state.check_invariants()
 
 
-def test_kill_9_of_a_busy_worker_loses_no_request_and_answers_none_twice(context: zmq.Context[Any]) -> None:
-    with procs.router(env=FAST) as router:
-        with procs.worker(router.workers_endpoint, "--echo-delay", "30", "--capacity", "4", env=FAST) as doomed:
-            reqs = [Requester(context, router.endpoint) for _ in range(4)]
-            try:
+def test_a_worker_whose_connection_closes_loses_no_request_and_none_is_answered_twice(
+        context: zmq.Context[Any]) -> None:
+    clock = inproc.FakeClock()
+    slow_expiry = {"heartbeat": {"interval_s": 0.5, "liveness": 40}}  # 20 s of silence: never, here
+    service = Router(inproc.settings(slow_expiry, {"router": {
+        "bind": inproc.endpoint("clients"), "workers_bind": inproc.endpoint("workers")}}),
+        context=context, clock=clock)
+    with inproc.running(service) as r:
+        doomed = FakeWorker(context, r.workers_endpoint, capacity=4)
+        reqs = [Requester(context, r.endpoint) for _ in range(4)]
+        try:
+            for i, req in enumerate(reqs):
+                req.send(photondata(i, 50))
+            doomed.requests(4)
+            doomed.die()
+            clock.advance(0.5)  # the next heartbeat to it fails: EHOSTUNREACH, requests requeued
+            wait_for(lambda: service.state.queued == 4, 10, "4 requests requeued")
+            assert service.state.in_flight == 0
+            with inproc.running(Worker(inproc.settings(slow_expiry, {"worker": {"router": r.workers_endpoint}}),
+                                       inproc.echo(), context=context)):
                 for i, req in enumerate(reqs):
-                    req.send(photondata(i, 50))
-                wait_for(lambda: metric(scrape(router.metrics), "charon_in_flight") == 4, 10, "4 in flight")
-                doomed.proc.kill()
-                doomed.proc.wait(10)
-                with procs.worker(router.workers_endpoint, env=FAST):
-                    for i, req in enumerate(reqs):
-                        reply = req.recv(15)
-                        assert reply is not None, f"request {i} lost with its worker"
-                        check_sim_complete(reply, i, 50)
-                    assert all(req.recv(0.5) is None for req in reqs)
-                text = wait_metric(router.metrics, "charon_requests_total", 'kind="photondata",outcome="ok"',
-                                   at_least=4)
-                assert metric(text, "charon_requeued_total") == 4
-                assert metric(text, "charon_workers_expired_total") == 1
-                assert metric(text, "charon_requests_total", 'kind="photondata",outcome="ok"') == 4
-            finally:
-                for req in reqs:
-                    req.close()
+                    reply = req.recv(15)
+                    assert reply is not None, f"request {i} lost with its worker"
+                    check_sim_complete(reply, i, 50)
+                assert all(req.recv(0.2) is None for req in reqs)
+            wait_sample(service, "charon_requests_total", 4, kind="photondata", outcome="ok")
+            assert sample(service, "charon_requeued_total") == 4
+            assert sample(service, "charon_workers_expired_total") == 1
+        finally:
+            for req in reqs:
+                req.close()
 
 
-def test_router_restart_workers_come_back_and_a_lazy_pirate_client_recovers() -> None:
-    client_port, worker_port = free_port(), free_port()
-    args = ("--bind", f"tcp://127.0.0.1:{client_port}", "--workers-bind", f"tcp://127.0.0.1:{worker_port}")
-    # liveness x interval + first backoff step + 2 s
-    bound = 3 * 0.2 + 1.0 + 2.0
-    first = procs.start("router", *args, "--metrics-addr", "127.0.0.1:0", env=FAST)
+def test_lazy_pirate_client_rides_out_a_router_restart_mid_request(context: zmq.Context[Any]) -> None:
+    endpoints = {"bind": f"tcp://127.0.0.1:{free_port()}", "workers_bind": inproc.endpoint("workers")}
+    first = inproc.start(Router(inproc.settings({"router": endpoints}), context=context))
+    w = inproc.start(worker(context, first.workers_endpoint, reconnect_initial_s=0.05))
     started = [first]
     try:
-        with procs.worker(first.workers_endpoint, env=FAST), \
-                Client(first.endpoint, timeout_s=0.5, retries=40) as client:
-            assert len(client.detector_info()) > 0
-            for restart in range(2):  # the second proves the backoff was reset by the reconnection
-                started[-1].proc.kill()
-                started[-1].proc.wait(10)
-                router = procs.start("router", *args, "--metrics-addr", "127.0.0.1:0", env=FAST)
-                started.append(router)
-                t0 = time.monotonic()
-                took = wait_for(lambda r=router: metric(scrape(r.metrics), "charon_workers", 'state="idle"') >= 1,
-                                bound, f"worker back after restart {restart}")
-                assert took <= bound
-                reply = client.request(photondata(restart, 64))
-                check_sim_complete([bytes(f) for f in reply], restart, 64)
-                assert time.monotonic() - t0 < bound + 1.0
-    finally:
-        for p in started:
-            p.kill()
-
-
-def test_lazy_pirate_client_rides_out_a_router_restart_mid_request() -> None:
-    client_port, worker_port = free_port(), free_port()
-    args = ("--bind", f"tcp://127.0.0.1:{client_port}", "--workers-bind", f"tcp://127.0.0.1:{worker_port}",
-            "--metrics-addr", "127.0.0.1:0")
-    started = [procs.start("router", *args, env=FAST)]
-    try:
-        with procs.worker(started[0].workers_endpoint, env=FAST), \
-                Client(started[0].endpoint, timeout_s=0.5, retries=40) as client:
+        with Client(first.endpoint, timeout_s=0.3, retries=40) as client:
             client.ping()
-            started[0].proc.kill()
-            started[0].proc.wait(10)
-            restarter = threading.Timer(0.7, lambda: started.append(procs.start("router", *args, env=FAST)))
+            assert first.terminate() == 0
+            restarter = threading.Timer(0.5, lambda: started.append(
+                inproc.start(Router(inproc.settings({"router": endpoints}), context=context))))
             restarter.start()
             try:
                 reply = client.request(photondata(77, 10))  # sent while no router exists
@@ -149,96 +173,77 @@ def test_lazy_pirate_client_rides_out_a_router_restart_mid_request() -> None:
                 restarter.join(30)
             check_sim_complete([bytes(f) for f in reply], 77, 10)
     finally:
-        for p in started:
-            p.kill()
-
-
-def test_a_killed_worker_is_noticed_by_its_closed_connection_before_its_heartbeats_run_out(
-        context: zmq.Context[Any]) -> None:
-    slow_expiry = {"CHARON_HEARTBEAT__INTERVAL_S": "0.5", "CHARON_HEARTBEAT__LIVENESS": "40"}  # 20 s
-    with procs.router(env=slow_expiry) as router, \
-            procs.worker(router.workers_endpoint, "--echo-delay", "30", env=slow_expiry) as doomed:
-        wait_for(lambda: metric(scrape(router.metrics), "charon_workers", 'state="idle"') == 1, 10, "worker")
-        req = Requester(context, router.endpoint)
-        try:
-            req.send(photondata(3, 10))
-            wait_for(lambda: metric(scrape(router.metrics), "charon_in_flight") == 1, 10, "in flight")
-            with procs.worker(router.workers_endpoint, env=slow_expiry):
-                wait_for(lambda: metric(scrape(router.metrics), "charon_workers", 'state="idle"') == 1, 10,
-                         "second worker")
-                t0 = time.monotonic()
-                doomed.proc.kill()
-                reply = req.recv(10)
-                assert reply is not None
-                check_sim_complete(reply, 3, 10)
-                assert time.monotonic() - t0 < 5  # well before the 20 s heartbeat expiry
-            assert metric(scrape(router.metrics), "charon_requeued_total") == 1
-        finally:
-            req.close()
+        w.terminate()
+        for handle in started[1:]:
+            handle.terminate()
 
 
 def test_full_queue_is_refused_at_once_and_waiting_requests_hit_the_deadline(context: zmq.Context[Any]) -> None:
-    env = {**FAST, "CHARON_ROUTER__QUEUE_MAX_REQUESTS": "2", "CHARON_ROUTER__QUEUE_DEADLINE_S": "1.5"}
-    with procs.router(env=env) as router:
-        a, b, c = (Requester(context, router.endpoint) for _ in range(3))
+    clock = inproc.FakeClock()
+    service = Router(router_settings(queue_max_requests=2, queue_deadline_s=1.5), context=context, clock=clock)
+    with inproc.running(service) as r:
+        a, b, c = (Requester(context, r.endpoint) for _ in range(3))
         try:
-            t0 = time.monotonic()
             a.send(photondata(1))
             b.send(photondata(2))
-            wait_for(lambda: metric(scrape(router.metrics), "charon_queue_depth") == 2, 1.0, "2 queued requests")
-            t1 = time.monotonic()
-            assert c.request(photondata(3), timeout_s=5) == [tokens.NO_WORKERS]
-            assert time.monotonic() - t1 < 0.5  # refused at once, not after a wait
+            wait_for(lambda: service.state.queued == 2, 5, "2 queued requests")
+            assert c.request(photondata(3), timeout_s=5) == [tokens.NO_WORKERS]  # refused at once
+            clock.advance(1.4)
+            assert b.recv(0.3) is None  # not yet
+            clock.advance(0.2)
             assert b.recv(5) == [tokens.NO_WORKERS]
             assert a.recv(5) == [tokens.NO_WORKERS]
-            waited = time.monotonic() - t0
-            assert 1.5 <= waited <= 1.5 + 1.0
-            text = wait_metric(router.metrics, "charon_requests_total", 'kind="photondata",outcome="deadline"',
-                               at_least=2)
-            assert metric(text, "charon_requests_total", 'kind="photondata",outcome="queue_full"') == 1
-            assert metric(text, "charon_requests_total", 'kind="photondata",outcome="deadline"') == 2
-            assert metric(text, "charon_queue_depth") == 0
+            wait_sample(service, "charon_requests_total", 2, kind="photondata", outcome="deadline")
+            assert sample(service, "charon_requests_total", kind="photondata", outcome="queue_full") == 1
+            assert sample(service, "charon_queue_depth") == 0
         finally:
-            for r in (a, b, c):
-                r.close()
+            for req in (a, b, c):
+                req.close()
 
 
-def test_same_photondata_three_times_from_fresh_req_sockets_is_simulated_once(context: zmq.Context[Any]) -> None:
+def test_same_photondata_three_times_from_fresh_req_sockets_is_simulated_once(
+        context: zmq.Context[Any], router: tuple[Router, inproc.Running]) -> None:
+    service, r = router
     payload = photondata(31, 500)
-    with procs.router(env=FAST) as router, \
-            procs.worker(router.workers_endpoint, "--echo-delay", "1.0", env=FAST) as worker:
-        wait_for(lambda: metric(scrape(router.metrics), "charon_workers", 'state="idle"') == 1, 10, "worker")
+    gate = inproc.Gate()
+    w = Worker(inproc.settings({"worker": {"router": r.workers_endpoint}}), gate, context=context)
+    with inproc.running(w):
+        wait_for(lambda: service.state.idle_workers == 1, 10, "worker")
         socks = []
         try:
             for _ in range(3):  # like ratpac-two: a new REQ socket for each resend
                 sock = context.socket(zmq.REQ)
                 sock.setsockopt(zmq.LINGER, 0)
-                sock.connect(router.endpoint)
+                sock.connect(r.endpoint)
                 sock.send_multipart(payload)
                 socks.append(sock)
-                time.sleep(0.2)
+                if len(socks) == 1:
+                    gate.wait_entered()
+            wait_sample(service, "charon_deduplicated_total", 2)
+            gate.open.set()
             for sock in socks:
                 assert sock.poll(10_000)
                 check_sim_complete(sock.recv_multipart(), 31, 500)
         finally:
             for sock in socks:
                 sock.close()
-        assert metric(scrape(worker.metrics), "charon_worker_requests_total", 'outcome="ok"') == 1
-        text = wait_metric(router.metrics, "charon_requests_total", 'kind="photondata",outcome="ok"', at_least=3)
-        assert metric(text, "charon_deduplicated_total") == 2
-        assert metric(text, "charon_requests_total", 'kind="photondata",outcome="ok"') == 3
-        assert metric(text, "charon_photons_total") == 500
+        assert gate.calls == 1
+        assert inproc.sample(w.registry, "charon_worker_requests_total", outcome="ok") == 1
+        wait_sample(service, "charon_requests_total", 3, kind="photondata", outcome="ok")
+        assert sample(service, "charon_photons_total") == 500
 
 
 def test_malformed_traffic_on_both_sockets_leaves_the_router_serving(context: zmq.Context[Any]) -> None:
-    with procs.router(env=FAST) as router, procs.worker(router.workers_endpoint, env=FAST):
-        wait_for(lambda: metric(scrape(router.metrics), "charon_workers", 'state="idle"') == 1, 10, "worker")
+    service = Router(inproc.settings({"router": {"bind": "tcp://127.0.0.1:*", "workers_bind": "tcp://127.0.0.1:*"}}),
+                     context=context)
+    with inproc.running(service) as r, inproc.running(worker(context, r.workers_endpoint)):
+        wait_for(lambda: service.state.idle_workers == 1, 10, "worker")
         dealer = context.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
-        dealer.connect(router.endpoint)
+        dealer.connect(r.endpoint)
         bad_worker = context.socket(zmq.DEALER)
         bad_worker.setsockopt(zmq.LINGER, 0)
-        bad_worker.connect(router.workers_endpoint)
+        bad_worker.connect(r.workers_endpoint)
         try:
             # Frontend: one frame, no delimiter, garbage, a lone delimiter, a short PHOTONDATA.
             for frames in ([b"x"], [b"\xff\x00garbage", b"more"], [b""], [tokens.PHOTONDATA, b"\1\0\0\0"]):
@@ -255,36 +260,36 @@ def test_malformed_traffic_on_both_sockets_leaves_the_router_serving(context: zm
                            [b"MDPW01", b"\x01", b"svc"], [b"\x07"], [wp.PROTOCOL]):
                 bad_worker.send_multipart(frames)
             # Raw bytes that are not ZMTP at all, on both ports.
-            for endpoint in (router.endpoint, router.workers_endpoint):
+            for endpoint in (r.endpoint, r.workers_endpoint):
                 host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
                 with socket.create_connection((host, int(port)), timeout=5) as raw:
                     raw.sendall(b"\x00\xff" * 512 + b"GET / HTTP/1.0\r\n\r\n")
-            time.sleep(0.3)
-            assert router.alive()
-            with Client(router.endpoint, timeout_s=5, retries=0) as client:
+            with Client(r.endpoint, timeout_s=5, retries=0) as client:
                 client.ping()
                 reply = client.request(photondata(5, 20))
                 check_sim_complete([bytes(f) for f in reply], 5, 20)
-            assert metric(scrape(router.metrics), "charon_workers", 'state="idle"') == 1
+            assert r.thread.is_alive()
+            assert service.state.idle_workers == 1
         finally:
             dealer.close()
             bad_worker.close()
+    service.state.check_invariants()
 
 
-def test_metrics_move_while_traffic_runs(context: zmq.Context[Any]) -> None:
-    with procs.router(env=FAST) as router, \
-            procs.worker(router.workers_endpoint, "--echo-delay", "0.05", env=FAST):
-        wait_for(lambda: metric(scrape(router.metrics), "charon_workers", 'state="idle"') == 1, 10, "worker")
+def test_metrics_move_while_traffic_runs(context: zmq.Context[Any], router: tuple[Router, inproc.Running]) -> None:
+    service, r = router
+    with inproc.running(worker(context, r.workers_endpoint, 0.02)):
+        wait_for(lambda: service.state.idle_workers == 1, 10, "worker")
         stop = threading.Event()
         errors: list[BaseException] = []
 
         def load(c: int) -> None:
-            req = Requester(context, router.endpoint)
+            req = Requester(context, r.endpoint)
             try:
-                i = 0
-                while not stop.is_set():
+                for i in itertools.count():
+                    if stop.is_set():
+                        return
                     check_sim_complete(req.request(photondata(c * 10_000 + i, 100), 30), c * 10_000 + i, 100)
-                    i += 1
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
             finally:
@@ -296,11 +301,10 @@ def test_metrics_move_while_traffic_runs(context: zmq.Context[Any]) -> None:
         depths, photons, busy = [], [], []
         try:
             for _ in range(12):
-                time.sleep(0.15)
-                text = scrape(router.metrics)
-                depths.append(metric(text, "charon_queue_depth"))
-                photons.append(metric(text, "charon_photons_total"))
-                busy.append(metric(text, "charon_workers", 'state="busy"'))
+                time.sleep(0.05)
+                depths.append(sample(service, "charon_queue_depth"))
+                photons.append(sample(service, "charon_photons_total"))
+                busy.append(sample(service, "charon_workers", state="busy"))
         finally:
             stop.set()
             for t in threads:
@@ -310,56 +314,62 @@ def test_metrics_move_while_traffic_runs(context: zmq.Context[Any]) -> None:
         assert photons[-1] > photons[0], photons
         assert sum(1 for a, b in itertools.pairwise(photons) if b > a) >= 5, photons
         assert max(busy) == 1
-        text = scrape(router.metrics)
-        assert metric(text, "charon_request_duration_seconds_count", 'phase="queue"') > 0
-        assert metric(text, "charon_request_duration_seconds_count", 'phase="service"') > 0
+        assert sample(service, "charon_request_duration_seconds_count", phase="queue") > 0
+        assert sample(service, "charon_request_duration_seconds_count", phase="service") > 0
 
 
 @pytest.mark.parametrize("dealer_client", [False, True])
-def test_ping_run_begin_run_end_need_no_worker(context: zmq.Context[Any], dealer_client: bool) -> None:
-    with procs.router(env=FAST) as router:
-        sock = context.socket(zmq.DEALER if dealer_client else zmq.REQ)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(router.endpoint)
-        try:
-            for frames in ([tokens.PING], [tokens.RUN_BEGIN, b"out.root"], [tokens.RUN_END]):
-                sock.send_multipart(frames)
-                assert sock.poll(5000)
-                assert sock.recv_multipart() == [tokens.ACK]
-        finally:
-            sock.close()
-
-
-def test_router_sigterm_exits_cleanly_and_sends_workers_to_its_successor() -> None:
-    client_port, worker_port = free_port(), free_port()
-    args = ("--bind", f"tcp://127.0.0.1:{client_port}", "--workers-bind", f"tcp://127.0.0.1:{worker_port}",
-            "--metrics-addr", "127.0.0.1:0")
-    started = [procs.start("router", *args, env=FAST)]
+def test_ping_run_begin_run_end_need_no_worker(context: zmq.Context[Any], router: tuple[Router, inproc.Running],
+                                               dealer_client: bool) -> None:
+    _, r = router
+    sock = context.socket(zmq.DEALER if dealer_client else zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(r.endpoint)
     try:
-        with procs.worker(started[0].workers_endpoint, env=FAST) as worker:
-            wait_for(lambda: _ready(started[0].metrics) == 200 and _idle(started[0]) == 1, 10, "first router")
-            t0 = time.monotonic()
-            assert started[0].terminate(timeout=10) == 0
-            assert time.monotonic() - t0 < 3
-            wait_for(lambda: "router asked to reconnect (shutdown)" in worker.stderr(), 5, "worker told")
-            started.append(procs.start("router", *args, env=FAST))
-            # The worker reconnects after its first backoff step (1 s): well before it would
-            # have noticed the silence on its own.
-            wait_for(lambda: _idle(started[1]) == 1, 1.0 + 2.0, "worker registered with the successor")
-            with Client(started[1].endpoint, timeout_s=5, retries=0) as client:
-                check_sim_complete([bytes(f) for f in client.request(photondata(3, 5))], 3, 5)
+        for frames in ([tokens.PING], [tokens.RUN_BEGIN, b"out.root"], [tokens.RUN_END]):
+            sock.send_multipart(frames)
+            assert sock.poll(5000)
+            assert sock.recv_multipart() == [tokens.ACK]
     finally:
-        for p in started:
-            p.kill()
+        sock.close()
 
 
-def _idle(router: procs.Proc) -> float:
-    return metric(scrape(router.metrics), "charon_workers", 'state="idle"')
+def test_a_stopped_router_sends_its_workers_to_its_successor(context: zmq.Context[Any]) -> None:
+    settings = router_settings()
+    first_service = Router(settings, context=context)
+    first = inproc.start(first_service)
+    with inproc.log_lines() as logs:
+        w = inproc.start(worker(context, first.workers_endpoint, reconnect_initial_s=0.05))
+        try:
+            wait_for(lambda: first_service.state.idle_workers == 1, 10, "first router")
+            assert first_service.http.health.ready
+            assert first.terminate() == 0
+            assert not first_service.http.health.ready
+            logs.wait_for("router asked to reconnect (shutdown)")
+            successor = Router(settings, context=context)
+            with inproc.running(successor) as second:
+                # After one backoff step, well before it would have noticed the silence itself.
+                wait_for(lambda: successor.state.idle_workers == 1, 5, "worker registered with the successor")
+                with Client(second.endpoint, timeout_s=5, retries=0, context=context) as client:
+                    check_sim_complete([bytes(f) for f in client.request(photondata(3, 5))], 3, 5)
+        finally:
+            w.terminate()
 
 
-def _ready(addr: str) -> int:
+def test_sender_hands_a_worker_it_cannot_reach_back_to_the_state(context: zmq.Context[Any]) -> None:
+    from charon import sockets
+    from charon.router.driver import Sender
+    from charon.router.state import RouterState, ToWorker
+
+    settings = router_settings()
+    state = RouterState(settings.router, settings.heartbeat)
+    state.on_worker(b"gone", wp.ready(FP, 1, "fake", INFO), 0.0)
+    frontend, backend = sockets.router_frontend(context), sockets.router_backend(context)
     try:
-        with urllib.request.urlopen(f"http://{addr}/readyz", timeout=5) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        backend.bind(inproc.endpoint("workers"))
+        Sender(state, frontend, backend, clock=lambda: 1.0)([ToWorker([b"gone", *wp.heartbeat()])])
+    finally:
+        frontend.close()
+        backend.close()
+    assert b"gone" not in state.workers  # EHOSTUNREACH: the worker is forgotten at once
+    state.check_invariants()

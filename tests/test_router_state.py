@@ -9,7 +9,17 @@ import pytest
 
 from charon.protocol import tokens, v1
 from charon.protocol import worker as wp
-from charon.router.state import DEDUP_SAMPLE_BYTES, RouterState, ToClient, ToWorker, end_checksum
+from charon.router.state import (
+    DEDUP_SAMPLE_BYTES,
+    EDGES,
+    Action,
+    Job,
+    JobState,
+    RouterState,
+    ToClient,
+    ToWorker,
+    end_checksum,
+)
 from charon.settings import HeartbeatSettings, RouterSettings
 
 FP_A = "a" * 64
@@ -51,10 +61,30 @@ class Recorder:
         self.expiries += 1
 
 
+class CheckedState(RouterState):
+    """RouterState that recomputes its counters and indexes after every event."""
+
+    def on_client(self, envelope: list[v1.Frame], payload: list[v1.Frame], now: float) -> list[Action]:
+        return self._checked(super().on_client(envelope, payload, now))
+
+    def on_worker(self, identity: bytes, frames: list[v1.Frame], now: float) -> list[Action]:
+        return self._checked(super().on_worker(identity, frames, now))
+
+    def on_worker_gone(self, identity: bytes, now: float) -> list[Action]:
+        return self._checked(super().on_worker_gone(identity, now))
+
+    def on_tick(self, now: float) -> list[Action]:
+        return self._checked(super().on_tick(now))
+
+    def _checked(self, actions: list[Action]) -> list[Action]:
+        self.check_invariants()
+        return actions
+
+
 def make(**router: object) -> tuple[RouterState, Recorder]:
     rec = Recorder()
     settings = RouterSettings(**{"queue_deadline_s": 10.0, **router})  # type: ignore[arg-type]
-    state = RouterState(settings, HeartbeatSettings(interval_s=1.0, liveness=3), rec)
+    state = CheckedState(settings, HeartbeatSettings(interval_s=1.0, liveness=3), rec)
     return state, rec
 
 
@@ -585,3 +615,35 @@ def test_requeued_job_keeps_all_its_requesters() -> None:
     assert sorted(c[0] for c in to_clients(out)) == [b"r1", b"r2"]
     assert rec.answers["photondata", "ok"] == 2
 
+
+
+# ---- explicit states and their invariants --------------------------------------------------------
+
+
+def test_a_job_moves_only_along_the_declared_edges() -> None:
+    state, _ = make()
+    job = Job("photondata", photondata(1), 100, 2, 1, None)
+    for to in (JobState.IN_FLIGHT, JobState.DONE, JobState.DROPPED):
+        with pytest.raises(AssertionError, match=f"no edge NEW -> {to.name}"):
+            state._move(job, to)
+    assert job.state is JobState.NEW
+    state._move(job, JobState.QUEUED)
+    assert (state.queued, state.queued_bytes) == (1, 100)
+    with pytest.raises(AssertionError, match="no edge QUEUED -> DONE"):
+        state._move(job, JobState.DONE)
+    assert all(a is not b for a, b in EDGES)
+    assert {b for _, b in EDGES} | {a for a, _ in EDGES} == set(JobState)
+
+
+def test_check_invariants_finds_a_counter_kept_wrong() -> None:
+    state, _ = make()
+    register(state, b"w1")
+    state.on_client(env("c"), photondata(1), 0.0)
+    state.check_invariants()
+    state.in_flight += 1
+    with pytest.raises(AssertionError, match=r"in_flight: kept 2, actual 1"):
+        state.check_invariants()
+    state.in_flight -= 1
+    state.queued_bytes = 7
+    with pytest.raises(AssertionError, match=r"queued_bytes: kept 7, actual 0"):
+        state.check_invariants()

@@ -1,18 +1,20 @@
-"""``charon top``: histogram percentiles, rendering, and a real ``--once`` against a running router."""
+"""``charon top``: histogram percentiles, rendering, and a real ``--once`` against a running router (in-process)."""
 
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 import zmq
 
+from charon import top
+from charon.router.driver import Router
+from charon.settings import load_settings
 from charon.top import parse, quantile, render
-from tests import procs
-from tests.router_support import FAST, Requester, check_sim_complete, metric, photondata, scrape, wait_for
+from charon.worker.driver import Worker
+from tests import inproc
+from tests.router_support import Requester, check_sim_complete, photondata, wait_for
 
 
 def test_quantile_interpolates_inside_the_bucket_like_prometheus() -> None:
@@ -73,26 +75,30 @@ def test_a_restarted_router_shows_its_new_counts_not_negative_rates() -> None:
     assert "0.50 ms" in screen  # p50 of the one observation since the restart, in (0, 1 ms]
 
 
-def test_top_once_against_a_router_under_traffic(context: zmq.Context[Any]) -> None:
-    with procs.router(env=FAST) as router, procs.worker(router.workers_endpoint, env=FAST):
-        wait_for(lambda: metric(scrape(router.metrics), "charon_workers", 'state="idle"') == 1, 10, "worker")
-        req = Requester(context, router.endpoint)
+def test_top_once_against_a_router_under_traffic(context: zmq.Context[Any],
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    router = Router(inproc.settings({"router": {"bind": inproc.endpoint("clients"),
+                                                "workers_bind": inproc.endpoint("workers")},
+                                     "metrics": {"enabled": True, "addr": "127.0.0.1:0"}}), context=context)
+    with inproc.running(router) as r, inproc.running(
+            Worker(inproc.settings({"worker": {"router": r.workers_endpoint}}), inproc.echo(), context=context)):
+        wait_for(lambda: router.state.idle_workers == 1, 10, "worker")
+        req = Requester(context, r.endpoint)
         try:
             for i in range(5):
                 check_sim_complete(req.request(photondata(i, 100)), i, 100)
         finally:
             req.close()
-        out = subprocess.run([sys.executable, "-m", "charon", "top", "--metrics-url",
-                              f"http://{router.metrics}/metrics", "--once"],
-                             capture_output=True, text=True, timeout=60, check=True).stdout
+        wait_for(lambda: inproc.sample(router.registry, "charon_photons_total") == 500, 5, "500 photons counted")
+        assert top.main(load_settings(), f"http://{r.ready['metrics']}/metrics", 1.0, once=True) == 0
+    out = capsys.readouterr().out
     assert "idle 1   busy 0" in out
     assert "500 total" in out
     assert "photondata    ok" in out
 
 
-def test_top_once_reports_an_unreachable_router_in_one_line() -> None:
-    proc = subprocess.run([sys.executable, "-m", "charon", "top", "--metrics-url", "http://127.0.0.1:9/metrics",
-                           "--once"], check=False, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1
-    assert proc.stderr.count("\n") == 1
-    assert "cannot read http://127.0.0.1:9/metrics" in proc.stderr
+def test_top_once_reports_an_unreachable_router_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert top.main(load_settings(), "http://127.0.0.1:9/metrics", 1.0, once=True) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "cannot read http://127.0.0.1:9/metrics" in err

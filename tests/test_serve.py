@@ -1,8 +1,9 @@
-"""``charon serve`` behaviours beyond the wire vectors: readiness, metrics, recovery, signals."""
+"""``charon serve`` in-process: readiness, metrics, recovery, IPv6, clients with and without envelopes."""
 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 import urllib.request
 from typing import Any
@@ -13,22 +14,26 @@ import zmq
 
 from charon.client import Client
 from charon.protocol import tokens
+from charon.router.driver import Router
+from charon.server import Server
 from charon.source import isotropic_point
-from tests import procs
+from charon.worker.driver import Worker
+from tests import inproc
+from tests.router_support import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+LOOPBACK = {"server": {"bind": "tcp://127.0.0.1:*"}}
+HTTP = {"metrics": {"enabled": True, "addr": "127.0.0.1:0"}}
 
 
 def test_ready_line_reports_bound_endpoint_and_metrics_serve_health() -> None:
-    with procs.serve() as server:
-        assert server.endpoint.startswith("tcp://127.0.0.1:")
-        base = f"http://{server.metrics}"
+    server = Server(inproc.settings(LOOPBACK, HTTP), inproc.echo())
+    with inproc.running(server) as s:
+        assert s.endpoint.startswith("tcp://127.0.0.1:")
+        assert s.ready["fingerprint"] == server.handler.simulator.fingerprint
+        base = f"http://{s.ready['metrics']}"
         assert urllib.request.urlopen(base + "/healthz").status == 200
         assert urllib.request.urlopen(base + "/readyz").status == 200
+    assert not server.http.health.ready  # shut down: not ready any more
 
 
 def _ipv6_loopback() -> bool:
@@ -42,23 +47,25 @@ def _ipv6_loopback() -> bool:
 
 @pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this host")
 def test_metrics_on_an_ipv6_loopback_address() -> None:
-    with procs.running("serve", "--bind", "tcp://127.0.0.1:*", "--backend", "echo",
-                       "--metrics-addr", "[::1]:0") as server:
-        assert server.metrics.startswith("[::1]:")
-        assert urllib.request.urlopen(f"http://{server.metrics}/healthz").status == 200
+    with inproc.running(Server(inproc.settings(LOOPBACK, {"metrics": {"enabled": True, "addr": "[::1]:0"}}),
+                               inproc.echo())) as s:
+        assert s.ready["metrics"].startswith("[::1]:")
+        assert urllib.request.urlopen(f"http://{s.ready['metrics']}/healthz").status == 200
 
 
 def test_metrics_count_requests_photons_and_hits() -> None:
-    with procs.serve() as server, Client(server.endpoint, timeout_s=10) as client:
+    server = Server(inproc.settings(LOOPBACK, HTTP), inproc.echo())
+    with inproc.running(server) as s, Client(s.endpoint, timeout_s=10) as client:
         client.ping()
         for event_id in range(3):
             client.simulate(isotropic_point(event_id, 1000, (0.0, 0.0, 0.0), 420.0))
         client.request([b"NONSENSE"])
-        text = urllib.request.urlopen(server.metrics_url).read().decode()
+        text = urllib.request.urlopen(f"http://{s.ready['metrics']}/metrics").read().decode()
     assert 'charon_requests_total{kind="photondata",outcome="ok"} 3.0' in text
     assert 'charon_requests_total{kind="unknown",outcome="unknown_request"} 1.0' in text
     assert "charon_photons_total 3000.0" in text
     assert "charon_hits_total 3000.0" in text
+    assert "process_cpu_seconds_total" in text  # the process collectors a registry of its own lacks
 
 
 def test_metrics_port_in_use_is_a_warning_not_an_exit() -> None:
@@ -66,35 +73,36 @@ def test_metrics_port_in_use_is_a_warning_not_an_exit() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with procs.running("serve", "--bind", "tcp://127.0.0.1:*", "--backend", "echo",
-                           "--metrics-addr", f"127.0.0.1:{port}") as server:
-            with Client(server.endpoint, timeout_s=10) as client:
-                client.ping()
-            assert "metrics" not in server.ready
-            assert "metrics/health HTTP server not started" in server.stderr()
+        settings = inproc.settings(LOOPBACK, {"metrics": {"enabled": True, "addr": f"127.0.0.1:{port}"}})
+        with inproc.log_lines() as logs, inproc.running(Server(settings, inproc.echo())) as s, \
+                Client(s.endpoint, timeout_s=10) as client:
+            client.ping()
+            assert s.ready["metrics"] is None
+            assert "metrics/health HTTP server not started" in logs.text()
 
 
 def test_lazy_pirate_client_recovers_when_the_server_appears_late() -> None:
-    port = _free_port()
-    endpoint = f"tcp://127.0.0.1:{port}"
-    client = Client(endpoint, timeout_s=0.5, retries=40)
-    started: list[procs.Proc] = []
-    try:
-        proc = procs.start("serve", "--bind", endpoint, "--backend", "echo", "--metrics-addr", "127.0.0.1:0",
-                           wait_ready=False)
-        started.append(proc)
-        assert client.ping() < 20.0
-    finally:
-        client.close()
-        for p in started:
-            p.kill()
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    rtt: list[float] = []
+    with Client(endpoint, timeout_s=0.2, retries=100) as client:
+        thread = threading.Thread(target=lambda: rtt.append(client.ping()))
+        thread.start()
+        try:
+            time.sleep(0.5)  # a few tries go unanswered: nothing listens yet
+            assert not rtt
+            with inproc.running(Server(inproc.settings({"server": {"bind": endpoint}}), inproc.echo())):
+                thread.join(20)
+        finally:
+            thread.join(20)
+    assert len(rtt) == 1
 
 
 def test_dealer_client_without_envelope_is_answered(context: zmq.Context[Any]) -> None:
-    with procs.serve() as server:
+    bind = inproc.endpoint("serve")
+    with inproc.running(Server(inproc.settings({"server": {"bind": bind}}), inproc.echo(), context=context)):
         dealer = context.socket(zmq.DEALER)
         dealer.setsockopt(zmq.LINGER, 0)
-        dealer.connect(server.endpoint)
+        dealer.connect(bind)
         try:
             dealer.send_multipart([tokens.PING])
             assert dealer.poll(10_000)
@@ -111,25 +119,23 @@ def test_dealer_client_without_envelope_is_answered(context: zmq.Context[Any]) -
             dealer.close()
 
 
-def test_sigterm_stops_the_server_cleanly() -> None:
-    proc = procs.start("serve", "--bind", "tcp://127.0.0.1:*", "--backend", "echo", "--metrics-addr", "127.0.0.1:0")
-    try:
-        t0 = time.monotonic()
-        assert proc.terminate(timeout=10) == 0
-        assert time.monotonic() - t0 < 10
-    finally:
-        proc.kill()
+def test_stop_ends_the_server_and_closes_its_socket_and_context() -> None:
+    server = Server(inproc.settings(LOOPBACK), inproc.echo())
+    handle = inproc.start(server)
+    assert handle.terminate() == 0
+    assert server._sock is None
+    assert server._ctx is None  # its own context, terminated
 
 
 @pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this host")
 def test_ipv6_loopback_endpoints_work_for_serve_router_and_worker() -> None:
-    with procs.running("serve", "--bind", "tcp://[::1]:*", "--backend", "echo", "--metrics-addr", "[::1]:0") as server:
-        assert server.endpoint.startswith("tcp://[::1]:")
-        with Client(server.endpoint, timeout_s=10) as client:
+    with inproc.running(Server(inproc.settings({"server": {"bind": "tcp://[::1]:*"}}), inproc.echo())) as s:
+        assert s.endpoint.startswith("tcp://[::1]:")
+        with Client(s.endpoint, timeout_s=10) as client:
             client.ping()
             assert len(client.simulate(isotropic_point(1, 100, (0.0, 0.0, 0.0), 420.0))) == 100
-    with procs.running("router", "--bind", "tcp://[::1]:*", "--workers-bind", "tcp://[::1]:*",
-                       "--metrics-addr", "[::1]:0") as router, \
-            procs.worker(router.workers_endpoint, env={"CHARON_METRICS__ADDR": "[::1]:0"}), \
-            Client(router.endpoint, timeout_s=30) as client:
-        assert len(client.simulate(isotropic_point(2, 100, (0.0, 0.0, 0.0), 420.0))) == 100
+    router_settings = inproc.settings({"router": {"bind": "tcp://[::1]:*", "workers_bind": "tcp://[::1]:*"}})
+    with inproc.running(Router(router_settings)) as r:
+        with inproc.running(Worker(inproc.settings({"worker": {"router": r.workers_endpoint}}), inproc.echo())), \
+                Client(r.endpoint, timeout_s=30) as client:
+            assert len(client.simulate(isotropic_point(2, 100, (0.0, 0.0, 0.0), 420.0))) == 100

@@ -1,7 +1,7 @@
-"""Every golden request vector, well formed or not, sent over TCP to real charon processes.
+"""Every golden request vector, well formed or not, sent over TCP to charon's real services.
 
-Targets: ``charon serve --backend echo``, and ``charon router`` with one echo worker (both are v1
-endpoints a RAT client may point at). Each vector goes through a REQ socket (as ratpac-two sends
+Targets (in-process, on 127.0.0.1): ``charon serve`` with the echo backend, and ``charon router``
+with one echo worker (both are v1 endpoints a RAT client may point at). Each vector goes through a REQ socket (as ratpac-two sends
 it), a DEALER socket with the empty delimiter, and a DEALER socket without one. Every request gets
 its defined reply, a PING right after it still gets ACK, and the processes are alive at the end.
 A router without workers answers what it can itself and NO_WORKERS after its queue deadline.
@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
-import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,7 +23,11 @@ import zmq
 
 from charon import errors
 from charon.protocol import tokens, v1
-from tests import procs
+from charon.router.driver import Router
+from charon.server import Server
+from charon.worker.driver import Worker
+from tests import inproc
+from tests.router_support import wait_for
 
 VECTOR_DIR = Path(__file__).resolve().parents[1] / "proto-spec" / "vectors" / "v1"
 VECTORS = [json.loads(p.read_text()) for p in sorted(VECTOR_DIR.glob("*.json"))]
@@ -42,29 +43,34 @@ def frames(hexes: Sequence[str]) -> list[bytes]:
 
 @dataclass
 class Target:
-    """A client-facing v1 endpoint and the processes behind it."""
+    """A client-facing v1 endpoint and the services behind it."""
 
     endpoint: str
-    processes: list[procs.Proc]
+    services: list[inproc.Running]
 
     def alive(self) -> bool:
-        return all(p.alive() for p in self.processes)
+        return all(s.thread.is_alive() for s in self.services)
 
-    def stderr(self) -> str:
-        return "".join(p.stderr()[-2000:] for p in self.processes)
+
+TCP = {"server": {"bind": "tcp://127.0.0.1:*"},
+       "router": {"bind": "tcp://127.0.0.1:*", "workers_bind": "tcp://127.0.0.1:*"}}
 
 
 @pytest.fixture(scope="module", params=["serve", "router"])
 def server(request: pytest.FixtureRequest) -> Iterator[Target]:
     with contextlib.ExitStack() as stack:
         if request.param == "serve":
-            target = Target((p := stack.enter_context(procs.serve(backend="echo"))).endpoint, [p])
+            s = stack.enter_context(inproc.running(Server(inproc.settings(TCP), inproc.echo())))
+            target = Target(s.endpoint, [s])
         else:
-            r = stack.enter_context(procs.router())
-            w = stack.enter_context(procs.worker(r.workers_endpoint, backend="echo"))
+            router = Router(inproc.settings(TCP))
+            r = stack.enter_context(inproc.running(router))
+            w = stack.enter_context(inproc.running(Worker(inproc.settings({"worker": {"router": r.workers_endpoint}}),
+                                                          inproc.echo())))
+            wait_for(lambda: router.state.idle_workers == 1, 10, "the worker")
             target = Target(r.endpoint, [r, w])
         yield target
-        assert target.alive(), target.stderr()
+        assert target.alive()
 
 
 @pytest.fixture(scope="module")
@@ -189,40 +195,51 @@ def test_malformed_burst_on_one_dealer_then_ping(server: Target, context: zmq.Co
 def test_legacy_pong_only_when_switched_on(context: zmq.Context[Any]) -> None:
     vector = next(v for v in VECTORS if v["name"] == "ping_legacy_pong")
     assert vector["server"] == {"legacy_pong": True}
-    with procs.serve(backend="echo", env={"CHARON_SERVER__LEGACY_PONG": "true"}) as legacy:
+    settings = inproc.settings(TCP, {"server": {"legacy_pong": True}})
+    with inproc.running(Server(settings, inproc.echo())) as legacy:
         for transport in TRANSPORTS:
             reply = exchange(context, legacy.endpoint, transport, frames(vector["request"]))
             assert reply == frames(vector["reply"])
-        assert legacy.alive()
+        assert legacy.thread.is_alive()
 
 
 def test_router_without_workers(context: zmq.Context[Any]) -> None:
     """No worker: the router answers PING, RUN_BEGIN, RUN_END and every malformed request itself,
-    at once; work it cannot hand out gets NO_WORKERS when the queue deadline passes."""
-    deadline_s = 0.3
-    with procs.router(env={"CHARON_ROUTER__QUEUE_DEADLINE_S": str(deadline_s)}) as router:
+    at once; work it cannot hand out gets NO_WORKERS when the queue deadline passes (its clock)."""
+    clock = inproc.FakeClock()
+    router = Router(inproc.settings({"router": {"bind": inproc.endpoint("clients"), "queue_deadline_s": 0.3,
+                                                "workers_bind": inproc.endpoint("workers")}}),
+                    context=context, clock=clock)
+    with inproc.running(router) as r:
         for vector in EXCHANGES:
             request = frames(vector["request"])
-            start = time.monotonic()
-            reply = exchange(context, router.endpoint, "req", request)
-            waited = time.monotonic() - start
             decoded = vector["decoded"]
-            if "error" in decoded or decoded["type"] in ("Ping", "RunBegin", "RunEnd"):
-                assert reply == frames(vector["reply"]), vector["name"]
-                assert waited < deadline_s, vector["name"]
-            elif decoded["type"] == "PhotonData" and decoded["n_photons"] == 0:
+            if "error" not in decoded and decoded["type"] == "PhotonData" and decoded["n_photons"] == 0:
                 continue  # see test_router_answers_zero_photons_without_workers
-            else:
-                assert reply == [tokens.NO_WORKERS], vector["name"]
-                assert waited >= deadline_s * 0.9, vector["name"]
-        assert_ping(context, router.endpoint, "req")
-        assert router.alive()
+            sock = context.socket(zmq.REQ)
+            sock.setsockopt(zmq.LINGER, 0)
+            try:
+                sock.connect(r.endpoint)
+                sock.send_multipart(request)
+                if "error" in decoded or decoded["type"] in ("Ping", "RunBegin", "RunEnd"):
+                    assert sock.poll(REPLY_TIMEOUT_MS), vector["name"]  # at once, on a clock that stands still
+                    assert sock.recv_multipart() == frames(vector["reply"]), vector["name"]
+                    continue
+                wait_for(lambda: router.state.queued == 1, 5, f"{vector['name']} queued")
+                assert not sock.poll(50), vector["name"]
+                clock.advance(0.31)
+                assert sock.poll(REPLY_TIMEOUT_MS), vector["name"]
+                assert sock.recv_multipart() == [tokens.NO_WORKERS], vector["name"]
+            finally:
+                sock.close(linger=0)
+        assert_ping(context, r.endpoint, "req")
+        assert r.thread.is_alive()
 
 
 def test_router_answers_zero_photons_without_workers(context: zmq.Context[Any]) -> None:
     vector = next(v for v in VECTORS if v["name"] == "photondata_zero_photons")
-    with procs.router(env={"CHARON_ROUTER__QUEUE_DEADLINE_S": "0.3"}) as router:
-        assert exchange(context, router.endpoint, "req", frames(vector["request"])) == frames(vector["reply"])
+    with inproc.running(Router(inproc.settings(TCP, {"router": {"queue_deadline_s": 0.3}}))) as r:
+        assert exchange(context, r.endpoint, "req", frames(vector["request"])) == frames(vector["reply"])
 
 
 def test_each_vector_is_counted_under_its_outcome(context: zmq.Context[Any]) -> None:
@@ -230,17 +247,17 @@ def test_each_vector_is_counted_under_its_outcome(context: zmq.Context[Any]) -> 
     expected: Counter[tuple[str, str]] = Counter()
     kinds = {b"PING": "ping", b"RUN_BEGIN": "run_begin", b"RUN_END": "run_end",
              b"DETECTOR_INFO": "detector_info", b"PHOTONDATA": "photondata"}
-    with procs.serve(backend="echo") as server:
+    server = Server(inproc.settings(TCP), inproc.echo())
+    with inproc.running(server) as s:
         for vector in EXCHANGES:
             request = frames(vector["request"])
-            exchange(context, server.endpoint, "req", request)
+            exchange(context, s.endpoint, "req", request)
             error = vector["decoded"].get("error")
             outcome = getattr(errors, error).outcome if error else "ok"
             expected[kinds.get(request[0], "unknown"), outcome] += 1
-        text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
     counted = Counter({
-        (m["kind"], m["outcome"]): int(float(m["value"]))
-        for m in re.finditer(r'^charon_requests_total\{kind="(?P<kind>\w+)",outcome="(?P<outcome>\w+)"\} '
-                             r"(?P<value>\S+)$", text, re.MULTILINE)
+        (sample.labels["kind"], sample.labels["outcome"]): int(sample.value)
+        for metric in server.registry.collect() for sample in metric.samples
+        if sample.name == "charon_requests_total"
     })
     assert +counted == expected

@@ -6,7 +6,7 @@ import pydantic
 import pytest
 
 from charon.errors import ConfigError
-from charon.settings import Settings, env_name, load_settings
+from charon.settings import Settings, describe_setting, env_name, environment, invalid_setting, load_settings
 
 
 def test_defaults_match_the_documented_ports() -> None:
@@ -51,7 +51,8 @@ def test_settings_are_frozen() -> None:
         ({"router": {"bind": "localhost:5555"}}, "router.bind"),
         ({"heartbeat": {"liveness": 1}}, "heartbeat.liveness"),
         ({"worker": {"reconnect_initial_s": 10, "reconnect_max_s": 1}}, "reconnect_max_s"),
-        ({"server": {"bind": "tcp://*:99999"}}, "server.bind (CHARON_SERVER__BIND) = 'tcp://*:99999'"),
+        ({"server": {"bind": "tcp://*:99999"}}, "server.bind (--bind / CHARON_SERVER__BIND) = 'tcp://*:99999'"),
+        ({"router": {"queue_deadline_s": -1}}, "router.queue_deadline_s (CHARON_ROUTER__QUEUE_DEADLINE_S) = -1"),
         ({"server": {"bind": "tcp://*:99999"}}, "port above 65535 (got 99999)"),
         ({"metrics": {"addr": "127.0.0.1:65536"}}, "port above 65535 (got 65536)"),
         ({"gateway": {"router": "tcp://[::1]:70000"}}, "gateway.router"),
@@ -74,9 +75,32 @@ def test_highest_port_and_ipc_paths_with_colons_are_valid() -> None:
 
 def test_error_names_flag_and_environment_variable() -> None:
     with pytest.raises(ConfigError) as info:
-        load_settings({"engine": {"seed": -1}}, flags={"engine.seed": "--seed"})
+        load_settings({"engine": {"seed": -1}})
     assert "--seed / CHARON_ENGINE__SEED" in str(info.value)
     assert "-1" in str(info.value)
+    assert info.value.setting == "engine.seed"
+    assert info.value.exit_status == 2
+
+
+def test_one_helper_describes_any_setting() -> None:
+    assert describe_setting("engine.detector") == "engine.detector (--detector / CHARON_ENGINE__DETECTOR)"
+    assert describe_setting("router.max_attempts") == "router.max_attempts (CHARON_ROUTER__MAX_ATTEMPTS)"
+    err = invalid_setting("gateway.listen", "ipc:///x", "FlukaIO needs tcp://HOST:PORT")
+    assert str(err) == ("invalid setting gateway.listen (--listen / CHARON_GATEWAY__LISTEN) = 'ipc:///x': "
+                        "FlukaIO needs tcp://HOST:PORT")
+    assert err.setting == "gateway.listen"
+
+
+def test_environment_reproduces_the_settings_in_a_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    original = load_settings({"engine": {"backend": "echo", "seed": 7, "detector": "/d/det.npz", "device": "cpu"},
+                              "server": {"legacy_pong": True}, "gateway": {"router": "tcp://h:5555"},
+                              "heartbeat": {"interval_s": 0.25}})
+    env = environment(original)
+    assert "CHARON_METRICS__ADDR" not in env  # unset stays unset
+    assert env["CHARON_SERVER__LEGACY_PONG"] == "true"
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings() == original
 
 
 def test_env_name() -> None:

@@ -48,6 +48,15 @@ def test_any_router_message_resets_liveness_and_the_first_one_registers() -> Non
     assert link.router_dead(1.11)
 
 
+def test_a_disconnect_keeps_the_link_alive_but_never_registers_it() -> None:
+    """A refusal (DISCONNECT fingerprint) is a router message, not a registration."""
+    link = Link(0.2, 3, opened=0.0)
+    assert link.heard(0.1, registers=False) is False
+    assert not link.registered
+    assert not link.router_dead(0.7)
+    assert link.heard(0.2) is True
+
+
 def test_drain_waits_for_in_flight_work_then_the_router_ack() -> None:
     link = Link(1.0, 3, opened=0.0)
     link.heard(0.0)

@@ -104,7 +104,7 @@ def test_work_from_a_replaced_connection_is_skipped(context: zmq.Context[Any],
     pull, endpoint = results
     sim = Counting(make_simulator(EngineSettings(backend="echo")))
     thread = _thread(context, endpoint, sim)
-    thread.generation = 2
+    thread.new_generation(2)
     thread.inbox.put(Work(1, 7, photondata(7, 5)))
     thread.inbox.put(Work(2, 8, photondata(8, 5)))
     thread.start()
@@ -114,6 +114,28 @@ def test_work_from_a_replaced_connection_is_skipped(context: zmq.Context[Any],
     finally:
         assert thread.stop(10)
     assert list(replies) == [8]
+
+
+def test_a_new_connection_reaches_the_thread_in_order_with_the_work(
+        context: zmq.Context[Any], results: tuple[zmq.Socket[Any], str]) -> None:
+    """The generation travels through the inbox: the thread shares no attribute with the socket
+    thread, and work queued before the new connection is skipped, work after it is served."""
+    pull, endpoint = results
+    sim = Counting(make_simulator(EngineSettings(backend="echo")))
+    thread = _thread(context, endpoint, sim)
+    assert not hasattr(thread, "generation")
+    thread.new_generation(1)
+    thread.inbox.put(Work(1, 1, photondata(1, 5)))
+    thread.new_generation(2)
+    thread.inbox.put(Work(1, 2, photondata(2, 5)))  # taken on connection 1, arrived late
+    thread.inbox.put(Work(2, 3, photondata(3, 5)))
+    thread.start()
+    try:
+        replies = _collect(pull, 1)
+        assert not pull.poll(300)
+    finally:
+        assert thread.stop(10)
+    assert list(replies) == [3]
 
 
 def test_engine_failure_answers_sim_failed_and_the_thread_carries_on(

@@ -1,55 +1,30 @@
-"""``charon <command>``: every entry point, with one flag → setting mapping for all commands.
+"""``charon <command>``: every entry point; the settings flags are generated from :mod:`charon.settings`.
 
-Flags override ``CHARON_*`` environment variables, which override defaults. A bad value ends the
-command with exit status 2 and one line naming the setting (or flag), the value and what is allowed.
+A flag that sets a setting is declared once, in the settings model next to its field, with the
+commands that take it (:class:`charon.settings.Flag`); this module turns those declarations into
+argparse arguments and parsed values into setting overrides. Arguments that are not settings
+(``simulate --events``, ``top --interval``, ...) are declared here with their command.
+
+Flags override ``CHARON_*`` environment variables, which override defaults. A command that ends
+with a :class:`charon.errors.CharonError` prints one line and exits with the error's exit status
+(2 for a bad setting or value).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
+import typing
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from charon import __version__
-from charon.errors import CharonError, ConfigError, DetectorError
-from charon.settings import Settings, load_settings
+from charon.errors import CharonError, ConfigError
+from charon.settings import ALL_COMMANDS, FlagField, Settings, flags, load_settings
 
-log = logging.getLogger("charon")
-
-# flag dest -> (section, field); "{role}" is the command's own section (server or router).
-_FLAG_SETTINGS: dict[str, tuple[str, str]] = {
-    "bind": ("{role}", "bind"),
-    "workers_bind": ("router", "workers_bind"),
-    "router": ("{router_of}", "router"),
-    "backend": ("engine", "backend"),
-    "detector": ("engine", "detector"),
-    "ratdb": ("engine", "ratdb"),
-    "seed": ("engine", "seed"),
-    "max_steps": ("engine", "max_steps"),
-    "device": ("engine", "device"),
-    "cuda_device": ("engine", "cuda_device"),
-    "threads": ("engine", "threads"),
-    "echo_delay": ("engine", "echo_delay_s"),
-    "metrics_addr": ("metrics", "addr"),
-    "log_level": ("log", "level"),
-    "capacity": ("worker", "capacity"),
-    "legacy_pong": ("server", "legacy_pong"),
-    "endpoint": ("client", "endpoint"),
-    "timeout": ("client", "timeout_s"),
-    "retries": ("client", "retries"),
-    "listen": ("gateway", "listen"),
-    "layout": ("gateway", "layout"),
-    "echo": ("gateway", "echo"),
-    "pmt_volume": ("engine", "pmt_volume"),
-    "world": ("engine", "world"),
-    "chord": ("engine", "chord_mm"),
-    "detector_cache_dir": ("engine", "detector_cache_dir"),
-}
-_ROLE = {"serve": "server", "router": "router", "demo": "server"}
-_ROUTER_OF = {"worker": "worker", "flukaio-gateway": "gateway"}
+Handler = Callable[[Settings, argparse.Namespace], int]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,165 +34,65 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _flag(p: argparse.ArgumentParser, name: str, **kw: Any) -> None:
-    kw.setdefault("default", None)
-    p.add_argument(name, **kw)
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One ``charon`` command: its help, what it runs, and its arguments that are not settings."""
+
+    help: str
+    run: Handler
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    _flag(p, "--log-level", choices=["debug", "info", "warning", "error"], help="log level")
+def _flag_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """One argparse argument per flag the settings declare for ``command``."""
+    by_name: dict[str, list[FlagField]] = {}
+    # The command's own flags first, those every command takes last.
+    for declared in sorted(flags(), key=lambda f: len(f.flag.commands) if f.flag.commands != ALL_COMMANDS else 99):
+        if declared.flag.applies_to(command):
+            by_name.setdefault(declared.flag.name, []).append(declared)
+    for name, fields in by_name.items():
+        first = fields[0]
+        paths = ", ".join(f.path for f in fields)
+        default = first.info.default
+        shown = "unset" if default is None else default
+        kw: dict[str, Any] = {"dest": _dest(name), "default": None,
+                              "help": f"{first.info.description} (default {shown}; {paths})"}
+        annotation = first.info.annotation
+        if annotation is bool:
+            kw.update(action="store_const", const=True)
+        else:
+            kw["metavar"] = first.flag.metavar
+            if typing.get_origin(annotation) is typing.Literal:
+                kw.update(choices=list(typing.get_args(annotation)), metavar=None)
+        parser.add_argument(name, **kw)
 
 
-def _gdml(p: argparse.ArgumentParser) -> None:
-    _flag(p, "--ratdb", metavar="PATH", help="RATDB file with PMTINFO for a GDML detector (JSON dump or .ratdb)")
-    _flag(p, "--pmt-volume", metavar="REGEX", help="GDML without PMTINFO: logical volumes that are PMTs")
-    _flag(p, "--world", metavar="NAME", help="GDML: logical volume to use as the world")
-    _flag(p, "--chord", metavar="MM", help="GDML: largest distance of a curved surface from its triangles")
+def _dest(flag: str) -> str:
+    return "setting_" + flag.removeprefix("--").replace("-", "_")
 
 
-def _engine(p: argparse.ArgumentParser) -> None:
-    _flag(p, "--backend", choices=["builtin", "numpy", "echo", "chroma"], help="simulation backend")
-    _flag(p, "--detector", metavar="PATH",
-          help="detector: .npz, or .gdml imported at start-up (default: built-in reference detector)")
-    _gdml(p)
-    _flag(p, "--seed", metavar="N", help="random seed")
-    _flag(p, "--max-steps", metavar="N", help="propagation steps per photon")
-    _flag(p, "--device", choices=["cpu", "cuda", "auto"], help="builtin engine device")
-    _flag(p, "--cuda-device", metavar="N", help="CUDA device index")
-    _flag(p, "--threads", metavar="N", help="CPU threads (0 = all cores)")
-    _flag(p, "--echo-delay", metavar="SECONDS", help="echo backend: sleep per request")
-
-
-def _metrics(p: argparse.ArgumentParser) -> None:
-    _flag(p, "--metrics-addr", metavar="HOST:PORT", help="Prometheus metrics and /healthz, /readyz")
-
-
-def _client(p: argparse.ArgumentParser) -> None:
-    _flag(p, "--endpoint", metavar="ENDPOINT", help="server or router endpoint (default tcp://127.0.0.1:5555)")
-    _flag(p, "--timeout", metavar="SECONDS", help="reply timeout per try")
-    _flag(p, "--retries", metavar="N", help="resends after a timeout")
+def settings_from_args(command: str, args: argparse.Namespace) -> Settings:
+    """Effective settings: environment, then the flags given on the command line."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for declared in flags():
+        if not declared.flag.applies_to(command):
+            continue
+        value = getattr(args, _dest(declared.flag.name), None)
+        if value is not None:
+            overrides.setdefault(declared.section, {})[declared.field] = value
+    return load_settings(overrides)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="charon", description="Optical-photon simulation as a network service.")
     parser.add_argument("--version", action="version", version=f"charon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
-
-    p = sub.add_parser("serve", help="one process that simulates every request itself")
-    _flag(p, "--bind", metavar="ENDPOINT", help="client endpoint (default tcp://*:5555)")
-    _flag(p, "--legacy-pong", action="store_const", const=True, help="answer PING with PONG (old clients)")
-    _engine(p)
-    _metrics(p)
-    _common(p)
-
-    p = sub.add_parser("router", help="queue requests and balance them over workers")
-    _flag(p, "--bind", metavar="ENDPOINT", help="client endpoint (default tcp://*:5555)")
-    _flag(p, "--workers-bind", metavar="ENDPOINT", help="worker endpoint (default tcp://*:6667)")
-    _metrics(p)
-    _common(p)
-
-    p = sub.add_parser("worker", help="simulate requests given by a router")
-    _flag(p, "--router", metavar="ENDPOINT", help="router worker endpoint (default tcp://localhost:6667)")
-    _flag(p, "--capacity", metavar="N", help="requests taken at once")
-    _engine(p)
-    _metrics(p)
-    _common(p)
-
-    p = sub.add_parser("ping", help="check that a server answers")
-    _client(p)
-    _common(p)
-    p = sub.add_parser("info", help="show the detector a server simulates")
-    _client(p)
-    _common(p)
-
-    p = sub.add_parser("simulate", help="send isotropic point-source events and summarise the hits")
-    _client(p)
-    _simulate_args(p)
-    p.add_argument("--concurrency", type=int, default=1, metavar="N",
-                   help="requests in flight at once (a router spreads them over its workers; default 1)")
-    _common(p)
-
-    p = sub.add_parser("demo", help="start an embedded server, simulate against it, stop it")
-    _simulate_args(p, events=10, photons=100_000)
-    _engine(p)
-    _common(p)
-
-    p = sub.add_parser("config", help="print the effective configuration as JSON")
-    _flag(p, "--bind", metavar="ENDPOINT", help="client endpoint of serve and router")
-    _flag(p, "--workers-bind", metavar="ENDPOINT", help="router's worker endpoint")
-    _flag(p, "--router", metavar="ENDPOINT", help="router endpoint a worker connects to")
-    _engine(p)
-    _metrics(p)
-    _client(p)
-    _common(p)
-
-    p = sub.add_parser("top", help="live view of a router's metrics")
-    _flag(p, "--metrics-url", metavar="URL", default="http://127.0.0.1:9100/metrics", help="router /metrics URL")
-    _flag(p, "--interval", metavar="SECONDS", type=float, default=1.0, help="refresh interval")
-    _flag(p, "--once", action="store_true", default=False, help="print one snapshot and exit")
-    _common(p)
-
-    p = sub.add_parser("flukaio-gateway", help="FlukaIO TCP front end for C/Fortran codes")
-    _flag(p, "--listen", metavar="ENDPOINT", help="FlukaIO listen address (default tcp://*:14999)")
-    _flag(p, "--router", metavar="ENDPOINT", help="v1 endpoint to forward to (default: local engine)")
-    _flag(p, "--layout", choices=["auto", "current", "legacy"], help="FlukaIO particle layout")
-    _flag(p, "--echo", action="store_const", const=True, help="echo particles like the FlukaIO sample server")
-    _engine(p)
-    _metrics(p)
-    _common(p)
-
-    p = sub.add_parser("detector", help="import a Geant4/RAT-PAC GDML detector; summarise or draw a detector")
-    det = p.add_subparsers(dest="action", required=True, parser_class=_Parser, metavar="ACTION")
-    q = det.add_parser("import", help="GDML (+ RATDB PMTINFO) -> charon detector file (.npz)")
-    q.add_argument("gdml", metavar="GEOMETRY.gdml")
-    _gdml(q)
-    q.add_argument("-o", "--output", required=True, metavar="DETECTOR.npz", help="detector file to write")
-    _common(q)
-    q = det.add_parser("info", help="summary: volumes, materials, surfaces, PMTs, triangles, fingerprint")
-    q.add_argument("path", nargs="?", default=None, metavar="DETECTOR",
-                   help=".npz or .gdml (default: built-in reference detector)")
-    _gdml(q)
-    _flag(q, "--detector-cache-dir", metavar="DIR", help="import cache for a .gdml")
-    _common(q)
-    q = det.add_parser("plot", help="draw sections through the detector and its PMT positions")
-    q.add_argument("path", nargs="?", default=None, metavar="DETECTOR",
-                   help=".npz or .gdml (default: built-in reference detector)")
-    q.add_argument("--out", required=True, metavar="PNG", help="image to write")
-    _gdml(q)
-    _flag(q, "--detector-cache-dir", metavar="DIR", help="import cache for a .gdml")
-    _common(q)
-
-    p = sub.add_parser("cluster", help="Kubernetes preflight and release status")
-    p.add_argument("action", choices=["check", "status"])
-    _flag(p, "--namespace", metavar="NS", default="default", help="release namespace")
-    _flag(p, "--release", metavar="NAME", default="charon", help="Helm release name")
-    _flag(p, "--values", metavar="FILE", help="values file the release is (to be) installed with")
-    _common(p)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help)
+        if command.arguments is not None:
+            command.arguments(p)
+        _flag_arguments(p, name)
     return parser
-
-
-def _simulate_args(p: argparse.ArgumentParser, *, events: int = 10, photons: int = 10_000) -> None:
-    p.add_argument("--events", type=int, default=events, metavar="N", help=f"events (default {events})")
-    p.add_argument("--photons", type=int, default=photons, metavar="M", help=f"photons per event (default {photons})")
-    p.add_argument("--source", default="0,0,0", metavar="X,Y,Z", help="point source position in mm")
-    p.add_argument("--wavelength", type=float, default=420.0, metavar="NM", help="photon wavelength in nm")
-    p.add_argument("--first-event", type=int, default=0, metavar="ID", help="event id of the first event")
-    p.add_argument("--plot", default=None, metavar="PNG", help="write a hit map and hit-time histogram")
-    p.add_argument("--photon-seed", type=int, default=12345, metavar="N", help="seed of the photon generator")
-
-
-def settings_from_args(command: str, args: argparse.Namespace) -> Settings:
-    """Effective settings: environment, then the flags given on the command line."""
-    overrides: dict[str, dict[str, Any]] = {}
-    flags: dict[str, str] = {}
-    for dest, (template, field) in _FLAG_SETTINGS.items():
-        value = getattr(args, dest, None)
-        if value is None:
-            continue
-        section = template.format(role=_ROLE.get(command, "server"), router_of=_ROUTER_OF.get(command, "worker"))
-        overrides.setdefault(section, {})[field] = value
-        flags[f"{section}.{field}"] = "--" + dest.replace("_", "-")
-    return load_settings(overrides, flags=flags)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,20 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from charon.runtime import setup_logging
 
         setup_logging(settings.log.level)
-        return _COMMANDS[args.command](settings, args)
-    except ConfigError as exc:
-        print(f"charon {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except DetectorError as exc:
-        where = "" if args.command == "detector" else \
-            "invalid setting engine.detector (--detector / CHARON_ENGINE__DETECTOR): "
-        print(f"charon {args.command}: error: {where}{exc}", file=sys.stderr)
-        return 2
+        return COMMANDS[args.command].run(settings, args)
     except CharonError as exc:
         print(f"charon {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_status
     except KeyboardInterrupt:
         return 130
+
+
+# ---- commands ------------------------------------------------------------------------------------
 
 
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
@@ -279,19 +149,6 @@ def _gateway(settings: Settings, _args: argparse.Namespace) -> int:
     return gateway.main(settings)
 
 
-def _detector(settings: Settings, args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from charon import detector_commands
-
-    if args.action == "import":
-        return detector_commands.import_detector(Path(args.gdml), Path(args.output), settings.engine)
-    path = None if args.path is None else Path(args.path)
-    if args.action == "info":
-        return detector_commands.info(path, settings.engine)
-    return detector_commands.plot(path, Path(args.out), settings.engine)
-
-
 def _cluster(_settings: Settings, args: argparse.Namespace) -> int:
     from charon import cluster
 
@@ -307,23 +164,87 @@ def _cluster(_settings: Settings, args: argparse.Namespace) -> int:
     return cluster.main(args.action, args.namespace, args.release, values)
 
 
+def _detector(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from charon import detector_commands
+
+    path = None if args.path is None else Path(args.path)
+    if args.action == "import":
+        if path is None or args.output is None:
+            raise ConfigError("charon detector import needs GEOMETRY.gdml and -o/--output DETECTOR.npz")
+        return detector_commands.import_detector(path, Path(args.output), settings.engine)
+    if args.action == "info":
+        return detector_commands.info(path, settings.engine)
+    if args.out is None:
+        raise ConfigError("charon detector plot needs --out PNG")
+    return detector_commands.plot(path, Path(args.out), settings.engine)
+
+
 def _clients(settings: Settings, args: argparse.Namespace) -> int:
     from charon import commands
 
     return commands.run(args.command, settings, args)
 
 
-_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
-    "serve": _serve,
-    "router": _router,
-    "worker": _worker,
-    "ping": _clients,
-    "info": _clients,
-    "simulate": _clients,
-    "demo": _clients,
-    "config": _config,
-    "top": _top,
-    "flukaio-gateway": _gateway,
-    "detector": _detector,
-    "cluster": _cluster,
+# ---- arguments that are not settings -------------------------------------------------------------
+
+
+def _simulate_args(p: argparse.ArgumentParser, *, events: int = 10, photons: int = 10_000) -> None:
+    p.add_argument("--events", type=int, default=events, metavar="N", help=f"events (default {events})")
+    p.add_argument("--photons", type=int, default=photons, metavar="M", help=f"photons per event (default {photons})")
+    p.add_argument("--source", default="0,0,0", metavar="X,Y,Z", help="point source position in mm")
+    p.add_argument("--wavelength", type=float, default=420.0, metavar="NM", help="photon wavelength in nm")
+    p.add_argument("--first-event", type=int, default=0, metavar="ID", help="event id of the first event")
+    p.add_argument("--plot", default=None, metavar="PNG", help="write a hit map and hit-time histogram")
+    p.add_argument("--photon-seed", type=int, default=12345, metavar="N", help="seed of the photon generator")
+
+
+def _simulate(p: argparse.ArgumentParser) -> None:
+    _simulate_args(p)
+    p.add_argument("--concurrency", type=int, default=1, metavar="N",
+                   help="requests in flight at once (a router spreads them over its workers; default 1)")
+
+
+def _demo(p: argparse.ArgumentParser) -> None:
+    _simulate_args(p, events=10, photons=100_000)
+
+
+def _top_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics-url", metavar="URL", default="http://127.0.0.1:9100/metrics", help="router /metrics URL")
+    p.add_argument("--interval", metavar="SECONDS", type=float, default=1.0, help="refresh interval")
+    p.add_argument("--once", action="store_true", default=False, help="print one snapshot and exit")
+
+
+def _cluster_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["check", "status"])
+    p.add_argument("--namespace", metavar="NS", default="default", help="release namespace")
+    p.add_argument("--release", metavar="NAME", default="charon", help="Helm release name")
+    p.add_argument("--values", metavar="FILE", default=None, help="values file the release is (to be) installed with")
+
+
+def _detector_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["import", "info", "plot"],
+                   help="import: GDML (+ RATDB PMTINFO) -> charon detector file; info: a summary (volumes, "
+                   "materials, surfaces, PMTs, triangles, fingerprint); plot: sections and PMT positions")
+    p.add_argument("path", nargs="?", default=None, metavar="DETECTOR",
+                   help="import: the .gdml; info, plot: a .npz or .gdml (default: the built-in reference)")
+    p.add_argument("-o", "--output", default=None, metavar="DETECTOR.npz", help="import: detector file to write")
+    p.add_argument("--out", default=None, metavar="PNG", help="plot: image to write")
+
+
+COMMANDS: dict[str, Command] = {
+    "serve": Command("one process that simulates every request itself", _serve),
+    "router": Command("queue requests and balance them over workers", _router),
+    "worker": Command("simulate requests given by a router", _worker),
+    "ping": Command("check that a server answers", _clients),
+    "info": Command("show the detector a server simulates", _clients),
+    "simulate": Command("send isotropic point-source events and summarise the hits", _clients, _simulate),
+    "demo": Command("start an embedded server, simulate against it, stop it", _clients, _demo),
+    "config": Command("print the effective configuration as JSON", _config),
+    "top": Command("live view of a router's metrics", _top, _top_args),
+    "flukaio-gateway": Command("FlukaIO TCP front end for C/Fortran codes", _gateway),
+    "detector": Command("import a Geant4/RAT-PAC GDML detector; summarise or draw a detector", _detector,
+                        _detector_args),
+    "cluster": Command("Kubernetes preflight and release status", _cluster, _cluster_args),
 }

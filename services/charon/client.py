@@ -2,6 +2,7 @@
 
 Each try waits ``timeout_s`` for the reply; after a timeout the REQ socket is closed (dropping the
 late reply), a fresh one is opened and the same request is sent again, up to ``retries`` resends.
+The socket side is a :class:`charon.transport.Transport`, so the policy here is tested without one.
 ``NO_WORKERS`` (router saturated) is retried the same way after a short pause; a request the
 server cannot simulate raises :class:`RequestFailed` at once, since resending it cannot help.
 """
@@ -14,9 +15,10 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import zmq
 
+from charon.errors import InvalidReply, RequestFailed, ServerUnavailable
 from charon.protocol import tokens, v1
 from charon.protocol.v1 import Frame
-from charon.runtime import connect_ipv6
+from charon.transport import Transport, ZmqTransport
 
 T = TypeVar("T")
 
@@ -24,32 +26,21 @@ if TYPE_CHECKING:  # numpy is imported only where arrays are made: `charon ping`
     from charon.engine.base import DetectorInfo, Hits, Photons
 
 
-class ClientError(Exception):
-    """Base of client-side failures."""
-
-
-class ServerUnavailable(ClientError):
-    """No valid reply after every try (timeouts, or NO_WORKERS each time)."""
-
-
-class RequestFailed(ClientError):
-    """The server answered with SIM_FAILED or UNKNOWN_REQUEST."""
-
-    def __init__(self, message: str, header: bytes) -> None:
-        super().__init__(message)
-        self.header = header
-
-
 class Client:
-    """Talks v1 to ``charon serve`` or ``charon router`` (or ChAR0N)."""
+    """Talks v1 to ``charon serve`` or ``charon router`` (or ChAR0N).
+
+    ``transport`` replaces the ZeroMQ REQ socket (tests use :class:`charon.transport.MockTransport`);
+    ``sleep`` is how the pause after a NO_WORKERS reply is waited.
+    """
 
     def __init__(self, endpoint: str, *, timeout_s: float = 30.0, retries: int = 3,
-                 context: zmq.Context[Any] | None = None) -> None:
+                 context: zmq.Context[Any] | None = None, transport: Transport | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.retries = retries
-        self._ctx = context or zmq.Context.instance()
-        self._sock: zmq.Socket[Any] | None = None
+        self.transport: Transport = transport if transport is not None else ZmqTransport(endpoint, context)
+        self._sleep = sleep
 
     def __enter__(self) -> Self:
         return self
@@ -58,36 +49,24 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close(linger=0)
-            self._sock = None
-
-    def _socket(self) -> zmq.Socket[Any]:
-        if self._sock is None:
-            sock = self._ctx.socket(zmq.REQ)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.IPV6, connect_ipv6(self.endpoint))
-            sock.connect(self.endpoint)
-            self._sock = sock
-        return self._sock
+        self.transport.close()
 
     def request(self, frames: Sequence[Frame]) -> list[memoryview]:
         """Send one request and return the reply payload; resends after timeouts and NO_WORKERS."""
         tries = self.retries + 1
         last = "no reply"
         for attempt in range(tries):
-            sock = self._socket()
-            sock.send_multipart(list(frames), copy=False)
-            if sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
-                reply = [f.buffer for f in sock.recv_multipart(copy=False)]
-                if v1.header_of(reply) != tokens.NO_WORKERS:
-                    return reply
-                last = "NO_WORKERS"
-                if attempt + 1 < tries:
-                    time.sleep(min(0.1 * 2**attempt, 2.0))
-            else:
+            self.transport.send(frames)
+            reply = self.transport.receive(self.timeout_s)
+            if reply is None:
                 last = f"no reply within {self.timeout_s:g} s"
-                self.close()  # a REQ socket waiting for a reply cannot send again
+                self.transport.reset()  # its late reply must not answer the resend
+                continue
+            if v1.header_of(reply) != tokens.NO_WORKERS:
+                return reply
+            last = "NO_WORKERS"
+            if attempt + 1 < tries:
+                self._sleep(min(0.1 * 2**attempt, 2.0))
         raise ServerUnavailable(f"{self.endpoint}: {last} after {tries} tries")
 
     def ping(self) -> float:
@@ -114,8 +93,7 @@ class Client:
         """Simulate one event; the hits are read-only views of the reply frames."""
         from charon.engine.base import Hits
 
-        frames: list[Frame] = [tokens.PHOTONDATA, photons.metadata(), *photons.frames()]
-        reply = self.request(frames)
+        reply = self.request(v1.photondata_request(photons.event_id, photons.frames()))
         done = self._check(lambda p: v1.check_sim_complete(p, photons.event_id), reply)
         return Hits.from_frames(done.hit_frames)
 
@@ -123,5 +101,5 @@ class Client:
     def _check(validate: Callable[[list[memoryview]], T], reply: list[memoryview]) -> T:
         try:
             return validate(reply)
-        except v1.InvalidReply as exc:
+        except InvalidReply as exc:
             raise RequestFailed(str(exc), exc.header) from None

@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
+from charon.errors import ClusterUnavailable, ConfigError
+
 Json = dict[str, Any]
 
 EXIT_OK = 0
@@ -32,11 +34,7 @@ MONITORING_GROUP = "monitoring.coreos.com"
 EXTERNAL_METRICS_API = "v1beta1.external.metrics.k8s.io"
 
 
-class ClusterUnavailable(Exception):
-    """No kubeconfig, no client library, or the API server cannot be reached."""
-
-
-class InvalidValues(ValueError):
+class InvalidValues(ConfigError, ValueError):
     """A values file whose key has the wrong type (what ``helm install`` would reject too)."""
 
 

@@ -19,10 +19,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from charon.client import Client, ClientError
-from charon.errors import ConfigError
+from charon.client import Client
+from charon.errors import ConfigError, StartupError
 from charon.runtime import parse_ready_line
-from charon.settings import Settings
+from charon.settings import Settings, environment
 
 if TYPE_CHECKING:  # numpy stays out of `charon ping`, which runs in the numpy-free router image
     from charon.engine.base import DetectorInfo, Hits, Photons
@@ -33,9 +33,8 @@ _CHILD_START_TIMEOUT_S = 120.0
 def run(command: str, settings: Settings, args: argparse.Namespace) -> int:
     if command == "demo":
         return demo(settings, args)
-    client = Client(settings.client.endpoint, timeout_s=settings.client.timeout_s,
-                    retries=settings.client.retries)
-    try:
+    with Client(settings.client.endpoint, timeout_s=settings.client.timeout_s,
+                retries=settings.client.retries) as client:
         if command == "ping":
             rtt = client.ping()
             print(f"ACK from {settings.client.endpoint} in {rtt * 1e3:.2f} ms")
@@ -45,11 +44,6 @@ def run(command: str, settings: Settings, args: argparse.Namespace) -> int:
             _print_info(settings.client.endpoint, info)
             return 0
         return simulate(client, args)
-    except ClientError as exc:
-        print(f"charon {command}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        client.close()
 
 
 def _print_info(endpoint: str, info: DetectorInfo) -> None:
@@ -232,14 +226,9 @@ class _Progress:
 def demo(settings: Settings, args: argparse.Namespace) -> int:
     """Run ``simulate`` against an embedded ``charon serve`` child on a free loopback port."""
     _validate(args)
-    cmd = [sys.executable, "-m", "charon", "serve", "--bind", "tcp://127.0.0.1:*",
-           "--metrics-addr", "127.0.0.1:0", "--backend", settings.engine.backend,
-           "--seed", str(settings.engine.seed),
-           "--log-level", "warning" if settings.log.level == "info" else settings.log.level]
-    if settings.engine.detector is not None:
-        cmd += ["--detector", str(settings.engine.detector)]
     print(f"charon demo: starting an embedded server ({settings.engine.backend} backend) ...", flush=True)
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-m", "charon", "serve"], stdout=subprocess.PIPE, text=True,
+                             env=child_environment(settings))
     try:
         ready = _read_ready(child)
         endpoint = ready["endpoint"]
@@ -248,11 +237,20 @@ def demo(settings: Settings, args: argparse.Namespace) -> int:
             info = client.detector_info()
             _print_info(endpoint, info)
             return simulate(client, args)
-    except ClientError as exc:
-        print(f"charon demo: {exc}", file=sys.stderr)
-        return 1
     finally:
         _stop(child)
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """The embedded server's environment: this process's, with every setting of ``settings``
+    (so each flag given to ``demo`` reaches it), on a free loopback port, logging only warnings."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHARON_")}
+    env.update(environment(settings))
+    env["CHARON_SERVER__BIND"] = "tcp://127.0.0.1:*"
+    env["CHARON_METRICS__ADDR"] = "127.0.0.1:0"
+    if settings.log.level == "info":
+        env["CHARON_LOG__LEVEL"] = "warning"
+    return env
 
 
 def _read_ready(child: subprocess.Popen[str]) -> dict[str, str]:
@@ -271,9 +269,9 @@ def _read_ready(child: subprocess.Popen[str]) -> dict[str, str]:
     deadline = time.monotonic() + _CHILD_START_TIMEOUT_S
     while not got.wait(0.1):
         if child.poll() is not None:
-            raise ConfigError(f"embedded server exited with status {child.returncode} before it was ready")
+            raise StartupError(f"embedded server exited with status {child.returncode} before it was ready")
         if time.monotonic() > deadline:
-            raise ConfigError(f"embedded server not ready after {_CHILD_START_TIMEOUT_S:.0f} s")
+            raise StartupError(f"embedded server not ready after {_CHILD_START_TIMEOUT_S:.0f} s")
     return result
 
 

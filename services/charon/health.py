@@ -1,9 +1,12 @@
 """The HTTP side of every service: Prometheus ``/metrics``, liveness ``/healthz``, readiness ``/readyz``.
 
-A port already in use is logged as a warning and the service runs on without HTTP: losing metrics
-must never take the simulation down. ``/healthz`` asks the service's liveness check (for example
-:class:`charon.liveness.Progress`: is the engine stuck?) and answers 503 with its reason, so a
-Kubernetes liveness probe restarts a process that still answers but no longer works.
+:class:`Health` is the state (ready or not, and a liveness check) that a service updates; it exists
+whether or not HTTP is served, so in-process tests read it directly. :class:`HealthServer` serves
+it and the service's metric registry. A port already in use is logged as a warning and the service
+runs on without HTTP: losing metrics must never take the simulation down. ``/healthz`` asks the
+liveness check (for example :class:`charon.liveness.Progress`: is the engine stuck?) and answers
+503 with its reason, so a Kubernetes liveness probe restarts a process that still answers but no
+longer works.
 """
 
 from __future__ import annotations
@@ -14,11 +17,30 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from charon.settings import MetricsSettings
 
 log = logging.getLogger(__name__)
+
+
+class Health:
+    """Readiness (``/readyz``) and liveness (``/healthz``) of one service; thread-safe."""
+
+    def __init__(self, liveness: Callable[[], str | None] | None = None) -> None:
+        self._ready = threading.Event()
+        #: None while the service is alive, else why not (the /healthz body).
+        self.liveness: Callable[[], str | None] = liveness or (lambda: None)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def set_ready(self, ready: bool) -> None:
+        if ready:
+            self._ready.set()
+        else:
+            self._ready.clear()
 
 
 class _IPv6HTTPServer(ThreadingHTTPServer):
@@ -26,29 +48,31 @@ class _IPv6HTTPServer(ThreadingHTTPServer):
 
 
 class HealthServer:
-    """Serves metrics and health in a daemon thread; ``set_ready`` flips ``/readyz``."""
+    """Serves a registry's metrics and a :class:`Health` over HTTP in a daemon thread, when
+    ``metrics.enabled``; started in a service's start-up, stopped in its shutdown."""
 
-    def __init__(self, addr: str | None, default_port: int,
-                 liveness: Callable[[], str | None] | None = None) -> None:
-        host, _, port = (addr or f":{default_port}").rpartition(":")
+    def __init__(self, settings: MetricsSettings, default_port: int, registry: CollectorRegistry,
+                 health: Health | None = None) -> None:
+        host, _, port = (settings.addr or f":{default_port}").rpartition(":")
         self._host = host.strip("[]") or "0.0.0.0"
         self._port = int(port)
-        self._ready = threading.Event()
-        #: None while the service is alive, else why not (the /healthz body).
-        self.liveness: Callable[[], str | None] = liveness or (lambda: None)
+        self._enabled = settings.enabled
+        self.health = health or Health()
+        self.registry = registry
+        #: The bound ``host:port`` once started (None when off or the port was taken).
+        self.address: str | None = None
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     def start(self) -> str | None:
-        """Bind and serve; returns the bound ``host:port``, or None if it could not bind."""
-        ready = self._ready
-        health = self
-
+        """Bind and serve; returns the bound ``host:port``, or None when off or it could not bind."""
+        if not self._enabled or self._server is not None:
+            return self.address
+        health, registry = self.health, self.registry
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
                     problem = health.liveness()
                     if problem is None:
@@ -56,7 +80,7 @@ class HealthServer:
                     else:
                         self._send(503, f"{problem}\n".encode())
                 elif path == "/readyz":
-                    ok = ready.is_set()
+                    ok = health.ready
                     self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
                 else:
                     self._send(404, b"not found\n")
@@ -78,33 +102,21 @@ class HealthServer:
             log.warning("metrics/health HTTP server not started on %s:%s: %s", self._host, self._port, exc)
             return None
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True).start()
         host, port = self._server.server_address[:2]
         host_text = host.decode() if isinstance(host, bytes) else str(host)
         if host_text == "0.0.0.0":
             host_text = "127.0.0.1"
         bound = f"[{host_text}]:{port}" if ":" in host_text else f"{host_text}:{port}"
         log.info("metrics and health on http://%s/metrics", bound)
+        self.address = bound
         return bound
 
-    def set_ready(self, ready: bool) -> None:
-        if ready:
-            self._ready.set()
-        else:
-            self._ready.clear()
-
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
-def start_health(metrics: MetricsSettings, default_port: int,
-                 liveness: Callable[[], str | None] | None = None) -> tuple[HealthServer | None, str | None]:
-    """The service's health server, started (None when metrics are off) and its bound address."""
-    if not metrics.enabled:
-        return None, None
-    health = HealthServer(metrics.addr, default_port, liveness)
-    return health, health.start()
+        """Not ready any more; stop serving (idempotent)."""
+        self.health.set_ready(False)
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        self.address = None

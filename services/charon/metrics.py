@@ -1,14 +1,26 @@
 """Prometheus metrics: the names are a public interface (dashboards, alerts, autoscaling use them).
 
-Base units, bounded labels only: no per-event, per-client or per-run labels. Router and simple
-server export the request metrics; workers export the ``charon_worker_*`` family.
+Base units, bounded labels only: no per-event, per-client or per-run labels. Each service creates
+its metric families in its own :class:`~prometheus_client.CollectorRegistry` (as client_python's
+registries are meant to be used), so several services can run in one process (the in-process
+tests do) and each ``/metrics`` shows only its own. :func:`new_registry` adds the process, platform
+and GC collectors the default registry would have. Router and simple server export
+:class:`RequestMetrics`; workers export :class:`WorkerMetrics` (the ``charon_worker_*`` family).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from charon.protocol import tokens
 
@@ -17,41 +29,69 @@ _DURATION_BUCKETS: Final = (
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 )
 
-REQUESTS = Counter(
-    "charon_requests_total", "Client requests answered, by request kind and outcome", ["kind", "outcome"]
-)
-PHOTONS = Counter("charon_photons_total", "Photons in PHOTONDATA requests answered with SIM_COMPLETE")
-HITS = Counter("charon_hits_total", "Hits returned in SIM_COMPLETE replies")
-QUEUE_DEPTH = Gauge("charon_queue_depth", "Requests waiting for a worker")
-QUEUE_BYTES = Gauge("charon_queue_bytes", "Bytes of request frames waiting for a worker")
-WORKERS = Gauge("charon_workers", "Registered workers by state", ["state"])
-IN_FLIGHT = Gauge("charon_in_flight", "Requests being simulated by workers")
-REQUEST_DURATION = Histogram(
-    "charon_request_duration_seconds",
-    "Request latency by phase: queue wait, service (simulation incl. transfer), total",
-    ["phase"],
-    buckets=_DURATION_BUCKETS,
-)
-REQUEUED = Counter("charon_requeued_total", "Requests put back in the queue after their worker was lost")
-DEDUPLICATED = Counter(
-    "charon_deduplicated_total", "Resent requests answered from another requester's simulation"
-)
-WORKERS_REFUSED = Counter(
-    "charon_workers_refused_total", "Workers refused at registration, by reason", ["reason"]
-)
-WORKERS_EXPIRED = Counter(
-    "charon_workers_expired_total", "Workers declared dead: missed heartbeats, or their connection closed while registered"
-)
 
-WORKER_PHOTONS = Counter("charon_worker_photons_total", "Photons simulated by this worker")
-WORKER_HITS = Counter("charon_worker_hits_total", "Hits produced by this worker")
-WORKER_REQUESTS = Counter(
-    "charon_worker_requests_total", "Requests handled by this worker, by outcome", ["outcome"]
-)
-WORKER_SIM_SECONDS = Histogram(
-    "charon_worker_simulation_seconds", "Engine time per simulate() call", buckets=_DURATION_BUCKETS
-)
-WORKER_CONNECTED = Gauge("charon_worker_connected", "1 while this worker is registered with a router")
+def new_registry() -> CollectorRegistry:
+    """A registry for one service, with the process, platform and GC collectors."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+class RequestMetrics:
+    """Client requests answered by ``charon serve`` or ``charon router``, and the router's queue."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("charon_requests_total", "Client requests answered, by request kind and outcome",
+                                ["kind", "outcome"], registry=registry)
+        self.photons = Counter("charon_photons_total", "Photons in PHOTONDATA requests answered with SIM_COMPLETE",
+                               registry=registry)
+        self.hits = Counter("charon_hits_total", "Hits returned in SIM_COMPLETE replies", registry=registry)
+        self.request_duration = Histogram(
+            "charon_request_duration_seconds",
+            "Request latency by phase: queue wait, service (simulation incl. transfer), total",
+            ["phase"], buckets=_DURATION_BUCKETS, registry=registry,
+        )
+
+
+class RouterMetrics(RequestMetrics):
+    """:class:`RequestMetrics` plus the router's queue, pool and worker-loss families."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__(registry)
+        self.queue_depth = Gauge("charon_queue_depth", "Requests waiting for a worker", registry=registry)
+        self.queue_bytes = Gauge("charon_queue_bytes", "Bytes of request frames waiting for a worker",
+                                 registry=registry)
+        self.workers = Gauge("charon_workers", "Registered workers by state", ["state"], registry=registry)
+        self.in_flight = Gauge("charon_in_flight", "Requests being simulated by workers", registry=registry)
+        self.requeued = Counter("charon_requeued_total",
+                                "Requests put back in the queue after their worker was lost", registry=registry)
+        self.deduplicated = Counter("charon_deduplicated_total",
+                                    "Resent requests answered from another requester's simulation",
+                                    registry=registry)
+        self.workers_refused = Counter("charon_workers_refused_total",
+                                       "Workers refused at registration, by reason", ["reason"], registry=registry)
+        self.workers_expired = Counter(
+            "charon_workers_expired_total",
+            "Workers declared dead: missed heartbeats, or their connection closed while registered",
+            registry=registry,
+        )
+
+
+class WorkerMetrics:
+    """What one ``charon worker`` simulated, and whether it is registered."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.photons = Counter("charon_worker_photons_total", "Photons simulated by this worker", registry=registry)
+        self.hits = Counter("charon_worker_hits_total", "Hits produced by this worker", registry=registry)
+        self.requests = Counter("charon_worker_requests_total", "Requests handled by this worker, by outcome",
+                                ["outcome"], registry=registry)
+        self.simulation_seconds = Histogram("charon_worker_simulation_seconds", "Engine time per simulate() call",
+                                            buckets=_DURATION_BUCKETS, registry=registry)
+        self.connected = Gauge("charon_worker_connected", "1 while this worker is registered with a router",
+                               registry=registry)
+
 
 _KINDS: Final = {
     tokens.PING: "ping",

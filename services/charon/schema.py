@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from charon.errors import SchemaError
 from charon.settings import Settings
 
 DRAFT_07 = "http://json-schema.org/draft-07/schema#"
@@ -32,10 +33,6 @@ _DROP_KEYS = frozenset({"title"})
 _DROP_FORMATS = frozenset({"path"})
 
 
-class SchemaError(Exception):
-    """The settings or the base schema cannot be turned into a chart schema."""
-
-
 def _inline(node: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
     """Copy ``node`` with every local ``$ref`` replaced by its definition, titles dropped."""
     if isinstance(node, list):
@@ -43,24 +40,10 @@ def _inline(node: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
     if not isinstance(node, dict):
         return node
     if "$ref" in node:
-        ref = node["$ref"]
-        prefix = "#/$defs/"
-        if not isinstance(ref, str) or not ref.startswith(prefix):
-            raise SchemaError(f"cannot inline non-local reference {ref!r}")
-        name = ref[len(prefix):]
-        if name in seen:
-            raise SchemaError(f"recursive settings model {name!r} cannot be inlined")
-        target = dict(_inline(defs[name], defs, (*seen, name)))
-        # Siblings of $ref (description, default) refine the referenced schema.
-        for key, value in node.items():
-            if key != "$ref" and key not in _DROP_KEYS:
-                target[key] = _inline(value, defs, seen)
-        return target
+        return _resolve(node, defs, seen)
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key in _DROP_KEYS or key == "$defs":
-            continue
-        if key == "format" and value in _DROP_FORMATS:
+        if key in _DROP_KEYS or key == "$defs" or (key == "format" and value in _DROP_FORMATS):
             continue
         if key in ("properties", "patternProperties"):
             out[key] = {name: _inline(sub, defs, seen) for name, sub in value.items()}
@@ -70,6 +53,23 @@ def _inline(node: Any, defs: dict[str, Any], seen: tuple[str, ...] = ()) -> Any:
         out.setdefault("type", "object")
         out.setdefault("additionalProperties", False)
     return out
+
+
+def _resolve(node: dict[str, Any], defs: dict[str, Any], seen: tuple[str, ...]) -> dict[str, Any]:
+    """The definition a ``$ref`` node points to, inlined, refined by the node's other keys."""
+    ref = node["$ref"]
+    prefix = "#/$defs/"
+    if not isinstance(ref, str) or not ref.startswith(prefix):
+        raise SchemaError(f"cannot inline non-local reference {ref!r}")
+    name = ref[len(prefix):]
+    if name in seen:
+        raise SchemaError(f"recursive settings model {name!r} cannot be inlined")
+    target = dict(_inline(defs[name], defs, (*seen, name)))
+    # Siblings of $ref (description, default) refine the referenced schema.
+    for key, value in node.items():
+        if key != "$ref" and key not in _DROP_KEYS:
+            target[key] = _inline(value, defs, seen)
+    return target
 
 
 def settings_schema() -> dict[str, Any]:

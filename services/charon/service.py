@@ -50,7 +50,7 @@ class RequestHandler:
         try:
             request = v1.decode_request(payload)
         except CharonError as exc:
-            return Answer(exc.reply(), kind, exc.outcome, detail=str(exc))
+            return Answer(v1.error_reply(exc), kind, exc.outcome, detail=str(exc))
         if isinstance(request, v1.PhotonData):
             return self.simulate_many([request])[0]
         if isinstance(request, v1.DetectorInfoRequest):
@@ -89,4 +89,4 @@ class RequestHandler:
     @staticmethod
     def _failed(request: v1.PhotonData, exc: Exception) -> Answer:
         err = SimulationFailed(f"{type(exc).__name__}: {exc}", request.event_id)
-        return Answer(err.reply(), "photondata", err.outcome, request.n_photons, detail=str(err))
+        return Answer(v1.error_reply(err), "photondata", err.outcome, request.n_photons, detail=str(err))

@@ -4,17 +4,54 @@ Every command reads the same :class:`Settings`. Values come, in rising priority,
 the environment (``CHARON_<SECTION>__<FIELD>``, e.g. ``CHARON_ROUTER__QUEUE_DEADLINE_S=60``) and
 command-line flags. ``charon config`` prints the effective tree and ``make schema`` turns the same
 models into the Helm chart's ``values.schema.json``, so the chart cannot drift from the code.
+
+A field that has a command-line flag declares it here, once, in its annotation
+(``Annotated[int, Flag("--seed", ENGINE_COMMANDS, "N")]``): name, the commands that take it, and a
+metavar. The CLI generates argparse from these declarations (:func:`flags`), and error messages
+name the flag and the environment variable of a setting (:func:`describe_setting`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Final, Literal, cast
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from charon.errors import ConfigError
+
+#: Every command (e.g. ``--log-level``).
+ALL_COMMANDS: Final = ("*",)
+#: Commands that build a photon engine (and ``config``, which shows every setting).
+ENGINE_COMMANDS: Final = ("serve", "worker", "demo", "config", "flukaio-gateway")
+#: Commands that serve /metrics, /healthz and /readyz.
+METRICS_COMMANDS: Final = ("serve", "router", "worker", "config", "flukaio-gateway")
+#: Commands that read a detector file, GDML import settings included.
+DETECTOR_COMMANDS: Final = (*ENGINE_COMMANDS, "detector")
+#: Commands that talk v1 to a server through the client library.
+CLIENT_COMMANDS: Final = ("ping", "info", "simulate", "config")
+
+
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """The command-line flag of the settings field it annotates.
+
+    ``commands`` are the commands that take it (``ALL_COMMANDS`` = every one). Several fields may
+    declare the same flag for one command (``config --bind`` sets ``server.bind`` and
+    ``router.bind``). A ``bool`` field's flag takes no value and sets it to true; a ``Literal``
+    field's flag accepts only its values. The help text is the field's description.
+    """
+
+    name: str
+    commands: tuple[str, ...]
+    metavar: str | None = None
+
+    def applies_to(self, command: str) -> bool:
+        return self.commands == ALL_COMMANDS or command in self.commands
 
 
 def _port_in_range(value: str) -> str:
@@ -63,7 +100,7 @@ class _Section(BaseModel):
 class LogSettings(_Section):
     """Logging."""
 
-    level: Literal["debug", "info", "warning", "error"] = Field(
+    level: Annotated[Literal["debug", "info", "warning", "error"], Flag("--log-level", ALL_COMMANDS)] = Field(
         "info", description="Log level: debug logs one line per request"
     )
 
@@ -71,7 +108,7 @@ class LogSettings(_Section):
 class MetricsSettings(_Section):
     """Prometheus metrics and the /healthz, /readyz endpoints."""
 
-    addr: HostPort | None = Field(
+    addr: Annotated[HostPort | None, Flag("--metrics-addr", METRICS_COMMANDS, "HOST:PORT")] = Field(
         None,
         description="HOST:PORT of the metrics/health HTTP server; unset = the role's default "
         "(router and serve :9100, worker and gateway :0, i.e. a free port that is logged)",
@@ -89,44 +126,44 @@ class HeartbeatSettings(_Section):
 class EngineSettings(_Section):
     """The photon engine a server or worker runs."""
 
-    backend: Literal["builtin", "numpy", "echo", "chroma"] = Field(
+    backend: Annotated[Literal["builtin", "numpy", "echo", "chroma"], Flag("--backend", ENGINE_COMMANDS)] = Field(
         "builtin", description="Simulation backend: builtin (Warp engine), numpy (reference), "
         "echo (no physics, one hit per photon), chroma (GPU)"
     )
-    detector: Path | None = Field(
+    detector: Annotated[Path | None, Flag("--detector", ENGINE_COMMANDS, "PATH")] = Field(
         None, description="Detector: a charon .npz, or a Geant4/RAT-PAC .gdml imported at start-up (with "
         "engine.ratdb or engine.pmt_volume); unset = the built-in reference detector"
     )
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="Random seed; results depend only on "
+    seed: Annotated[int, Flag("--seed", ENGINE_COMMANDS, "N")] = Field(0, ge=0, le=2**63 - 1, description="Random seed; results depend only on "
                       "(seed, event id, photon index)")
-    max_steps: int = Field(1000, ge=1, le=1_000_000, description="Propagation steps per photon")
-    echo_delay_s: float = Field(0.0, ge=0, le=3600, description="echo backend: sleep per request")
-    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="builtin backend device")
-    cuda_device: int = Field(0, ge=0, le=63, description="CUDA device index (builtin, chroma)")
-    threads: int = Field(0, ge=0, le=256, description="CPU threads for the builtin engine; 0 = all cores")
+    max_steps: Annotated[int, Flag("--max-steps", ENGINE_COMMANDS, "N")] = Field(1000, ge=1, le=1_000_000, description="Propagation steps per photon")
+    echo_delay_s: Annotated[float, Flag("--echo-delay", ENGINE_COMMANDS, "SECONDS")] = Field(0.0, ge=0, le=3600, description="echo backend: sleep per request")
+    device: Annotated[Literal["cpu", "cuda", "auto"], Flag("--device", ENGINE_COMMANDS)] = Field("auto", description="builtin backend device")
+    cuda_device: Annotated[int, Flag("--cuda-device", ENGINE_COMMANDS, "N")] = Field(0, ge=0, le=63, description="CUDA device index (builtin, chroma)")
+    threads: Annotated[int, Flag("--threads", ENGINE_COMMANDS, "N")] = Field(0, ge=0, le=256, description="CPU threads for the builtin engine; 0 = all cores")
     chunk_photons: int = Field(
         1_000_000, ge=1000, le=100_000_000, description="Photons per engine launch (bounds memory)"
     )
     kernel_cache_dir: Path | None = Field(
         None, description="Compiled-kernel cache directory (must be writable); unset = the engine's default"
     )
-    ratdb: Path | None = Field(
+    ratdb: Annotated[Path | None, Flag("--ratdb", DETECTOR_COMMANDS, "PATH")] = Field(
         None, description="RATDB file with PMTINFO (RAT's JSON dump or a .ratdb text file) for a GDML "
         "detector: channel k is PMTINFO entry k (every backend)"
     )
-    pmt_volume: str | None = Field(
+    pmt_volume: Annotated[str | None, Flag("--pmt-volume", DETECTOR_COMMANDS, "REGEX")] = Field(
         None, max_length=1000, description="GDML detector without PMTINFO: regular expression naming the PMT "
         "logical volumes; channels follow placement order"
     )
-    world: str | None = Field(
+    world: Annotated[str | None, Flag("--world", DETECTOR_COMMANDS, "NAME")] = Field(
         None, max_length=1000, description="GDML detector: the logical volume to use as the world "
         "(default: the file's <setup>)"
     )
-    chord_mm: float = Field(
+    chord_mm: Annotated[float, Flag("--chord", DETECTOR_COMMANDS, "MM")] = Field(
         0.5, gt=0, le=100, description="GDML detector: largest distance (mm) between a curved surface and "
         "its triangles"
     )
-    detector_cache_dir: Path | None = Field(
+    detector_cache_dir: Annotated[Path | None, Flag("--detector-cache-dir", DETECTOR_COMMANDS, "DIR")] = Field(
         None, description="Where imported GDML detectors are cached (keyed by the inputs' sha256); "
         "unset = $XDG_CACHE_HOME/charon/detectors"
     )
@@ -145,15 +182,18 @@ class EngineSettings(_Section):
 class ServerSettings(_Section):
     """``charon serve``: one process, simulates requests itself."""
 
-    bind: Endpoint = Field("tcp://*:5555", description="Client-facing endpoint")
-    legacy_pong: bool = Field(False, description="Answer PING with PONG (pre-2024 clients only)")
+    bind: Annotated[Endpoint, Flag("--bind", ("serve", "config"), "ENDPOINT")] = Field(
+        "tcp://*:5555", description="Client-facing endpoint")
+    legacy_pong: Annotated[bool, Flag("--legacy-pong", ("serve", "config"))] = Field(False, description="Answer PING with PONG (pre-2024 clients only)")
 
 
 class RouterSettings(_Section):
     """``charon router``: queues client requests and load-balances them over workers."""
 
-    bind: Endpoint = Field("tcp://*:5555", description="Client-facing endpoint")
-    workers_bind: Endpoint = Field("tcp://*:6667", description="Worker-facing endpoint")
+    bind: Annotated[Endpoint, Flag("--bind", ("router", "config"), "ENDPOINT")] = Field(
+        "tcp://*:5555", description="Client-facing endpoint")
+    workers_bind: Annotated[Endpoint, Flag("--workers-bind", ("router", "config"), "ENDPOINT")] = Field(
+        "tcp://*:6667", description="Worker-facing endpoint")
     queue_max_requests: int = Field(10_000, ge=1, le=10_000_000, description="Queue bound in requests")
     queue_max_bytes: int = Field(
         2 * 1024**3, ge=1024, le=2**50, description="Queue bound in bytes of request frames"
@@ -181,8 +221,9 @@ class RouterSettings(_Section):
 class WorkerSettings(_Section):
     """``charon worker``: connects to a router and simulates what it is given."""
 
-    router: Endpoint = Field("tcp://localhost:6667", description="Router's worker-facing endpoint")
-    capacity: int = Field(1, ge=1, le=1024, description="Requests taken at once")
+    router: Annotated[Endpoint, Flag("--router", ("worker", "config"), "ENDPOINT")] = Field(
+        "tcp://localhost:6667", description="Router's worker-facing endpoint")
+    capacity: Annotated[int, Flag("--capacity", ("worker", "config"), "N")] = Field(1, ge=1, le=1024, description="Requests taken at once")
     reconnect_initial_s: float = Field(1.0, gt=0, le=3600, description="First reconnect delay")
     reconnect_max_s: float = Field(32.0, gt=0, le=3600, description="Longest reconnect delay")
     reconnect_max_attempts: int = Field(0, ge=0, description="Give up after this many; 0 = never")
@@ -200,19 +241,23 @@ class WorkerSettings(_Section):
 class ClientSettings(_Section):
     """Client library and CLI clients (ping, info, simulate)."""
 
-    endpoint: Endpoint = Field("tcp://127.0.0.1:5555", description="Server or router endpoint")
-    timeout_s: float = Field(30.0, gt=0, le=86_400, description="Reply timeout per try")
-    retries: int = Field(3, ge=0, le=1000, description="Resends after a timeout")
+    endpoint: Annotated[Endpoint, Flag("--endpoint", CLIENT_COMMANDS, "ENDPOINT")] = Field(
+        "tcp://127.0.0.1:5555", description="Server or router endpoint")
+    timeout_s: Annotated[float, Flag("--timeout", CLIENT_COMMANDS, "SECONDS")] = Field(
+        30.0, gt=0, le=86_400, description="Reply timeout per try")
+    retries: Annotated[int, Flag("--retries", CLIENT_COMMANDS, "N")] = Field(
+        3, ge=0, le=1000, description="Resends after a timeout")
 
 
 class GatewaySettings(_Section):
     """``charon flukaio-gateway``: FlukaIO TCP front end."""
 
-    listen: Endpoint = Field("tcp://*:14999", description="TCP address FlukaIO clients connect to")
-    router: Endpoint | None = Field(
+    listen: Annotated[Endpoint, Flag("--listen", ("flukaio-gateway",), "ENDPOINT")] = Field(
+        "tcp://*:14999", description="TCP address FlukaIO clients connect to")
+    router: Annotated[Endpoint | None, Flag("--router", ("flukaio-gateway",), "ENDPOINT")] = Field(
         None, description="v1 endpoint to forward batches to; unset = simulate with a local engine"
     )
-    layout: Literal["auto", "current", "legacy"] = Field(
+    layout: Annotated[Literal["auto", "current", "legacy"], Flag("--layout", ("flukaio-gateway",))] = Field(
         "auto", description="FlukaIO particle layout: 121-byte current, 95-byte legacy, or detect"
     )
     idle_timeout_s: float = Field(3000.0, gt=0, le=864_000, description="Read timeout per connection")
@@ -222,7 +267,12 @@ class GatewaySettings(_Section):
         description="Largest batch accepted before the connection is closed (about 120 B per particle)",
     )
     max_connections: int = Field(64, ge=1, le=100_000, description="Concurrent FlukaIO connections")
-    echo: bool = Field(False, description="Answer like the FlukaIO sample server (echo particles)")
+    drain_grace_s: float = Field(
+        25.0, ge=0, le=86_400, description="After SIGTERM: longest wait for batches whose EOB has arrived "
+        "(new connections and batches are refused meanwhile)"
+    )
+    echo: Annotated[bool, Flag("--echo", ("flukaio-gateway",))] = Field(
+        False, description="Answer like the FlukaIO sample server (echo particles)")
 
 
 class Settings(BaseSettings):
@@ -252,27 +302,67 @@ def env_name(path: tuple[str | int, ...]) -> str:
     return "CHARON_" + "__".join(str(p).upper() for p in path)
 
 
-def load_settings(overrides: dict[str, dict[str, Any]] | None = None, *, flags: dict[str, str] | None = None
-                  ) -> Settings:
+@dataclass(frozen=True, slots=True)
+class FlagField:
+    """One settings field that a flag sets."""
+
+    section: str
+    field: str
+    info: FieldInfo
+    flag: Flag
+
+    @property
+    def path(self) -> str:
+        return f"{self.section}.{self.field}"
+
+
+def flags() -> Iterator[FlagField]:
+    """Every (field, flag) declaration of :class:`Settings`, in declaration order."""
+    for section, section_info in Settings.model_fields.items():
+        model = cast(type[BaseModel], section_info.annotation)
+        for field, info in model.model_fields.items():
+            for meta in info.metadata:
+                if isinstance(meta, Flag):
+                    yield FlagField(section, field, info, meta)
+
+
+def describe_setting(path: str) -> str:
+    """A setting with every way to set it, e.g. ``engine.seed (--seed / CHARON_ENGINE__SEED)``."""
+    names = [f.flag.name for f in flags() if f.path == path]
+    names.append(env_name(tuple(path.split("."))))
+    return f"{path} ({' / '.join(names)})"
+
+
+def invalid_setting(path: str, value: object, why: str) -> ConfigError:
+    """The one-line error for a bad value of the setting ``path`` (``section.field``)."""
+    return ConfigError(f"invalid setting {describe_setting(path)} = {value!r}: {why}", setting=path)
+
+
+def load_settings(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> Settings:
     """Build settings from the environment plus command-line overrides ({section: {field: value}}).
 
-    ``flags`` maps 'section.field' to the command-line flag that set it, for error messages.
-    Raises :class:`ConfigError` with one readable line naming the setting, value and what is allowed.
+    Raises :class:`ConfigError` with one readable line naming the setting (with its flag and
+    environment variable), the value and what is allowed.
     """
-    overrides = overrides or {}
     try:
-        return Settings(**cast(Any, overrides))
+        return Settings(**cast(Any, dict(overrides or {})))
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        dotted = ".".join(str(p) for p in loc)
-        source = (flags or {}).get(dotted)
-        where = f"{source} / {env_name(loc)}" if source else env_name(loc)
-        value = err.get("input")
+        dotted = ".".join(str(p) for p in err["loc"])
         allowed = err["msg"]
         if err["type"] == "literal_error":
             allowed = "allowed: " + err["ctx"]["expected"]
         elif err["type"] == "string_pattern_mismatch":
             allowed = "expected " + _PATTERN_HINTS.get(err["ctx"]["pattern"], err["msg"])
-        raise ConfigError(f"invalid setting {dotted} ({where}) = {value!r}: {allowed}") from None
+        raise invalid_setting(dotted, err.get("input"), allowed) from None
 
+
+def environment(settings: Settings) -> dict[str, str]:
+    """``CHARON_*`` variables that reproduce ``settings`` in a child process (unset fields omitted)."""
+    env: dict[str, str] = {}
+    for section, values in settings.model_dump(mode="json").items():
+        for field, value in values.items():
+            if value is None:
+                continue
+            env[env_name((section, field))] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env

@@ -192,7 +192,8 @@ class Simulator(Protocol):
     arrive with a terminal flag; keep the CHERENKOV/SCINTILLATION bits; give NAN_ABORT to
     non-finite input; draw random numbers keyed by (seed, event id, photon index) so a re-run gives
     the same hits. They may be called from a thread other than the one that built them, one call
-    at a time.
+    at a time. ``close`` releases what the engine holds (threads, device contexts); the process
+    that built a simulator closes it once no call is running, and calls nothing after.
     """
 
     name: str
@@ -203,3 +204,5 @@ class Simulator(Protocol):
     def detector_info(self) -> DetectorInfo: ...
 
     def simulate(self, batch: Sequence[Photons]) -> list[Hits]: ...
+
+    def close(self) -> None: ...

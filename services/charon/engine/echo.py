@@ -42,3 +42,6 @@ class EchoSimulator:
             out.append(Hits(channel, ev.dx, ev.dy, ev.dz, ev.polx, ev.poly, ev.polz, ev.wavelength,
                             ev.time, flags))
         return out
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -410,6 +410,9 @@ class NumpySimulator:
                              np.where(s.dz < 0, (-v.half_height - s.z) / s.dz, math.inf))
         return np.asarray(np.maximum(np.minimum(t_side, t_cap), 0.0))
 
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 _VEC = ("x", "y", "z", "dx", "dy", "dz", "ex", "ey", "ez")
 

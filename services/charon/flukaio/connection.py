@@ -79,10 +79,6 @@ class Connection:
         self.read_timeout = float(seconds)
         return self.read_timeout
 
-    def set_write_timeout(self, seconds: float) -> float:
-        self.write_timeout = float(seconds)
-        return self.write_timeout
-
     def fileno(self) -> int:
         return self._socket().fileno()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from charon.flukaio.codec import REASONS
 
@@ -16,26 +16,31 @@ ERROR_REASONS: Final[tuple[str, ...]] = (
     "simulation_failed",     # the engine or the router failed the batch
     "too_many_connections",  # refused: gateway.max_connections already open
     "connection_lost",       # reset or closed by the peer before END
+    "shutdown",              # closed by the gateway's drain (SIGTERM) before END
     "internal_error",        # a defect in the gateway itself (logged with its traceback)
 )
 PARTICLE_KINDS: Final = ("photon", "skipped", "hit")
 
-CONNECTIONS: Final = Gauge("charon_gateway_connections", "Open FlukaIO connections")
-BATCHES: Final = Counter("charon_gateway_batches_total", "FlukaIO batches (EOB) answered")
-PARTICLES: Final = Counter(
-    "charon_gateway_particles_total",
-    "FlukaIO particles: photons received, other particles skipped, hits sent back",
-    ["kind"],
-)
-ERRORS: Final = Counter(
-    "charon_gateway_errors_total", "FlukaIO connections closed because of an error", ["reason"]
-)
 
-for _kind in PARTICLE_KINDS:
-    PARTICLES.labels(kind=_kind)
-for _reason in ERROR_REASONS:
-    ERRORS.labels(reason=_reason)
+class GatewayMetrics:
+    """The gateway's metric families, in the registry of one gateway."""
 
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.connections = Gauge("charon_gateway_connections", "Open FlukaIO connections", registry=registry)
+        self.batches = Counter("charon_gateway_batches_total", "FlukaIO batches (EOB) answered", registry=registry)
+        self.particles = Counter(
+            "charon_gateway_particles_total",
+            "FlukaIO particles: photons received, other particles skipped, hits sent back",
+            ["kind"], registry=registry,
+        )
+        self.errors = Counter(
+            "charon_gateway_errors_total", "FlukaIO connections closed because of an error", ["reason"],
+            registry=registry,
+        )
+        for kind in PARTICLE_KINDS:
+            self.particles.labels(kind=kind)
+        for reason in ERROR_REASONS:
+            self.errors.labels(reason=reason)
 
-def error(reason: str) -> None:
-    ERRORS.labels(reason=reason if reason in ERROR_REASONS else "unexpected").inc()
+    def error(self, reason: str) -> None:
+        self.errors.labels(reason=reason if reason in ERROR_REASONS else "unexpected").inc()

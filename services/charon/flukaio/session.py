@@ -72,7 +72,6 @@ class GatewaySession:
         self.finished = False
         self.key: int | None = None
         self._batch = Batch(event_id=0)
-        self._next_event_id = 0
         self._echo_out = bytearray()
 
     @property
@@ -133,6 +132,5 @@ class GatewaySession:
             self._echo_out.clear()
             return [Send(out)]
         batch = self._batch
-        self._next_event_id = (batch.event_id + 1) & 0xFFFFFFFF
-        self._batch = Batch(event_id=self._next_event_id)
+        self._batch = Batch(event_id=(batch.event_id + 1) & 0xFFFFFFFF)
         return [Simulate(batch)]

@@ -7,7 +7,8 @@ received ``zmq.Frame``) and are never copied: PHOTONDATA keeps the twelve array 
 numpy arrays without a copy. This module imports no numpy: the router depends on it.
 
 Validation is complete here (counts, lengths, multiples of four), so a malformed request is
-rejected wherever it first arrives, with the reply defined by :mod:`charon.errors`.
+rejected wherever it first arrives. :func:`error_reply` turns any :mod:`charon.errors` error into
+the v1 reply its hints call for.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from charon.errors import MalformedRequest, UnknownRequest
+from charon import errors
+from charon.errors import InvalidReply, MalformedRequest, ReplyKind, UnknownRequest
 from charon.protocol import tokens
 
 Frame: TypeAlias = bytes | bytearray | memoryview
@@ -230,6 +232,23 @@ def sim_failed(event_id: int) -> list[Frame]:
     return [tokens.SIM_FAILED, event_id_frame(event_id)]
 
 
+def error_reply(exc: errors.CharonError) -> list[Frame]:
+    """The v1 reply an error's hints call for: SIM_FAILED with its event id, NO_WORKERS, else
+    UNKNOWN_REQUEST (also for a failure whose event id is unknown)."""
+    if exc.reply_kind is ReplyKind.FAILED and exc.event_id is not None:
+        return sim_failed(exc.event_id)
+    if exc.reply_kind is ReplyKind.NO_CAPACITY:
+        return no_workers()
+    return unknown_request()
+
+
+def _error_reply_bytes(exc: errors.CharonError) -> list[bytes]:
+    return [bytes(as_view(f)) for f in error_reply(exc)]
+
+
+errors.register_renderer("v1", _error_reply_bytes)
+
+
 def sim_complete_async(event_id: int) -> list[Frame]:
     return [tokens.SIM_COMPLETE_ASYNC, event_id_frame(event_id)]
 
@@ -276,14 +295,6 @@ class DetectorInfoReply:
     @property
     def n_channels(self) -> int:
         return len(self.frames[0]) // 4
-
-
-class InvalidReply(Exception):
-    """A reply the ratpac-two client would reject (and resend the request for)."""
-
-    def __init__(self, message: str, header: bytes) -> None:
-        super().__init__(message)
-        self.header = header
 
 
 def check_ack(payload: Sequence[Frame]) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from charon.errors import WorkerProtocolError
 from charon.protocol import tokens
 from charon.protocol.v1 import Frame, as_view
 
@@ -40,10 +41,6 @@ REASON_SHUTDOWN: Final = b"shutdown"  # router: stopping
 _TOKEN = struct.Struct("<Q")
 _CAPACITY = struct.Struct("<I")
 _MAX_ENGINE_NAME = 64
-
-
-class WorkerProtocolError(ValueError):
-    """A message on the worker socket that breaks CHARONW1 (or the legacy PPP framing)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,19 +15,27 @@ send. Everything the router decides lives here, so it is tested exhaustively wit
 * PING, RUN_BEGIN and RUN_END are answered here; DETECTOR_INFO from the workers' READY.
 
 Photon frames are never read beyond a few KiB at each end (the de-duplication checksum).
+
+Every job is in one :class:`JobState` and moves only along :data:`EDGES`, through
+:meth:`RouterState._move`, which also keeps the queue, in-flight and cache counters; a worker's
+:class:`WorkerStatus` and the free list change only through :meth:`RouterState._restate`.
+:meth:`RouterState.check_invariants` recomputes all of them from the jobs and workers themselves
+(the tests call it after every step). A new job state is one enum member, its edges, and its
+counter in :meth:`RouterState._tally`.
 """
 
 from __future__ import annotations
 
+import enum
 import hmac
 import logging
 import zlib
-from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from charon.errors import CharonError, DeadlineExceeded, QueueFull, RetriesExhausted
+from charon.errors import CharonError, DeadlineExceeded, QueueFull, RetriesExhausted, WorkerProtocolError
 from charon.metrics import kind_label
 from charon.protocol import tokens, v1
 from charon.protocol import worker as wp
@@ -39,10 +47,37 @@ log = logging.getLogger("charon.router")
 #: Bytes checksummed at each end of every photon frame for the de-duplication key.
 DEDUP_SAMPLE_BYTES: Final = 512
 
-_QUEUED: Final = 0
-_IN_FLIGHT: Final = 1
-_DONE: Final = 2
-_DROPPED: Final = 3
+
+
+class JobState(enum.Enum):
+    """Where a job is; see :data:`EDGES` for how it moves."""
+
+    NEW = "new"  # built from a request, not admitted yet
+    QUEUED = "queued"  # waiting in the FIFO for a worker with a free slot
+    IN_FLIGHT = "in_flight"  # held by one worker under one token
+    DONE = "done"  # answered; the reply is kept for identical resends (de-duplication window)
+    DROPPED = "dropped"  # finished: frames released, nothing refers to it any more
+
+
+_J = JobState
+#: Every move a job may make; :meth:`RouterState._move` refuses any other.
+EDGES: Final = frozenset({
+    (_J.NEW, _J.QUEUED),  # admitted to the queue
+    (_J.QUEUED, _J.IN_FLIGHT),  # given to a worker
+    (_J.IN_FLIGHT, _J.QUEUED),  # its worker was lost: back to the head of the queue
+    (_J.IN_FLIGHT, _J.DONE),  # answered; the reply is cached for resends
+    (_J.IN_FLIGHT, _J.DROPPED),  # answered and not cacheable, or given up after max_attempts
+    (_J.QUEUED, _J.DROPPED),  # every requester's deadline passed, or answered without a worker
+    (_J.DONE, _J.DROPPED),  # evicted from the reply cache
+})
+
+
+class WorkerStatus(enum.Enum):
+    """What a registered worker can do now (the ``state`` label of ``charon_workers``)."""
+
+    IDLE = "idle"  # holds no request; takes work
+    BUSY = "busy"  # holds at least one request
+    DRAINED = "drained"  # draining and holds nothing: takes no work, waits to leave
 
 _OUTCOMES: Final = {
     tokens.SIM_COMPLETE: "ok",
@@ -150,7 +185,7 @@ class Job:
     key: DedupKey | None
     waiters: list[Waiter] = field(default_factory=list)
     checksum: int | None = None
-    state: int = _QUEUED
+    state: JobState = JobState.NEW
     attempts: int = 0
     enqueued: float = 0.0
     dispatched: float = 0.0
@@ -172,6 +207,16 @@ class WorkerEntry:
     busy_since: float = 0.0
     draining: bool = False
 
+    @property
+    def status(self) -> WorkerStatus:
+        if self.in_flight:
+            return WorkerStatus.BUSY
+        return WorkerStatus.DRAINED if self.draining else WorkerStatus.IDLE
+
+    @property
+    def takes_work(self) -> bool:
+        return not self.draining and len(self.in_flight) < self.capacity
+
 
 class RouterState:
     """The router's queue, worker pool, in-flight table and de-duplication cache."""
@@ -188,24 +233,29 @@ class RouterState:
         self._deadlines: deque[tuple[float, Waiter]] = deque()
         self._live: dict[DedupKey, list[Job]] = {}
         self._completed: deque[Job] = deque()
-        self._completed_bytes = 0
+        # Counters, kept by _tally (jobs) and _restate / _register / _unregister (workers) only.
         self.queued = 0
         self.queued_bytes = 0
-        self.busy_workers = 0
         self.in_flight = 0
+        self._completed_bytes = 0
+        self._by_status: Counter[WorkerStatus] = Counter()
+        self._charon_workers = 0
         self._next_token = 1
         self._next_heartbeat = 0.0
         self._pool_fingerprint: str | None = router.fingerprint
         self._pool_info: list[Frame] | None = None
-        self._charon_workers = 0
-        self._draining_idle = 0
 
     # ---- observable state ------------------------------------------------------------------------
 
     @property
     def idle_workers(self) -> int:
         """Workers holding no request and able to take one (a draining worker takes none)."""
-        return len(self.workers) - self.busy_workers - self._draining_idle
+        return self._by_status[WorkerStatus.IDLE]
+
+    @property
+    def busy_workers(self) -> int:
+        """Workers holding at least one request."""
+        return self._by_status[WorkerStatus.BUSY]
 
     @property
     def pool_fingerprint(self) -> str | None:
@@ -217,6 +267,139 @@ class RouterState:
         if self._deadlines and self._deadlines[0][0] < when:
             when = self._deadlines[0][0]
         return when
+
+    def waiting(self) -> Iterator[Waiter]:
+        """Every requester still waiting for its reply (its job queued or in flight)."""
+        for job in self._jobs():
+            if job.state in (JobState.QUEUED, JobState.IN_FLIGHT):
+                yield from job.waiters
+
+    # ---- transitions -----------------------------------------------------------------------------
+
+    def _move(self, job: Job, to: JobState) -> None:
+        """The one place a job changes state: checks the edge and keeps every job counter."""
+        if (job.state, to) not in EDGES:
+            raise AssertionError(f"{job.kind} job (event {job.event_id}): no edge {job.state.name} -> {to.name}")
+        self._tally(job, -1)
+        job.state = to
+        self._tally(job, +1)
+        if to is JobState.DROPPED:
+            job.payload = []
+            job.reply = None
+            self._forget(job)
+
+    def _tally(self, job: Job, sign: int) -> None:
+        if job.state is JobState.QUEUED:
+            self.queued += sign
+            self.queued_bytes += sign * job.nbytes
+        elif job.state is JobState.IN_FLIGHT:
+            self.in_flight += sign
+        elif job.state is JobState.DONE:
+            self._completed_bytes += sign * (job.nbytes + job.reply_bytes)
+
+    def _restate(self, worker: WorkerEntry, before: WorkerStatus | None) -> None:
+        """After ``worker`` changed (``before`` = its status then, None = just registered): keep
+        the status counts and the free list (least recently given work or freed first)."""
+        after = worker.status
+        if before is not after:
+            if before is not None:
+                self._by_status[before] -= 1
+            self._by_status[after] += 1
+        if worker.takes_work:
+            self._free[worker.identity] = worker
+            self._free.move_to_end(worker.identity)
+        else:
+            self._free.pop(worker.identity, None)
+
+    def _register(self, worker: WorkerEntry) -> None:
+        self.workers[worker.identity] = worker
+        if not worker.legacy:
+            self._charon_workers += 1
+        self._restate(worker, None)
+
+    def _unregister(self, worker: WorkerEntry) -> None:
+        del self.workers[worker.identity]
+        self._free.pop(worker.identity, None)
+        self._by_status[worker.status] -= 1
+        if not worker.legacy:
+            self._charon_workers -= 1
+            if self._charon_workers == 0:
+                self._pool_fingerprint = self.settings.fingerprint
+                self._pool_info = None
+
+    def _assign(self, job: Job, worker: WorkerEntry, now: float) -> int:
+        """Give a queued job to a worker with a free slot; returns its token."""
+        before = worker.status
+        token = self._next_token
+        self._next_token += 1
+        self._move(job, JobState.IN_FLIGHT)
+        job.token = token
+        job.attempts += 1
+        job.dispatched = now
+        if not worker.in_flight:
+            worker.busy_since = now
+        worker.in_flight[token] = job
+        self._restate(worker, before)
+        return token
+
+    def _release(self, worker: WorkerEntry, token: int) -> Job | None:
+        """The worker no longer holds ``token``: its job, or None for a token it did not hold."""
+        before = worker.status
+        job = worker.in_flight.pop(token, None)
+        if job is not None:
+            self._restate(worker, before)
+        return job
+
+    # ---- invariants ------------------------------------------------------------------------------
+
+    def _jobs(self) -> Iterator[Job]:
+        """Every job still referenced (queued, in flight or cached), each once."""
+        seen: set[int] = set()
+        for job in (*self._queue, *(j for w in self.workers.values() for j in w.in_flight.values()),
+                    *self._completed):
+            if id(job) not in seen:
+                seen.add(id(job))
+                yield job
+
+    def check_invariants(self) -> None:
+        """Recompute every counter and index from the jobs and workers; AssertionError if one is off.
+
+        O(jobs + workers): for tests, not for the request path.
+        """
+        problems: list[str] = []
+
+        def expect(what: str, kept: object, actual: object) -> None:
+            if kept != actual:
+                problems.append(f"{what}: kept {kept!r}, actual {actual!r}")
+
+        queued = [j for j in {id(j): j for j in self._queue}.values() if j.state is JobState.QUEUED]
+        expect("queued", self.queued, len(queued))
+        expect("queued_bytes", self.queued_bytes, sum(j.nbytes for j in queued))
+        held = [(w, t, j) for w in self.workers.values() for t, j in w.in_flight.items()]
+        expect("in_flight", self.in_flight, len(held))
+        for w, t, j in held:
+            expect(f"state of token {t} on {w.identity.hex()}", j.state, JobState.IN_FLIGHT)
+            expect(f"token of a job on {w.identity.hex()}", j.token, t)
+        done = list(self._completed)
+        expect("cached job states", {j.state for j in done} - {JobState.DONE}, set())
+        expect("completed_bytes", self._completed_bytes, sum(j.nbytes + j.reply_bytes for j in done))
+        expect("worker status counts", +self._by_status, Counter(w.status for w in self.workers.values()))
+        expect("free list", set(self._free), {i for i, w in self.workers.items() if w.takes_work})
+        expect("CHARONW1 workers", self._charon_workers, sum(not w.legacy for w in self.workers.values()))
+        if self._charon_workers == 0:
+            expect("pool fingerprint without workers", self._pool_fingerprint, self.settings.fingerprint)
+        live = {id(j) for twins in self._live.values() for j in twins}
+        for job in self._jobs():
+            if job.key is not None and job.state is not JobState.DROPPED:
+                expect(f"{job.kind} job {job.event_id} in the de-duplication index", id(job) in live, True)
+            if job.state in (JobState.QUEUED, JobState.IN_FLIGHT):
+                expect(f"{job.state.name} job {job.event_id} has requesters", bool(job.waiters), True)
+                expect(f"{job.state.name} job {job.event_id}: answered requesters still attached",
+                       [w for w in job.waiters if w.answered], [])
+            elif job.state is JobState.DONE:
+                expect(f"cached job {job.event_id} requesters", job.waiters, [])
+        if problems:
+            raise AssertionError("router state invariants broken: " + "; ".join(problems))
 
     # ---- client side -----------------------------------------------------------------------------
 
@@ -231,7 +414,7 @@ class RouterState:
             kind = kind_label(v1.header_of(payload))
             log.info("%s rejected (%s): %s", kind, exc.outcome, exc)
             self.observer.answered(kind, exc.outcome, 0.0)
-            return [ToClient([*envelope, *exc.reply()])]
+            return [ToClient([*envelope, *v1.error_reply(exc)])]
         if isinstance(request, v1.PhotonData):
             if request.n_photons == 0:  # nothing to simulate: never queue it behind real work
                 self.observer.answered("photondata", "ok", 0.0)
@@ -268,17 +451,16 @@ class RouterState:
 
     def _join(self, twin: Job, envelope: list[Frame], now: float) -> list[Action]:
         self.observer.deduplicated()
-        if twin.state == _DONE:
+        if twin.state is JobState.DONE:
             assert twin.reply is not None
             self.observer.answered(twin.kind, "ok", 0.0)
             return [ToClient([*envelope, *twin.reply])]
         waiter = Waiter(envelope, now, twin)
         twin.waiters.append(waiter)
-        if twin.state == _QUEUED:
+        if twin.state is JobState.QUEUED:
             waiter.deadline = now + self.settings.queue_deadline_s
             self._deadlines.append((waiter.deadline, waiter))
-        log.debug("event %s resent: joined its %s twin", twin.event_id,
-                  "queued" if twin.state == _QUEUED else "in-flight")
+        log.debug("event %s resent: joined its %s twin", twin.event_id, twin.state.value)
         return []
 
     def _enqueue(self, job: Job, envelope: list[Frame], now: float) -> list[Action]:
@@ -287,13 +469,12 @@ class RouterState:
             err = QueueFull(f"queue holds {self.queued} requests, {self.queued_bytes} bytes")
             log.warning("%s rejected: %s", job.kind, err)
             self.observer.answered(job.kind, err.outcome, 0.0)
-            return [ToClient([*envelope, *err.reply()])]
+            return [ToClient([*envelope, *v1.error_reply(err)])]
         waiter = Waiter(envelope, now, job, now + s.queue_deadline_s)
         job.waiters.append(waiter)
         job.enqueued = now
+        self._move(job, JobState.QUEUED)
         self._queue.append(job)
-        self.queued += 1
-        self.queued_bytes += job.nbytes
         self._deadlines.append((waiter.deadline, waiter))
         if job.key is not None:
             self._live.setdefault(job.key, []).append(job)
@@ -306,7 +487,7 @@ class RouterState:
         deadlines = self._deadlines
         while deadlines:
             deadline, waiter = deadlines[0]
-            if not waiter.answered and waiter.job.state == _QUEUED and waiter.deadline == deadline:
+            if not waiter.answered and waiter.job.state is JobState.QUEUED and waiter.deadline == deadline:
                 return
             deadlines.popleft()
 
@@ -316,7 +497,7 @@ class RouterState:
         """A message from the worker-facing socket (routing identity removed)."""
         try:
             msg = wp.decode_from_worker(frames)
-        except wp.WorkerProtocolError as exc:
+        except WorkerProtocolError as exc:
             log.warning("invalid message from worker %s dropped: %s", identity.hex(), exc)
             return []
         worker = self.workers.get(identity)
@@ -334,10 +515,9 @@ class RouterState:
         if isinstance(msg, wp.Disconnect):
             if msg.reason == wp.REASON_DRAIN:
                 log.info("worker %s draining (%d in flight)", identity.hex(), len(worker.in_flight))
-                if not worker.draining and not worker.in_flight:
-                    self._draining_idle += 1
+                before = worker.status
                 worker.draining = True
-                self._free.pop(identity, None)
+                self._restate(worker, before)
                 return [ToWorker([identity, *wp.disconnect(wp.REASON_ACK)])]
             log.info("worker %s left (%s)", identity.hex(), msg.reason.decode("ascii", "replace"))
             actions = self._remove(worker, now)
@@ -379,11 +559,9 @@ class RouterState:
             return [ToWorker([identity, *wp.disconnect(wp.REASON_FINGERPRINT)])]
         worker = WorkerEntry(identity, msg.capacity, None if msg.legacy else msg.fingerprint, msg.engine,
                              msg.legacy, now + self.expiry_s)
-        self.workers[identity] = worker
-        self._free[identity] = worker
+        self._register(worker)
         actions: list[Action] = []
         if not msg.legacy:
-            self._charon_workers += 1
             if self._pool_fingerprint is None:
                 self._pool_fingerprint = msg.fingerprint
             if self._pool_info is None and msg.detector_info is not None:
@@ -395,18 +573,10 @@ class RouterState:
         return actions + self._dispatch(now)
 
     def _reply(self, worker: WorkerEntry, token: int, payload: list[Frame], now: float) -> list[Action]:
-        job = worker.in_flight.pop(token, None)
+        job = self._release(worker, token)
         if job is None:
             log.info("late reply (token %d) from worker %s dropped", token, worker.identity.hex())
             return []
-        self.in_flight -= 1
-        if not worker.in_flight:
-            self.busy_workers -= 1
-            if worker.draining:
-                self._draining_idle += 1
-        if not worker.draining:
-            self._free[worker.identity] = worker
-            self._free.move_to_end(worker.identity)
         actions = self._complete(job, payload, now)
         return actions + self._dispatch(now)
 
@@ -422,16 +592,14 @@ class RouterState:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s event %s: %s after %.3f s on a worker, %d requester(s)", job.kind, job.event_id,
                       outcome, now - job.dispatched, len(actions))
-        cacheable = outcome == "ok" and job.key is not None
-        if cacheable:
-            job.state = _DONE
+        if outcome == "ok" and job.key is not None:
             job.reply = payload
             job.reply_bytes = _size(payload)
             job.done_at = now
+            self._move(job, JobState.DONE)
             self._completed.append(job)
-            self._completed_bytes += job.nbytes + job.reply_bytes
         else:
-            self._drop(job)
+            self._move(job, JobState.DROPPED)
         return actions
 
     def _answer(self, job: Job, payload: Sequence[Frame], outcome: str, now: float) -> list[Action]:
@@ -451,91 +619,50 @@ class RouterState:
         queue = self._queue
         while queue:
             job = queue[0]
-            if job.state != _QUEUED:
+            if job.state is not JobState.QUEUED:
                 queue.popleft()
                 continue
             if job.kind == "detector_info" and self._pool_info is not None:
                 queue.popleft()
-                self._unqueue(job)
-                job.state = _DROPPED
                 actions.extend(self._answer(job, self._pool_info, "ok", now))
+                self._move(job, JobState.DROPPED)
                 continue
             if not self._free:
                 break
             queue.popleft()
-            self._unqueue(job)
             worker = next(iter(self._free.values()))
-            token = self._next_token
-            self._next_token += 1
-            job.token = token
-            job.state = _IN_FLIGHT
-            job.attempts += 1
-            job.dispatched = now
-            if not worker.in_flight:
-                self.busy_workers += 1
-                worker.busy_since = now
-            worker.in_flight[token] = job
-            self.in_flight += 1
-            if len(worker.in_flight) >= worker.capacity:
-                del self._free[worker.identity]
-            else:
-                self._free.move_to_end(worker.identity)
+            token = self._assign(job, worker, now)
             self.observer.dispatched(now - job.enqueued)
             msg = wp.legacy_request(token, job.payload) if worker.legacy else wp.request(token, job.payload)
             actions.append(ToWorker([worker.identity, *msg]))
         return actions
 
-    def _unqueue(self, job: Job) -> None:
-        self.queued -= 1
-        self.queued_bytes -= job.nbytes
-
     def _remove(self, worker: WorkerEntry, now: float) -> list[Action]:
         """Forget a worker; its in-flight requests go back to the head of the queue (or fail)."""
-        del self.workers[worker.identity]
-        self._free.pop(worker.identity, None)
-        if worker.draining and not worker.in_flight:
-            self._draining_idle -= 1
-        if not worker.legacy:
-            self._charon_workers -= 1
-            if self._charon_workers == 0:
-                self._pool_fingerprint = self.settings.fingerprint
-                self._pool_info = None
+        self._unregister(worker)
+        held, worker.in_flight = worker.in_flight, {}
         actions: list[Action] = []
-        if worker.in_flight:
-            self.busy_workers -= 1
-            self.in_flight -= len(worker.in_flight)
-        for job in reversed(list(worker.in_flight.values())):
+        for job in reversed(list(held.values())):
             if job.attempts >= self.settings.max_attempts:
-                err = RetriesExhausted(
-                    f"event {job.event_id}: {job.attempts} workers lost while simulating it", job.event_id or 0
-                )
+                err = RetriesExhausted(f"{job.kind} event {job.event_id}: {job.attempts} workers lost "
+                                       "while simulating it", job.event_id)
                 log.error("%s", err)
-                reply = err.reply() if job.kind == "photondata" else [tokens.UNKNOWN_REQUEST]
-                actions.extend(self._answer(job, reply, err.outcome, now))
-                self._drop(job)
+                actions.extend(self._answer(job, v1.error_reply(err), err.outcome, now))
+                self._move(job, JobState.DROPPED)
                 continue
-            job.state = _QUEUED
+            self._move(job, JobState.QUEUED)
             job.enqueued = now
             self._queue.appendleft(job)
-            self.queued += 1
-            self.queued_bytes += job.nbytes
             for waiter in job.waiters:
                 waiter.deadline = now + self.settings.queue_deadline_s
                 self._deadlines.append((waiter.deadline, waiter))
             self.observer.requeued()
-        if worker.in_flight:
-            log.warning("worker %s lost with %d request(s) in flight: requeued", worker.identity.hex(),
-                        len(worker.in_flight))
-        worker.in_flight.clear()
+        if held:
+            log.warning("worker %s lost with %d request(s) in flight: requeued", worker.identity.hex(), len(held))
         return actions
 
-    def _drop(self, job: Job) -> None:
-        """The job is finished and not cached: release its frames and its de-duplication entry."""
-        job.state = _DROPPED
-        job.payload = []
-        self._forget(job)
-
     def _forget(self, job: Job) -> None:
+        """Remove a finished job from the de-duplication index."""
         if job.key is None:
             return
         twins = self._live.get(job.key)
@@ -557,10 +684,7 @@ class RouterState:
         limit = self.settings.dedup_max_bytes
         done = self._completed
         while done and (done[0].done_at + window <= now or self._completed_bytes > limit):
-            job = done.popleft()
-            self._completed_bytes -= job.nbytes + job.reply_bytes
-            job.reply = None
-            self._drop(job)
+            self._move(done.popleft(), JobState.DROPPED)
 
     # ---- timers ----------------------------------------------------------------------------------
 
@@ -569,41 +693,56 @@ class RouterState:
         actions: list[Action] = []
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.interval
-            for worker in list(self.workers.values()):
-                limit = worker.expiry
-                if worker.legacy and worker.in_flight:
-                    # A ChAR0N worker cannot heartbeat while it simulates.
-                    limit = max(limit, worker.busy_since + self.settings.queue_deadline_s)
-                if limit <= now:
-                    log.warning("worker %s expired (no message for %.1f s)", worker.identity.hex(),
-                                now - worker.expiry + self.expiry_s)
-                    self.observer.expired()
-                    actions.extend(self._remove(worker, now))
-                else:
-                    hb = wp.legacy_heartbeat() if worker.legacy else wp.heartbeat()
-                    actions.append(ToWorker([worker.identity, *hb]))
+            actions.extend(self._heartbeats(now))
             self._evict(now)
         self._trim_deadlines()
+        actions.extend(self._expire_deadlines(now))
+        if actions:
+            log.debug("tick: %d actions", len(actions))
+        return actions + self._dispatch(now)
+
+    def _heartbeats(self, now: float) -> list[Action]:
+        """A heartbeat to every live worker; workers silent past their expiry are removed."""
+        actions: list[Action] = []
+        for worker in list(self.workers.values()):
+            limit = worker.expiry
+            if worker.legacy and worker.in_flight:
+                # A ChAR0N worker cannot heartbeat while it simulates.
+                limit = max(limit, worker.busy_since + self.settings.queue_deadline_s)
+            if limit <= now:
+                log.warning("worker %s expired (no message for %.1f s)", worker.identity.hex(),
+                            now - worker.expiry + self.expiry_s)
+                self.observer.expired()
+                actions.extend(self._remove(worker, now))
+            else:
+                hb = wp.legacy_heartbeat() if worker.legacy else wp.heartbeat()
+                actions.append(ToWorker([worker.identity, *hb]))
+        return actions
+
+    def _expire_deadlines(self, now: float) -> list[Action]:
+        """NO_WORKERS to every queued requester whose deadline passed; a job nobody waits for is dropped."""
+        actions: list[Action] = []
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
             deadline, waiter = deadlines.popleft()
             job = waiter.job
-            if waiter.answered or job.state != _QUEUED or waiter.deadline != deadline:
+            if waiter.answered or job.state is not JobState.QUEUED or waiter.deadline != deadline:
                 continue
             err = DeadlineExceeded(f"no worker free within {self.settings.queue_deadline_s:g} s")
             waiter.answered = True
             job.waiters.remove(waiter)
             self.observer.answered(job.kind, err.outcome, now - waiter.arrived)
-            actions.append(ToClient([*waiter.envelope, *err.reply()]))
+            actions.append(ToClient([*waiter.envelope, *v1.error_reply(err)]))
             if not job.waiters:
-                self._unqueue(job)
-                self._drop(job)
-        if actions:
-            log.debug("tick: %d actions", len(actions))
-        return actions + self._dispatch(now)
+                self._move(job, JobState.DROPPED)
+        return actions
 
     def shutdown(self) -> list[Action]:
-        """Tell every worker to reconnect (to the next router); requests in hand are not answered."""
+        """Tell every worker to reconnect (to the next router). Requests in hand are not answered:
+        they are dropped with the process, and counted in the log line."""
+        waiting = sum(1 for _ in self.waiting())
+        if waiting:
+            log.warning("stopping with %d request(s) queued or in flight: not answered (clients resend)", waiting)
         return [ToWorker([w.identity, *wp.disconnect(wp.REASON_SHUTDOWN)])
                 for w in self.workers.values() if not w.legacy]
 

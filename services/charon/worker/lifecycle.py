@@ -43,8 +43,9 @@ class Backoff:
 class Link:
     """One connection to the router: when to heartbeat, whether the router is still there.
 
-    ``registered`` becomes true at the router's first message after READY (the router answers
-    READY with a heartbeat), which is what counts as a successful connection.
+    ``registered`` becomes true at the router's first HEARTBEAT or REQUEST after READY (the router
+    answers READY with a heartbeat), which is what counts as a successful connection. A
+    DISCONNECT (the router refused the worker, or asks it to reconnect) never does.
     """
 
     interval: float
@@ -58,10 +59,11 @@ class Link:
         self.last_heard = self.opened
         self.next_heartbeat = self.opened + self.interval
 
-    def heard(self, now: float) -> bool:
-        """Any router message; returns True when it completes the registration."""
+    def heard(self, now: float, *, registers: bool = True) -> bool:
+        """Any router message (``registers``: one that acknowledges READY, not a DISCONNECT);
+        returns True when it completes the registration."""
         self.last_heard = now
-        if not self.registered:
+        if registers and not self.registered:
             self.registered = True
             return True
         return False

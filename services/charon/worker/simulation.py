@@ -5,7 +5,9 @@ queued PHOTONDATA requests (a worker with capacity > 1) are passed to one ``simu
 ``engine.batch_max_photons`` photons, waiting at most ``engine.batch_max_delay_s`` for more; the
 hits come back per request. Replies travel to the socket thread over an inproc PUSH socket, which
 wakes its poller at once; every reply is tagged with the connection generation it belongs to, so
-work taken on a connection that has since been replaced is skipped.
+work taken on a connection that has since been replaced is skipped. The socket thread announces a
+new connection through the same inbox as the work (:meth:`SimulationThread.new_generation`), so
+the two threads share nothing but that queue and the reply socket.
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ import queue
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
+from prometheus_client import CollectorRegistry
 
-from charon import metrics
 from charon.engine.batching import BatchPlanner
 from charon.errors import CharonError
 from charon.liveness import Progress
+from charon.metrics import WorkerMetrics
 from charon.protocol import tokens, v1
 from charon.protocol.v1 import Frame
 from charon.service import Answer, RequestHandler
@@ -31,6 +35,7 @@ from charon.service import Answer, RequestHandler
 log = logging.getLogger("charon.worker")
 
 _HEAD = struct.Struct("<QQ")
+_SEND_TIMEOUT_MS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,16 @@ class Work:
     generation: int
     token: int
     payload: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """The socket thread opened connection ``number``: work of older connections is stale."""
+
+    number: int
+
+
+Inbox = Work | Generation | None
 
 
 def pack_head(generation: int, token: int) -> bytes:
@@ -53,12 +68,14 @@ class SimulationThread:
     """Owns the engine; one ``simulate`` call at a time, as the Simulator protocol requires."""
 
     def __init__(self, handler: RequestHandler, ctx: zmq.Context[Any], results: str, *,
-                 batch_max_photons: int, batch_max_delay_s: float, progress: Progress | None = None) -> None:
+                 batch_max_photons: int, batch_max_delay_s: float, progress: Progress | None = None,
+                 metrics: WorkerMetrics | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.handler = handler
         #: When the engine pass in progress began: the worker's liveness signal.
         self.progress = progress or Progress()
-        self.inbox: queue.Queue[Work | None] = queue.Queue()
-        self.generation = 0  # the socket thread's current connection; older work is stale
+        self._clock = clock
+        self.inbox: queue.Queue[Inbox] = queue.Queue()
+        self._generation = 0  # the socket thread's current connection (this thread's copy)
         self._ctx = ctx
         self._results = results
         self._planner = BatchPlanner(batch_max_photons, batch_max_delay_s)
@@ -67,8 +84,14 @@ class SimulationThread:
         self._stopping = False
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="simulation", daemon=True)
-        self._requests = {o: metrics.WORKER_REQUESTS.labels(o) for o in ("ok", "malformed", "unknown_request",
-                                                                        "simulation_failed")}
+        self.metrics = metrics if metrics is not None else WorkerMetrics(CollectorRegistry())
+        self._requests = {o: self.metrics.requests.labels(o)
+                          for o in ("ok", "malformed", "unknown_request", "simulation_failed")}
+
+    def new_generation(self, number: int) -> None:
+        """Called by the socket thread when it opens connection ``number``: work queued from older
+        connections is skipped from here on (in inbox order)."""
+        self.inbox.put(Generation(number))
 
     def start(self) -> None:
         self._thread.start()
@@ -84,6 +107,9 @@ class SimulationThread:
         push: zmq.Socket[Any] = self._ctx.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 1000)
         push.setsockopt(zmq.SNDHWM, 0)
+        # A send blocks only once the socket thread's results socket is gone (the worker left
+        # while an engine pass outlived its drain): then the answer is dropped, not waited on.
+        push.setsockopt(zmq.SNDTIMEO, _SEND_TIMEOUT_MS)
         push.connect(self._results)
         self._ready.set()
         try:
@@ -97,9 +123,14 @@ class SimulationThread:
                     log.exception("answering %d request(s) failed", len(batch))
                     answers = [(work, _failure(work)) for work in batch]
                 for work, answer in answers:
-                    push.send_multipart([pack_head(work.generation, work.token), *answer.reply], copy=False)
+                    try:
+                        push.send_multipart([pack_head(work.generation, work.token), *answer.reply], copy=False)
+                    except zmq.Again:
+                        log.info("answer to request %d dropped: the worker has left", work.token)
+        except zmq.ContextTerminated:
+            log.info("simulation thread ended with its worker; the last answers were not delivered")
         finally:
-            push.close()
+            push.close(linger=0)
 
     def _take(self) -> list[Work] | None:
         """The next engine pass as the batch planner chooses it; None once stopped and drained."""
@@ -111,7 +142,7 @@ class SimulationThread:
                 group = decision.run[0]  # groups cover the pending list in order from its head
                 batch = self._pending[group.start : group.stop]
                 del self._pending[: group.stop], self._arrived[: group.stop]
-                return [w for w in batch if w.generation == self.generation]
+                return [w for w in batch if w.generation == self._generation]
             if self._stopping:
                 return None
             try:
@@ -128,9 +159,11 @@ class SimulationThread:
                 return
             self._accept(item)
 
-    def _accept(self, item: Work | None) -> None:
+    def _accept(self, item: Inbox) -> None:
         if item is None:
             self._stopping = True  # finish what is pending, then stop
+        elif isinstance(item, Generation):
+            self._generation = item.number
         else:
             self._pending.append(item)
             self._arrived.append(time.monotonic())
@@ -149,23 +182,23 @@ class SimulationThread:
                 out.append((work, self.handler.handle(work.payload)))
         if events:
             start = time.perf_counter()
-            self.progress.begin(time.monotonic())
+            self.progress.begin(self._clock())
             try:
                 answers = self.handler.simulate_many([r for _, r in events])
             finally:
                 self.progress.end()
-            metrics.WORKER_SIM_SECONDS.observe(time.perf_counter() - start)
+            self.metrics.simulation_seconds.observe(time.perf_counter() - start)
             for (work, _), answer in zip(events, answers, strict=True):
                 out.append((work, answer))
                 if answer.outcome == "ok":
-                    metrics.WORKER_PHOTONS.inc(answer.n_photons)
-                    metrics.WORKER_HITS.inc(answer.n_hits)
+                    self.metrics.photons.inc(answer.n_photons)
+                    self.metrics.hits.inc(answer.n_hits)
                 else:
                     log.warning("event failed: %s", answer.detail)
         for _, answer in out:
             child = self._requests.get(answer.outcome)
             if child is None:
-                child = self._requests[answer.outcome] = metrics.WORKER_REQUESTS.labels(answer.outcome)
+                child = self._requests[answer.outcome] = self.metrics.requests.labels(answer.outcome)
             child.inc()
         return out
 

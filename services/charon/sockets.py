@@ -1,0 +1,94 @@
+"""Every ZeroMQ socket charon opens, configured in one place per role.
+
+A driver asks for the socket of its role here instead of setting options itself, so an option that
+concerns a role (security, high-water marks, linger) is added once and holds for every driver and
+test that plays it. Endpoint helpers for connecting and reporting live here too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import zmq
+
+from charon.errors import StartupError
+
+
+def _socket(ctx: zmq.Context[Any], kind: int) -> zmq.Socket[Any]:
+    sock: zmq.Socket[Any] = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    return sock
+
+
+def serve_socket(ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
+    """``charon serve``'s client-facing ROUTER (binds; IPv6 endpoints too, IPv4 where it must)."""
+    sock = _socket(ctx, zmq.ROUTER)
+    sock.setsockopt(zmq.IPV6, 1)
+    return sock
+
+
+def router_frontend(ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
+    """The router's client-facing ROUTER. The state machine bounds the queue: zmq must never
+    drop silently at a high-water mark."""
+    sock = _socket(ctx, zmq.ROUTER)
+    sock.setsockopt(zmq.IPV6, 1)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    return sock
+
+
+def router_backend(ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
+    """The router's worker-facing ROUTER: as the frontend, and a send to a worker whose connection
+    closed fails (EHOSTUNREACH) instead of vanishing, so its requests are requeued at once."""
+    sock = router_frontend(ctx)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    return sock
+
+
+def worker_dealer(ctx: zmq.Context[Any], router: str) -> zmq.Socket[Any]:
+    """A worker's DEALER to the router (a new one, with a new identity, for every connection)."""
+    sock = _socket(ctx, zmq.DEALER)
+    sock.setsockopt(zmq.IPV6, connect_ipv6(router))
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    return sock
+
+
+def client_req(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
+    """The client library's REQ socket (a fresh one per Lazy Pirate try after a timeout)."""
+    sock = _socket(ctx, zmq.REQ)
+    sock.setsockopt(zmq.IPV6, connect_ipv6(endpoint))
+    return sock
+
+
+def connect_ipv6(endpoint: str) -> int:
+    """The zmq.IPV6 option for a socket connecting to ``endpoint``.
+
+    Only an IPv6 literal turns it on: with it on, libzmq resolves names such as ``localhost`` to
+    ``::1`` first, which an IPv4-only peer (e.g. a ChAR0N router) never answers. Binding sockets
+    always enable it and so listen on both families.
+    """
+    return int(endpoint.startswith("tcp://["))
+
+
+def resolve_endpoint(socket: zmq.Socket[Any]) -> str:
+    """The endpoint a socket actually bound (a ``*`` port resolved), connectable from this host."""
+    raw = socket.getsockopt(zmq.LAST_ENDPOINT)
+    endpoint = raw.decode() if isinstance(raw, bytes) else str(raw)
+    # An IPv6-enabled socket reports an IPv4 address as v4-mapped; IPv4-only clients need it plain.
+    endpoint = _V4_MAPPED.sub(r"tcp://\1:", endpoint)
+    # A wildcard bind listens on both families: 127.0.0.1 reaches it from IPv4-only clients too.
+    return endpoint.replace("tcp://0.0.0.0:", "tcp://127.0.0.1:").replace("tcp://[::]:", "tcp://127.0.0.1:")
+
+
+_V4_MAPPED = re.compile(r"^tcp://\[::ffff:(\d+\.\d+\.\d+\.\d+)\]:", re.IGNORECASE)
+
+
+def bind(sock: zmq.Socket[Any], endpoint: str) -> str:
+    """Bind ``sock`` and return the endpoint it bound; raises :class:`~charon.errors.StartupError`."""
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        raise StartupError(f"cannot bind {endpoint}: {exc}") from None
+    return resolve_endpoint(sock)
