@@ -278,3 +278,34 @@ def test_cuda_matches_cpu_statistically() -> None:
     g = gpu.simulate(batch)
     _compare(g, cpu.simulate(batch), REF.n_channels)
     assert all(same_hits(x, y) for x, y in zip(g, gpu.simulate(batch), strict=True))
+
+
+def test_the_builtin_backend_gets_the_cuda_device_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """engine.cuda_device reaches the builtin engine (it was dropped: cuda:0 was hard-coded)."""
+    from charon.engine import registry, warp_engine
+    from charon.settings import EngineSettings
+
+    seen: dict[str, object] = {}
+
+    class Recorder:
+        def __init__(self, _detector: object, **kw: object) -> None:
+            seen.update(kw)
+
+    monkeypatch.setattr(warp_engine, "WarpSimulator", Recorder)
+    registry.make_simulator(EngineSettings(backend="builtin", cuda_device=3))
+    assert seen["cuda_device"] == 3
+
+
+def test_cuda_device_selects_the_device_and_out_of_range_is_one_line() -> None:
+    class TwoGPUs:
+        @staticmethod
+        def get_cuda_device_count() -> int:
+            return 2
+
+    sim = WarpSimulator.__new__(WarpSimulator)
+    sim._wp = TwoGPUs()
+    assert sim._pick_device("cuda", 1) == "cuda:1"
+    assert sim._pick_device("auto", 0) == "cuda:0"
+    assert sim._pick_device("cpu", 1) == "cpu"
+    with pytest.raises(ConfigError, match=r"engine.cuda_device .* = 2: this host has 2 CUDA device\(s\), 0..1"):
+        sim._pick_device("cuda", 2)

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from charon.errors import DetectorError
+
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
 I32 = npt.NDArray[np.int32]
@@ -31,7 +33,7 @@ I32 = npt.NDArray[np.int32]
 DEFAULT_CAP_SEGMENTS = 12
 
 
-class MeshError(ValueError):
+class MeshError(DetectorError, ValueError):
     """A mesh or mesh file that cannot be used; the message names what is wrong."""
 
 

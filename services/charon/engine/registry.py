@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from charon.errors import ConfigError
-from charon.settings import EngineSettings
+from charon.settings import EngineSettings, invalid_setting
 
 if TYPE_CHECKING:
     from charon.engine.base import Simulator
@@ -45,7 +45,7 @@ def make_simulator(engine: EngineSettings) -> Simulator:
             kernel_cache_dir=engine.kernel_cache_dir,
             cuda_device=engine.cuda_device,
         )
-    raise ConfigError(f"invalid setting engine.backend = {engine.backend!r}")
+    raise invalid_setting("engine.backend", engine.backend, "allowed: builtin, numpy, echo, chroma")
 
 
 def detector_for(engine: EngineSettings) -> Detector:

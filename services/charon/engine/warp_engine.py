@@ -33,6 +33,7 @@ from charon.engine.detector.scene import scene_from_triangles
 from charon.engine.mesh import MeshGeometry, cylinder_vessel_mesh, sphere_vessel_mesh
 from charon.engine.optics import event_key, sample_cdf
 from charon.errors import ConfigError
+from charon.settings import invalid_setting
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,9 @@ def _load_warp(kernel_cache_dir: Path | None) -> tuple[Any, Any]:
                 try:
                     cache.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
-                    raise ConfigError(f"invalid setting engine.kernel_cache_dir = {str(cache)!r}: {exc}") from None
+                    raise invalid_setting("engine.kernel_cache_dir", str(cache), str(exc)) from None
                 if not os.access(cache, os.W_OK):
-                    raise ConfigError(f"invalid setting engine.kernel_cache_dir = {str(cache)!r}: not writable")
+                    raise invalid_setting("engine.kernel_cache_dir", str(cache), "not writable")
                 wp.config.kernel_cache_dir = str(cache)
             wp.init()  # type: ignore[no-untyped-call]
             from charon.engine import warp_kernels
@@ -260,11 +261,11 @@ class WarpSimulator:
                  threads: int = 0, chunk_photons: int = 1_000_000, kernel_cache_dir: Path | None = None,
                  geometry: Geometry = "auto", cuda_device: int = 0, analytic_shapes: bool = True) -> None:
         if max_steps < 1:
-            raise ConfigError(f"invalid setting engine.max_steps = {max_steps}: must be >= 1")
+            raise invalid_setting("engine.max_steps", max_steps, "must be >= 1")
         if chunk_photons < 1:
-            raise ConfigError(f"invalid setting engine.chunk_photons = {chunk_photons}: must be >= 1")
+            raise invalid_setting("engine.chunk_photons", chunk_photons, "must be >= 1")
         if threads < 0:
-            raise ConfigError(f"invalid setting engine.threads = {threads}: must be >= 0 (0 = all cores)")
+            raise invalid_setting("engine.threads", threads, "must be >= 0 (0 = all cores)")
         if geometry not in ("auto", "analytic", "mesh"):
             raise ConfigError(f"invalid geometry {geometry!r}: allowed auto, analytic, mesh")
         wp, k = _load_warp(kernel_cache_dir)
@@ -303,15 +304,14 @@ class WarpSimulator:
         wp = self._wp
         n_cuda = int(wp.get_cuda_device_count())
         if device not in ("cpu", "cuda", "auto"):
-            raise ConfigError(f"invalid setting engine.device = {device!r} (allowed: cpu, cuda, auto)")
+            raise invalid_setting("engine.device", device, "allowed: cpu, cuda, auto")
         if device == "cpu" or (device == "auto" and n_cuda == 0):
             return "cpu"
         if n_cuda == 0:
-            raise ConfigError("invalid setting engine.device = 'cuda': no CUDA device is available "
-                              "(allowed: cpu, cuda, auto)")
+            raise invalid_setting("engine.device", "cuda", "no CUDA device is available (allowed: cpu, cuda, auto)")
         if not 0 <= cuda_device < n_cuda:
-            raise ConfigError(f"invalid setting engine.cuda_device = {cuda_device}: this host has {n_cuda} "
-                              f"CUDA device(s), 0..{n_cuda - 1}")
+            raise invalid_setting("engine.cuda_device", cuda_device,
+                                  f"this host has {n_cuda} CUDA device(s), 0..{n_cuda - 1}")
         return f"cuda:{cuda_device}"
 
     def _arr(self, a: npt.NDArray[Any], dtype: Any) -> Any:

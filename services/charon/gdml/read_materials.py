@@ -127,6 +127,12 @@ def resolve_material(ctx: ReadContext, node: Node, name: str) -> str:
 _STATES = ("solid", "liquid", "gas")
 
 
+#: Material children that are a measured quantity: tag -> (field, Geant4 dimension, unit).
+_MEASURES = {"atom": ("atom", "Molar mass", _G_PER_MOLE), "D": ("density", "Volumic Mass", G_PER_CM3),
+             "T": ("temperature", "Temperature", 1.0), "P": ("pressure", "Pressure", _PASCAL),
+             "MEE": ("mee", "Energy", _EV)}
+
+
 def _material(ctx: ReadContext, node: Node) -> None:
     ctx.check_attributes(node, ("name", "Z", "state", "formula"))
     ctx.check_children(node, ("atom", "D", "Dref", "T", "Tref", "P", "Pref", "MEE", "MEEref",
@@ -137,39 +143,19 @@ def _material(ctx: ReadContext, node: Node) -> None:
     state = node.attrib.get("state")
     if state is not None and state not in _STATES:
         ctx.fail(node, f"state=\"{state}\" is not one of {', '.join(_STATES)}")
-    density = temperature = pressure = mee = atom = None
+    measured: dict[str, float | None] = dict.fromkeys(("atom", "density", "temperature", "pressure", "mee"))
     components: list[Component] = []
     properties: dict[str, Property] = {}
     for child in node.children:
         tag = child.tag
-        if tag == "atom":
-            atom = _measure(ctx, child, "Molar mass", _G_PER_MOLE, _G_PER_MOLE)
-        elif tag == "D":
-            density = _measure(ctx, child, "Volumic Mass", G_PER_CM3, G_PER_CM3)
-        elif tag == "Dref":
-            density = _quantity_ref(ctx, child, G_PER_CM3)
-        elif tag == "T":
-            temperature = _measure(ctx, child, "Temperature", 1.0, 1.0)
-        elif tag == "Tref":
-            temperature = _quantity_ref(ctx, child, 1.0)
-        elif tag == "P":
-            pressure = _measure(ctx, child, "Pressure", _PASCAL, _PASCAL)
-        elif tag == "Pref":
-            pressure = _quantity_ref(ctx, child, _PASCAL)
-        elif tag == "MEE":
-            mee = _measure(ctx, child, "Energy", _EV, _EV)
-        elif tag == "MEEref":
-            mee = _quantity_ref(ctx, child, _EV)
-        elif tag == "fraction":
-            ref, amount = _component(ctx, child, "n")
-            if not (_known_material(ctx, ref) or ref in ctx.elements or ref in NIST_ELEMENTS):
-                ctx.fail(child, f"material or element '{ref}' is not defined before this material")
-            components.append(Component("fraction", ref, amount))
-        elif tag == "composite":
-            ref, amount = _component(ctx, child, "n")
-            if not (ref in ctx.elements or ref in NIST_ELEMENTS):
-                ctx.fail(child, f"element '{ref}' is not defined before this material")
-            components.append(Component("composite", ref, amount))
+        if tag in _MEASURES:
+            key, dimension, unit = _MEASURES[tag]
+            measured[key] = _measure(ctx, child, dimension, unit, unit)
+        elif tag.endswith("ref"):
+            key, _, unit = _MEASURES[tag[:-3]]
+            measured[key] = _quantity_ref(ctx, child, unit)
+        elif tag in ("fraction", "composite"):
+            components.append(_material_component(ctx, child))
         else:
             prop = read_property(ctx, child)
             if prop.name in properties:
@@ -178,8 +164,20 @@ def _material(ctx: ReadContext, node: Node) -> None:
     z = ctx.number(node, "Z") if "Z" in node.attrib else None
     if z is None and not components:
         ctx.fail(node, "a material needs Z (with <atom>) or <fraction>/<composite> components")
-    ctx.materials[name] = Material(name, node.line, density, properties, state, z, atom, temperature,
-                                   pressure, mee, tuple(components))
+    ctx.materials[name] = Material(name, node.line, measured["density"], properties, state, z, measured["atom"],
+                                   measured["temperature"], measured["pressure"], measured["mee"],
+                                   tuple(components))
+
+
+def _material_component(ctx: ReadContext, child: Node) -> Component:
+    """A ``<fraction>`` (of a material or element) or ``<composite>`` (of an element)."""
+    ref, amount = _component(ctx, child, "n")
+    if child.tag == "fraction":
+        if not (_known_material(ctx, ref) or ref in ctx.elements or ref in NIST_ELEMENTS):
+            ctx.fail(child, f"material or element '{ref}' is not defined before this material")
+    elif not (ref in ctx.elements or ref in NIST_ELEMENTS):
+        ctx.fail(child, f"element '{ref}' is not defined before this material")
+    return Component(child.tag, ref, amount)
 
 
 def read_property(ctx: ReadContext, node: Node, *, allow_constant_ref: bool = False) -> Property:

@@ -55,51 +55,68 @@ def _check_new_name(ctx: ReadContext, node: Node, name: str) -> None:
         ctx.fail(node, f"volume or assembly '{name}' is defined twice (first at line {first})")
 
 
-def _volume(ctx: ReadContext, node: Node) -> None:
-    ctx.check_attributes(node, ("name",))
-    name = ctx.name(node)
-    _check_new_name(ctx, node, name)
-    material = solid = None
-    auxiliary: list[tuple[str, str]] = []
-    daughters: list[Placement] = []
+class _VolumeContent:
+    """What a ``<volume>``'s children (and its ``<loop>``s) give: material, solid, daughters."""
 
-    def content(parent: Node) -> None:
-        nonlocal material, solid
+    def __init__(self, ctx: ReadContext, name: str) -> None:
+        self.ctx = ctx
+        self.name = name
+        self.material: str | None = None
+        self.solid: str | None = None
+        self.auxiliary: list[tuple[str, str]] = []
+        self.daughters: list[Placement] = []
+
+    def read(self, parent: Node) -> None:
+        ctx = self.ctx
         for child in parent.children:
             tag = child.tag
-            if tag == "materialref":
-                if material is not None:
-                    ctx.fail(child, "<materialref> given twice")
-                material = resolve_material(ctx, child, ctx.ref(child))
-            elif tag == "solidref":
-                if solid is not None:
-                    ctx.fail(child, "<solidref> given twice")
-                solid = ctx.lookup_solid(child, ctx.ref(child)).name
+            if tag in ("materialref", "solidref"):
+                self._reference(child)
             elif tag == "auxiliary":
-                auxiliary.extend(_auxiliary(ctx, child))
+                self.auxiliary.extend(_auxiliary(ctx, child))
             elif tag == "physvol":
-                placement = _physvol(ctx, child, mother=name)
-                if placement.volume == name:
-                    ctx.fail(child, f"volume '{name}' places itself")
-                daughters.append(placement)
+                placement = _physvol(ctx, child, mother=self.name)
+                if placement.volume == self.name:
+                    ctx.fail(child, f"volume '{self.name}' places itself")
+                self.daughters.append(placement)
                 ctx.physvols.setdefault(placement.name, placement)
             elif tag == "loop":
-                ctx.loop(child, content)
+                ctx.loop(child, self.read)
             elif tag in _UNSUPPORTED_CONTENT:
                 ctx.fail(child, _UNSUPPORTED_CONTENT[tag])
             else:
                 ctx.fail(child, "unexpected element in <volume> (allowed: <materialref>, <solidref>, "
                          "<physvol>, <auxiliary>, <loop>)")
 
+    def _reference(self, child: Node) -> None:
+        ctx = self.ctx
+        if child.tag == "materialref":
+            if self.material is not None:
+                ctx.fail(child, "<materialref> given twice")
+            self.material = resolve_material(ctx, child, ctx.ref(child))
+        else:
+            if self.solid is not None:
+                ctx.fail(child, "<solidref> given twice")
+            self.solid = ctx.lookup_solid(child, ctx.ref(child)).name
+
+
+def _volume(ctx: ReadContext, node: Node) -> None:
+    ctx.check_attributes(node, ("name",))
+    name = ctx.name(node)
+    _check_new_name(ctx, node, name)
     # Geant4 creates the logical volume before reading its daughters, so a physvol could name its own
     # volume; registering the name first lets that be reported as what it is.
     ctx.volumes[name] = LogicalVolume(name, "", "", (), (), node.line)
-    content(node)
-    if material is None:
+    content = _VolumeContent(ctx, name)
+    content.read(node)
+    if content.material is None:
         ctx.fail(node, "missing <materialref ref=...>")
-    if solid is None:
+    if content.solid is None:
         ctx.fail(node, "missing <solidref ref=...>")
-    ctx.volumes[name] = LogicalVolume(name, material, solid, tuple(daughters), tuple(auxiliary), node.line)
+    assert content.material is not None
+    assert content.solid is not None
+    ctx.volumes[name] = LogicalVolume(name, content.material, content.solid, tuple(content.daughters),
+                                      tuple(content.auxiliary), node.line)
 
 
 def _auxiliary(ctx: ReadContext, node: Node, prefix: str = "") -> list[tuple[str, str]]:

@@ -36,16 +36,6 @@ from charon.errors import DetectorError
 
 F64 = npt.NDArray[np.float64]
 MEV_TO_EV = 1.0e6
-#: Properties that shape photon generation (scintillation, Cherenkov yield), done by the client.
-_GENERATION_ONLY = ("SCINTILLATIONCOMPONENT", "SCINTILLATIONTIMECONSTANT", "SCINTILLATIONRISETIME",
-                    "SCINTILLATIONYIELD", "RESOLUTIONSCALE", "SCINTILLATIONTIMECONSTANT",
-                    "FASTCOMPONENT", "SLOWCOMPONENT", "FASTTIMECONSTANT", "SLOWTIMECONSTANT", "YIELDRATIO",
-                    "LIGHT_YIELD", "SCINT_RISE_TIME", "SCINTWAVEFORM", "SCINTMOD", "ELECTRONSCINTILLATIONYIELD",
-                    "PROTONSCINTILLATIONYIELD", "ALPHASCINTILLATIONYIELD", "IONSCINTILLATIONYIELD",
-                    "DEUTERONSCINTILLATIONYIELD", "TRITONSCINTILLATIONYIELD", "KAONSCINTILLATIONYIELD",
-                    "QF", "BIRKS", "QUENCH")
-
-
 @dataclass
 class Notes:
     """Approximations and ignored properties, each reported once."""
@@ -108,124 +98,174 @@ def _spectrum_cdf(prop: Any, what: str) -> WavelengthTable:
     return WavelengthTable(wl[keep], np.maximum.accumulate(cdf[keep]))
 
 
-def material_from_gdml(m: Any, notes: Notes) -> Material:
-    """A GDML material (``charon.gdml`` model) as a charon material."""
-    props: Mapping[str, Any] = m.properties
-    name = _name(m.name)
-    where = f"material {m.name!r} (line {m.line})"
+@dataclass
+class _Bulk:
+    """A material's absorption and re-emission as its GDML properties combine them."""
 
-    def get(key: str) -> WavelengthTable | None:
-        p = props.get(key)
-        return None if p is None else _table(p, f"{where} {key}")
+    absorption: WavelengthTable | None = None
+    reemit_prob: WavelengthTable = field(default_factory=lambda: WavelengthTable.flat(0.0))
+    reemit_cdf: WavelengthTable | None = None
+    reemit_tau: float = 0.0
+    profile: str = "exponential"
+    redshift: bool = False
 
-    rindex = get("RINDEX")
-    groupvel = get("GROUPVEL")
-    if rindex is not None and groupvel is None and props["RINDEX"].energy is not None:
+
+class _MaterialReader:
+    """One GDML material's properties, read into wavelength tables."""
+
+    def __init__(self, m: Any, notes: Notes) -> None:
+        self.props: Mapping[str, Any] = m.properties
+        self.name = m.name
+        self.where = f"material {m.name!r} (line {m.line})"
+        self.notes = notes
+
+    def get(self, key: str) -> WavelengthTable | None:
+        p = self.props.get(key)
+        return None if p is None else _table(p, f"{self.where} {key}")
+
+    def group_velocity(self, rindex: WavelengthTable | None) -> WavelengthTable | None:
+        given = self.get("GROUPVEL")
+        p = self.props.get("RINDEX")
+        if rindex is None or given is not None or p is None or p.energy is None:
+            return given if rindex is not None else None
         # As Geant4 does on reading RINDEX: from the original points, not a resampled table.
-        p = props["RINDEX"]
         order = np.argsort(np.asarray(p.energy, np.float64))
         e, v = group_velocity_points(np.asarray(p.energy, np.float64)[order] * MEV_TO_EV,
                                      np.asarray(p.value, np.float64).reshape(-1)[order])
-        groupvel = WavelengthTable.from_energy(e, v)
-    absorption = [t for t in (get("ABSLENGTH"),) if t is not None]
-    rayleigh = get("RAYLEIGH")
-    if rayleigh is None:
-        rayleigh = get("RSLENGTH")
-    elif "RSLENGTH" in props:
-        notes.add(f"{where}: both RAYLEIGH and RSLENGTH given; RAYLEIGH is used")
-    if rayleigh is None and m.name == "Water" and rindex is not None:
-        notes.add(f"{where}: Geant4 computes Rayleigh scattering for a material named 'Water' without a "
-                  "RAYLEIGH table; charon does not scatter in it (add a RAYLEIGH table to match)")
-    reemit_prob = WavelengthTable.flat(0.0)
-    reemit_cdf: WavelengthTable | None = None
-    reemit_tau = 0.0
-    profile = "exponential"
-    redshift = False
-    # Wavelength shifting: a competing absorption that re-emits (Geant4's G4OpWLS).
-    wls = get("WLSABSLENGTH")
-    if wls is not None:
-        if "WLSCOMPONENT" not in props:
-            raise DetectorError(f"{where}: WLSABSLENGTH without WLSCOMPONENT (the re-emission spectrum)")
-        total = _inverse([*absorption, wls])
-        reemit_prob = _combine([total, wls], lambda tot, w: np.clip(np.asarray(tot) / np.asarray(w), 0.0, 1.0))
-        absorption = [total]
-        reemit_cdf = _spectrum_cdf(props["WLSCOMPONENT"], f"{where} WLSCOMPONENT")
-        tau = props.get("WLSTIMECONSTANT")
-        reemit_tau = float(np.asarray(tau.value).reshape(-1)[0]) if tau is not None else 0.0
-        profile = "delta"
-        redshift = True
-        notes.add(f"{where}: wavelength shifting with Geant4's default 'delta' time profile (a fixed "
-                  "delay of WLSTIMECONSTANT)")
-        if "WLSMEANNUMBERPHOTONS" in props:
-            notes.add(f"{where}: WLSMEANNUMBERPHOTONS is approximated as one re-emitted photon")
-    # RAT's scintillator model (GLG4Scint): per-component absorption and re-emission.
-    n_comp_prop = props.get("NUM_COMP")
-    if n_comp_prop is not None:
+        return WavelengthTable.from_energy(e, v)
+
+    def rayleigh(self, rindex: WavelengthTable | None) -> WavelengthTable | None:
+        rayleigh = self.get("RAYLEIGH")
+        if rayleigh is None:
+            rayleigh = self.get("RSLENGTH")
+        elif "RSLENGTH" in self.props:
+            self.notes.add(f"{self.where}: both RAYLEIGH and RSLENGTH given; RAYLEIGH is used")
+        if rayleigh is None and self.name == "Water" and rindex is not None:
+            self.notes.add(f"{self.where}: Geant4 computes Rayleigh scattering for a material named 'Water' "
+                           "without a RAYLEIGH table; charon does not scatter in it (add a RAYLEIGH table to match)")
+        return rayleigh
+
+    def wls(self, bulk: _Bulk) -> None:
+        """Wavelength shifting: a competing absorption that re-emits (Geant4's G4OpWLS)."""
+        wls = self.get("WLSABSLENGTH")
+        if wls is None:
+            return
+        if "WLSCOMPONENT" not in self.props:
+            raise DetectorError(f"{self.where}: WLSABSLENGTH without WLSCOMPONENT (the re-emission spectrum)")
+        total = _inverse([t for t in (bulk.absorption, wls) if t is not None])
+        bulk.reemit_prob = _combine([total, wls], lambda tot, w: np.clip(np.asarray(tot) / np.asarray(w), 0.0, 1.0))
+        bulk.absorption = total
+        bulk.reemit_cdf = _spectrum_cdf(self.props["WLSCOMPONENT"], f"{self.where} WLSCOMPONENT")
+        tau = self.props.get("WLSTIMECONSTANT")
+        bulk.reemit_tau = float(np.asarray(tau.value).reshape(-1)[0]) if tau is not None else 0.0
+        bulk.profile, bulk.redshift = "delta", True
+        self.notes.add(f"{self.where}: wavelength shifting with Geant4's default 'delta' time profile (a fixed "
+                       "delay of WLSTIMECONSTANT)")
+        if "WLSMEANNUMBERPHOTONS" in self.props:
+            self.notes.add(f"{self.where}: WLSMEANNUMBERPHOTONS is approximated as one re-emitted photon")
+
+    def rat_components(self, bulk: _Bulk) -> None:
+        """RAT's scintillator model (GLG4Scint): per-component absorption and re-emission."""
+        n_comp_prop = self.props.get("NUM_COMP")
+        if n_comp_prop is None:
+            return
         n_comp = round(float(np.asarray(n_comp_prop.value).reshape(-1)[0]))
-        comps = [(get(f"ABSLENGTH{i}"), get(f"REEMISSION_PROB{i}")) for i in range(n_comp)]
+        comps = [(self.get(f"ABSLENGTH{i}"), self.get(f"REEMISSION_PROB{i}")) for i in range(n_comp)]
         lengths = [c[0] for c in comps if c[0] is not None]
-        if lengths:
-            spectrum = props.get("SCINTILLATION_WLS") or props.get("SCINTILLATION")
-            if spectrum is None and any(c[1] is not None for c in comps):
-                raise DetectorError(f"{where}: REEMISSION_PROB without a SCINTILLATION spectrum")
-            total = _inverse([*absorption, *lengths])
-            pieces = [(length, prob) for length, prob in comps if length is not None and prob is not None]
-            if pieces:
-                def fn(tot: F64, *vals: F64) -> F64:
-                    acc = np.zeros_like(np.asarray(tot))
-                    for k in range(0, len(vals), 2):
-                        acc = acc + np.asarray(vals[k + 1]) / np.asarray(vals[k])
-                    return np.asarray(np.clip(np.asarray(tot) * acc, 0.0, 1.0))
-                flat_tables = [t for pair in pieces for t in pair]
-                reemit_prob = _combine([total, *flat_tables], fn)
-                assert spectrum is not None
-                reemit_cdf = _spectrum_cdf(spectrum, f"{where} SCINTILLATION")
-                notes.add(f"{where}: RAT's re-emission (REEMITWAVEFORM) is approximated as prompt")
-            absorption = [total]
-    for key in props:
-        if key.startswith(("MIEHG", "WLSABSLENGTH2", "WLSCOMPONENT2")):
-            notes.add(f"{where}: {key} is not simulated (Mie scattering and a second WLS are not modelled)")
-        elif key.startswith(_GENERATION_ONLY) or key in ("REEMITWAVEFORM",):
-            continue
+        if not lengths:
+            return
+        spectrum = self.props.get("SCINTILLATION_WLS") or self.props.get("SCINTILLATION")
+        if spectrum is None and any(c[1] is not None for c in comps):
+            raise DetectorError(f"{self.where}: REEMISSION_PROB without a SCINTILLATION spectrum")
+        total = _inverse([t for t in (bulk.absorption, *lengths) if t is not None])
+        pieces = [t for length, prob in comps if length is not None and prob is not None for t in (length, prob)]
+        if pieces:
+            def fn(tot: F64, *vals: F64) -> F64:
+                acc = sum((np.asarray(vals[k + 1]) / np.asarray(vals[k]) for k in range(0, len(vals), 2)),
+                          np.zeros_like(np.asarray(tot)))
+                return np.asarray(np.clip(np.asarray(tot) * acc, 0.0, 1.0))
+            bulk.reemit_prob = _combine([total, *pieces], fn)
+            assert spectrum is not None
+            bulk.reemit_cdf = _spectrum_cdf(spectrum, f"{self.where} SCINTILLATION")
+            self.notes.add(f"{self.where}: RAT's re-emission (REEMITWAVEFORM) is approximated as prompt")
+        bulk.absorption = total
+
+    def report_unmodelled(self) -> None:
+        for key in self.props:
+            if key.startswith(("MIEHG", "WLSABSLENGTH2", "WLSCOMPONENT2")):
+                self.notes.add(f"{self.where}: {key} is not simulated (Mie scattering and a second WLS are not "
+                               "modelled)")
+
+
+def material_from_gdml(m: Any, notes: Notes) -> Material:
+    """A GDML material (``charon.gdml`` model) as a charon material; photon-generation properties
+    (scintillation yields, time constants) are the client's business and are not read."""
+    reader = _MaterialReader(m, notes)
+    rindex = reader.get("RINDEX")
+    bulk = _Bulk(absorption=reader.get("ABSLENGTH"))
+    reader.wls(bulk)
+    reader.rat_components(bulk)
+    reader.report_unmodelled()
     return Material(
-        name=name,
+        name=_name(m.name),
         refractive_index=rindex,
-        absorption_length=absorption[0] if absorption else WavelengthTable.flat(np.inf),
-        scattering_length=rayleigh or WavelengthTable.flat(np.inf),
-        reemission_prob=reemit_prob,
-        reemission_cdf=reemit_cdf,
-        reemission_time_ns=reemit_tau,
-        group_velocity=groupvel if rindex is not None else None,
-        reemission_profile=profile,  # type: ignore[arg-type]
-        reemission_redshift=redshift,
+        absorption_length=bulk.absorption or WavelengthTable.flat(np.inf),
+        scattering_length=reader.rayleigh(rindex) or WavelengthTable.flat(np.inf),
+        reemission_prob=bulk.reemit_prob,
+        reemission_cdf=bulk.reemit_cdf,
+        reemission_time_ns=bulk.reemit_tau,
+        group_velocity=reader.group_velocity(rindex),
+        reemission_profile=bulk.profile,  # type: ignore[arg-type]
+        reemission_redshift=bulk.redshift,
     )
+
+
+_FINISHES = ("polished", "ground", "polishedfrontpainted", "groundfrontpainted", "polishedbackpainted",
+             "groundbackpainted")
+
+
+def _check_surface(s: Any, where: str) -> None:
+    if s.type not in ("dielectric_metal", "dielectric_dielectric"):
+        raise DetectorError(f"{where}: surface type {s.type!r} is not supported (allowed: dielectric_metal, "
+                            "dielectric_dielectric)")
+    if s.model not in ("glisur", "unified"):
+        raise DetectorError(f"{where}: surface model {s.model!r} is not supported (allowed: glisur, unified)")
+    if s.finish not in _FINISHES:
+        raise DetectorError(f"{where}: finish {s.finish!r} is not supported (allowed: {', '.join(_FINISHES)})")
+    if ("REALRINDEX" in s.properties or "IMAGINARYRINDEX" in s.properties) and "REFLECTIVITY" not in s.properties:
+        raise DetectorError(f"{where}: a complex refractive index (REALRINDEX/IMAGINARYRINDEX) is not "
+                            "supported; give REFLECTIVITY instead")
+
+
+def _metal_reflection(s: Any, where: str, reflectivity: F64, grid: F64, notes: Notes) -> tuple[F64, F64]:
+    """(specular, diffuse) reflection probabilities of a metal: polished reflects specularly; ground
+    diffusely (the unified model's Lambertian default), or specularly for its spike/lobe/backscatter
+    constants; glisur's ground facets are approximated as polished."""
+    if not s.finish.startswith("ground"):
+        return reflectivity, np.zeros_like(grid)
+    if s.model != "unified":
+        notes.add(f"{where}: glisur 'ground' facets (polish {s.value:g}) are approximated as polished")
+        return reflectivity, np.zeros_like(grid)
+    ss, sl, bs = (_table(s.properties[k], f"{where} {k}")(grid) if k in s.properties else np.zeros_like(grid)
+                  for k in ("SPECULARSPIKECONSTANT", "SPECULARLOBECONSTANT", "BACKSCATTERCONSTANT"))
+    if np.any(sl > 0) or np.any(bs > 0):
+        notes.add(f"{where}: the unified model's specular lobe and backscatter are approximated as specular "
+                  "reflection")
+    specular_part = np.clip(ss + sl + bs, 0.0, 1.0)
+    return reflectivity * specular_part, reflectivity * (1.0 - specular_part)
 
 
 def surface_from_gdml(s: Any, notes: Notes) -> Surface:
     """A GDML ``opticalsurface`` as a charon surface (see the module docstring for the mapping)."""
     where = f"optical surface {s.name!r} (line {s.line})"
+    _check_surface(s, where)
     props: Mapping[str, Any] = s.properties
-    kind, finish, model = str(s.type), str(s.finish), str(s.model)
-    if kind not in ("dielectric_metal", "dielectric_dielectric"):
-        raise DetectorError(f"{where}: surface type {kind!r} is not supported (allowed: dielectric_metal, "
-                            "dielectric_dielectric)")
-    if model not in ("glisur", "unified"):
-        raise DetectorError(f"{where}: surface model {model!r} is not supported (allowed: glisur, unified)")
-    known_finishes = ("polished", "ground", "polishedfrontpainted", "groundfrontpainted",
-                      "polishedbackpainted", "groundbackpainted")
-    if finish not in known_finishes:
-        raise DetectorError(f"{where}: finish {finish!r} is not supported (allowed: {', '.join(known_finishes)})")
 
     def table(key: str, default: float) -> WavelengthTable:
         p = props.get(key)
         return WavelengthTable.flat(default) if p is None else _table(p, f"{where} {key}")
 
-    if ("REALRINDEX" in props or "IMAGINARYRINDEX" in props) and "REFLECTIVITY" not in props:
-        raise DetectorError(f"{where}: a complex refractive index (REALRINDEX/IMAGINARYRINDEX) is not "
-                            "supported; give REFLECTIVITY instead")
-    r = table("REFLECTIVITY", 1.0)
-    e = table("EFFICIENCY", 0.0)
-    t = table("TRANSMITTANCE", 0.0)
+    r, e, t = table("REFLECTIVITY", 1.0), table("EFFICIENCY", 0.0), table("TRANSMITTANCE", 0.0)
     grid = np.unique(np.concatenate([r.wavelength, e.wavelength, t.wavelength]))
     rv, ev, tv = np.clip(r(grid), 0.0, 1.0), np.clip(e(grid), 0.0, 1.0), np.clip(t(grid), 0.0, 1.0)
     tv = np.minimum(tv, 1.0 - rv)
@@ -234,39 +274,26 @@ def surface_from_gdml(s: Any, notes: Notes) -> Surface:
     def w(values: F64) -> WavelengthTable:
         return WavelengthTable(grid, np.clip(values, 0.0, 1.0))
 
-    zero = np.zeros_like(grid)
-    spec, diff = rv, zero
-    ground = finish.startswith("ground")
-    if kind == "dielectric_metal":
-        if ground:
-            if model == "unified":
-                ss, sl, bs = (table(k, 0.0)(grid) for k in ("SPECULARSPIKECONSTANT", "SPECULARLOBECONSTANT",
-                                                               "BACKSCATTERCONSTANT"))
-                specular_part = np.clip(ss + sl + bs, 0.0, 1.0)
-                spec, diff = rv * specular_part, rv * (1.0 - specular_part)
-                if np.any(sl > 0) or np.any(bs > 0):
-                    notes.add(f"{where}: the unified model's specular lobe and backscatter are approximated as "
-                              "specular reflection")
-            else:
-                notes.add(f"{where}: glisur 'ground' facets (polish {s.value:g}) are approximated as polished")
-        if finish.endswith("painted"):
+    common = {"detect": w(lost * ev), "absorb": w(lost * (1.0 - ev)), "transmit": w(tv)}
+    if s.type == "dielectric_metal":
+        if s.finish.endswith("painted"):
             notes.add(f"{where}: a painted finish on a metal surface is treated as unpainted")
-        return Surface(_name(s.name), detect=w(lost * ev), absorb=w(lost * (1.0 - ev)), reflect_diffuse=w(diff),
-                       reflect_specular=w(spec), transmit=w(tv), model="dielectric_metal")
-    if finish in ("polishedfrontpainted", "groundfrontpainted"):
+        spec, diff = _metal_reflection(s, where, rv, grid, notes)
+        return Surface(_name(s.name), reflect_diffuse=w(diff), reflect_specular=w(spec), model="dielectric_metal",
+                       **common)
+    if s.finish in ("polishedfrontpainted", "groundfrontpainted"):
         # Reflect or absorb: the far side is never refracted into, as on a metal.
-        if finish == "groundfrontpainted":
-            spec, diff = zero, rv
-        return Surface(_name(s.name), detect=w(lost * ev), absorb=w(lost * (1.0 - ev)), reflect_diffuse=w(diff),
-                       reflect_specular=w(spec), transmit=w(tv), model="dielectric_metal")
-    if finish.endswith("backpainted"):
-        notes.add(f"{where}: '{finish}' (paint behind a thin gap) is approximated as a polished dielectric "
+        ground = s.finish == "groundfrontpainted"
+        zero = np.zeros_like(grid)
+        return Surface(_name(s.name), reflect_diffuse=w(rv if ground else zero),
+                       reflect_specular=w(zero if ground else rv), model="dielectric_metal", **common)
+    if s.finish.endswith("backpainted"):
+        notes.add(f"{where}: '{s.finish}' (paint behind a thin gap) is approximated as a polished dielectric "
                   "boundary")
-    elif ground:
+    elif s.finish.startswith("ground"):
         notes.add(f"{where}: a ground dielectric's microfacets are approximated as a polished boundary")
     # Dielectric: R is the chance of reaching the Fresnel boundary at all.
-    return Surface(_name(s.name), detect=w(lost * ev), absorb=w(lost * (1.0 - ev)), transmit=w(tv),
-                   model="dielectric_dielectric")
+    return Surface(_name(s.name), model="dielectric_dielectric", **common)
 
 
 def _name(gdml_name: str) -> str:

@@ -142,6 +142,7 @@ def _patch_max_depth(vessel: Vessel, radius: float) -> float:
 
 
 def check_pmt_placement(vessel: Vessel, pmts: PMTArray) -> None:
+    """Every photocathode lies on the wall, faces inward, fits the wall and touches no other."""
     pos, nrm, r = pmts.positions, pmts.normals, pmts.radius
     if r >= 0.5 * vessel.radius:
         raise DetectorError(f"PMT radius {r} mm is too large for a vessel of radius {vessel.radius} mm")
@@ -156,39 +157,47 @@ def check_pmt_placement(vessel: Vessel, pmts: PMTArray) -> None:
         k = int(np.argmax(dev))
         raise DetectorError(f"PMT {k} normal is not the inward wall normal there")
     if vessel.shape == "cylinder":
-        assert vessel.half_height is not None
-        on_cap = np.abs(nrm[:, 2]) > 0.5
-        if pmts.shape == "disk" and not np.all(on_cap):
-            raise DetectorError("disk photocathodes need a flat wall: put them on the cylinder end caps "
-                                "or use shape 'cap'")
-        side = ~on_cap
-        if np.any(np.abs(pos[side, 2]) + r > vessel.half_height):
-            raise DetectorError("a barrel photocathode reaches over the cylinder edge")
-        if np.any(np.hypot(pos[on_cap, 0], pos[on_cap, 1]) + r > vessel.radius):
-            raise DetectorError("an end-cap photocathode reaches over the cylinder edge")
+        _check_cylinder_fit(vessel, pmts)
     elif pmts.shape == "disk":
         raise DetectorError("disk photocathodes need a flat wall; on a sphere use shape 'cap'")
-    # Photocathodes must not overlap, so that a wall point belongs to at most one channel.
-    if vessel.shape == "sphere":
+    _check_no_overlap(vessel, pmts)
+
+
+def _check_cylinder_fit(vessel: Vessel, pmts: PMTArray) -> None:
+    assert vessel.half_height is not None
+    pos, r = pmts.positions, pmts.radius
+    on_cap = np.abs(pmts.normals[:, 2]) > 0.5
+    if pmts.shape == "disk" and not np.all(on_cap):
+        raise DetectorError("disk photocathodes need a flat wall: put them on the cylinder end caps "
+                            "or use shape 'cap'")
+    side = ~on_cap
+    if np.any(np.abs(pos[side, 2]) + r > vessel.half_height):
+        raise DetectorError("a barrel photocathode reaches over the cylinder edge")
+    if np.any(np.hypot(pos[on_cap, 0], pos[on_cap, 1]) + r > vessel.radius):
+        raise DetectorError("an end-cap photocathode reaches over the cylinder edge")
+
+
+def _check_no_overlap(vessel: Vessel, pmts: PMTArray) -> None:
+    """Photocathodes must not overlap, so that a wall point belongs to at most one channel."""
+    pos, r = pmts.positions, pmts.radius
+    angular = vessel.shape == "sphere"
+    if angular:
         u = pos / np.linalg.norm(pos, axis=1, keepdims=True)
         min_cos = math.cos(2.0 * math.asin(r / vessel.radius))
-        limit_kind = "angular"
     else:
         u = pos
-        depth = _patch_max_depth(vessel, r)
-        min_sep = 2.0 * math.hypot(r, depth)
-        limit_kind = "distance"
-    p = len(pmts)
+        min_sep = 2.0 * math.hypot(r, _patch_max_depth(vessel, r))
     block = 512
-    for start in range(0, p, block):
+    for start in range(0, len(pmts), block):
         a = u[start:start + block]
-        if limit_kind == "angular":
+        diagonal = (np.arange(a.shape[0]), np.arange(start, start + a.shape[0]))
+        if angular:
             c = a @ u.T
-            c[np.arange(a.shape[0]), np.arange(start, start + a.shape[0])] = -1.0
+            c[diagonal] = -1.0
             bad = np.argwhere(c > min_cos + 1e-12)
         else:
             d2 = ((a[:, None, :] - u[None, :, :]) ** 2).sum(axis=2)
-            d2[np.arange(a.shape[0]), np.arange(start, start + a.shape[0])] = np.inf
+            d2[diagonal] = np.inf
             bad = np.argwhere(d2 < min_sep**2)
         if bad.size:
             i, j = int(bad[0, 0]) + start, int(bad[0, 1])

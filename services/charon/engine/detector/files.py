@@ -31,6 +31,7 @@ from charon.engine.detector.model import (
 from charon.errors import DetectorError
 
 if TYPE_CHECKING:
+    from charon.engine.detector.scene import Scene
     from charon.engine.mesh import MeshGeometry
 
 Arrays = dict[str, npt.NDArray[Any]]
@@ -142,51 +143,10 @@ def detector_from_arrays(arrays: Arrays) -> Detector:
     if version not in (1, FILE_VERSION):
         raise DetectorError(f"unsupported format version {version!r} (this charon reads versions 1 and "
                             f"{FILE_VERSION})")
-
-    def table(prefix: str) -> WavelengthTable:
-        try:
-            return WavelengthTable(arrays[f"{prefix}/wavelength"], arrays[f"{prefix}/value"])
-        except KeyError:
-            raise DetectorError(f"missing table {prefix!r}") from None
-        except DetectorError as exc:
-            raise DetectorError(f"{prefix}: {exc}") from None
-
-    materials: dict[str, Material] = {}
-    for name, spec in dict(header["materials"]).items():
-        tabs = set(spec["tables"])
-
-        def opt(t: str, name: str = name, tabs: set[str] = tabs) -> WavelengthTable | None:
-            return table(f"materials/{name}/{t}") if t in tabs else None
-
-        materials[name] = Material(
-            name=name,
-            refractive_index=opt("refractive_index"),
-            absorption_length=table(f"materials/{name}/absorption_length"),
-            scattering_length=table(f"materials/{name}/scattering_length"),
-            reemission_prob=table(f"materials/{name}/reemission_prob"),
-            reemission_cdf=opt("reemission_cdf"),
-            reemission_time_ns=float(spec["reemission_time_ns"]),
-            group_velocity=opt("group_velocity"),
-            reemission_profile=spec.get("reemission_profile", "exponential"),
-            reemission_redshift=bool(spec.get("reemission_redshift", False)),
-        )
-    surfaces: dict[str, Surface] = {}
-    for name, spec in dict(header["surfaces"]).items():
-        present = [t for t in SURFACE_TABLES if t in spec["tables"]]
-        surfaces[name] = Surface(name, **{t: table(f"surfaces/{name}/{t}") for t in present},
-                                 model=spec.get("model", "chroma"))
-    vessel = pmts = None
-    if header.get("vessel") is not None:
-        v = header["vessel"]
-        vessel = Vessel(shape=v["shape"], radius=float(v["radius"]), inner_material=str(v["inner_material"]),
-                        outer_material=str(v["outer_material"]), surface=v["surface"],
-                        half_height=None if v["half_height"] is None else float(v["half_height"]))
-        pm = header["pmts"]
-        pmts = PMTArray(positions=arrays["pmts/positions"], normals=arrays["pmts/normals"],
-                        radius=float(pm["radius"]), surface=str(pm["surface"]),
-                        channel_type=arrays["pmts/channel_type"], shape=pm["shape"])
-        if len(pmts) != int(pm["count"]):
-            raise DetectorError(f"header says {pm['count']} PMTs, arrays hold {len(pmts)}")
+    tables = _Tables(arrays)
+    materials = {name: tables.material(name, spec) for name, spec in dict(header["materials"]).items()}
+    surfaces = {name: tables.surface(name, spec) for name, spec in dict(header["surfaces"]).items()}
+    vessel, pmts = _analytic(header, arrays)
     channels = None
     if version != 1 and header["channels"].get("stored", True):
         channels = Channels(arrays["channels/positions"], arrays["channels/channel_type"],
@@ -194,18 +154,75 @@ def detector_from_arrays(arrays: Arrays) -> Detector:
         if len(channels) != int(header["channels"]["count"]):
             raise DetectorError(f"header says {header['channels']['count']} channels, arrays hold "
                                 f"{len(channels)}")
-    mesh = _mesh(header, arrays)
-    scene = None
-    if header.get("scene") is not None:
-        from charon.engine.detector.scene import Scene
-
-        try:
-            scene = Scene.from_canonical(header["scene"], _sub(arrays, "scene/"))
-        except ValueError as exc:
-            raise DetectorError(f"scene: {exc}") from None
     return Detector(name=str(header.get("name", "detector")), materials=materials, surfaces=surfaces,
-                    vessel=vessel, pmts=pmts, mesh=mesh, scene=scene, channels=channels,
-                    provenance=dict(header.get("provenance") or {}))
+                    vessel=vessel, pmts=pmts, mesh=_mesh(header, arrays), scene=_scene(header, arrays),
+                    channels=channels, provenance=dict(header.get("provenance") or {}))
+
+
+class _Tables:
+    """Reads the named wavelength tables of a file's materials and surfaces."""
+
+    def __init__(self, arrays: Arrays) -> None:
+        self.arrays = arrays
+
+    def table(self, prefix: str) -> WavelengthTable:
+        try:
+            return WavelengthTable(self.arrays[f"{prefix}/wavelength"], self.arrays[f"{prefix}/value"])
+        except KeyError:
+            raise DetectorError(f"missing table {prefix!r}") from None
+        except DetectorError as exc:
+            raise DetectorError(f"{prefix}: {exc}") from None
+
+    def material(self, name: str, spec: dict[str, Any]) -> Material:
+        present = set(spec["tables"])
+
+        def opt(t: str) -> WavelengthTable | None:
+            return self.table(f"materials/{name}/{t}") if t in present else None
+
+        return Material(
+            name=name,
+            refractive_index=opt("refractive_index"),
+            absorption_length=self.table(f"materials/{name}/absorption_length"),
+            scattering_length=self.table(f"materials/{name}/scattering_length"),
+            reemission_prob=self.table(f"materials/{name}/reemission_prob"),
+            reemission_cdf=opt("reemission_cdf"),
+            reemission_time_ns=float(spec["reemission_time_ns"]),
+            group_velocity=opt("group_velocity"),
+            reemission_profile=spec.get("reemission_profile", "exponential"),
+            reemission_redshift=bool(spec.get("reemission_redshift", False)),
+        )
+
+    def surface(self, name: str, spec: dict[str, Any]) -> Surface:
+        present = [t for t in SURFACE_TABLES if t in spec["tables"]]
+        return Surface(name, **{t: self.table(f"surfaces/{name}/{t}") for t in present},
+                       model=spec.get("model", "chroma"))
+
+
+def _analytic(header: dict[str, Any], arrays: Arrays) -> tuple[Vessel | None, PMTArray | None]:
+    if header.get("vessel") is None:
+        return None, None
+    v = header["vessel"]
+    vessel = Vessel(shape=v["shape"], radius=float(v["radius"]), inner_material=str(v["inner_material"]),
+                    outer_material=str(v["outer_material"]), surface=v["surface"],
+                    half_height=None if v["half_height"] is None else float(v["half_height"]))
+    pm = header["pmts"]
+    pmts = PMTArray(positions=arrays["pmts/positions"], normals=arrays["pmts/normals"],
+                    radius=float(pm["radius"]), surface=str(pm["surface"]),
+                    channel_type=arrays["pmts/channel_type"], shape=pm["shape"])
+    if len(pmts) != int(pm["count"]):
+        raise DetectorError(f"header says {pm['count']} PMTs, arrays hold {len(pmts)}")
+    return vessel, pmts
+
+
+def _scene(header: dict[str, Any], arrays: Arrays) -> Scene | None:
+    if header.get("scene") is None:
+        return None
+    from charon.engine.detector.scene import Scene
+
+    try:
+        return Scene.from_canonical(header["scene"], _sub(arrays, "scene/"))
+    except ValueError as exc:
+        raise DetectorError(f"scene: {exc}") from None
 
 
 def _sub(arrays: Arrays, prefix: str) -> Arrays:

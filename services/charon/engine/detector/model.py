@@ -350,16 +350,12 @@ class Detector:
     provenance: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from charon.engine.detector.analytic import check_pmt_placement
-
         mats = dict(self.materials)
         surfs = dict(self.surfaces)
-        for key, m in mats.items():
-            if key != m.name:
-                raise DetectorError(f"material stored under {key!r} is named {m.name!r}")
-        for key, s in surfs.items():
-            if key != s.name:
-                raise DetectorError(f"surface stored under {key!r} is named {s.name!r}")
+        for kind, table in (("material", mats), ("surface", surfs)):
+            for key, obj in table.items():
+                if key != obj.name:
+                    raise DetectorError(f"{kind} stored under {key!r} is named {obj.name!r}")
         object.__setattr__(self, "materials", {k: mats[k] for k in sorted(mats)})
         object.__setattr__(self, "surfaces", {k: surfs[k] for k in sorted(surfs)})
         object.__setattr__(self, "provenance", dict(self.provenance))
@@ -367,20 +363,8 @@ class Detector:
             raise DetectorError("an analytic detector needs both a vessel and PMTs")
         if self.vessel is None and self.scene is None:
             raise DetectorError("a detector needs a geometry: a vessel with PMTs, or a scene")
-        if self.vessel is not None and self.pmts is not None:
-            v = self.vessel
-            for what, name in (("inner_material", v.inner_material), ("outer_material", v.outer_material)):
-                if name not in mats:
-                    raise DetectorError(f"vessel {what} {name!r} is not a defined material "
-                                        f"(defined: {sorted(mats)})")
-                if mats[name].opaque:
-                    raise DetectorError(f"vessel {what} {name!r} has no refractive index")
-            for what, sname in (("vessel surface", v.surface), ("PMT surface", self.pmts.surface)):
-                if sname is not None and sname not in surfs:
-                    raise DetectorError(f"{what} {sname!r} is not a defined surface (defined: {sorted(surfs)})")
-            check_pmt_placement(v, self.pmts)
-            if self.channels is not None:
-                raise DetectorError("an analytic detector's channels are its PMTs: give no separate channels")
+        if self.vessel is not None:
+            self._check_analytic(mats, surfs)
         elif self.channels is None:
             raise DetectorError("a scene detector needs its channels (PMT positions and types)")
         n_ch = len(self.channel_table)
@@ -393,6 +377,24 @@ class Detector:
                 raise DetectorError(f"{what}: {exc}") from None
             if geo.n_channels > n_ch:
                 raise DetectorError(f"{what} uses channel {geo.n_channels - 1} but the detector has {n_ch}")
+
+    def _check_analytic(self, mats: Mapping[str, Material], surfs: Mapping[str, Surface]) -> None:
+        from charon.engine.detector.analytic import check_pmt_placement
+
+        v, pmts = self.vessel, self.pmts
+        assert v is not None
+        assert pmts is not None
+        for what, name in (("inner_material", v.inner_material), ("outer_material", v.outer_material)):
+            if name not in mats:
+                raise DetectorError(f"vessel {what} {name!r} is not a defined material (defined: {sorted(mats)})")
+            if mats[name].opaque:
+                raise DetectorError(f"vessel {what} {name!r} has no refractive index")
+        for what, sname in (("vessel surface", v.surface), ("PMT surface", pmts.surface)):
+            if sname is not None and sname not in surfs:
+                raise DetectorError(f"{what} {sname!r} is not a defined surface (defined: {sorted(surfs)})")
+        check_pmt_placement(v, pmts)
+        if self.channels is not None:
+            raise DetectorError("an analytic detector's channels are its PMTs: give no separate channels")
 
     # -- public views -------------------------------------------------------------------------
 

@@ -80,16 +80,8 @@ class Scene:
         xf = np.ascontiguousarray(self.transform, dtype=np.float64).reshape(-1, 3, 4)
         if not np.all(np.isfinite(v)) or not np.all(np.isfinite(xf)):
             raise ValueError("scene vertices and transforms must be finite")
+        _check_shapes(v, t, vs, ts)
         n_shapes = vs.shape[0] - 1
-        if n_shapes < 0 or ts.shape[0] != n_shapes + 1:
-            raise ValueError("shape_vertex_start and shape_triangle_start need one entry per shape plus one")
-        if vs[0] != 0 or ts[0] != 0 or vs[-1] != v.shape[0] or ts[-1] != t.shape[0] \
-                or np.any(np.diff(vs) < 0) or np.any(np.diff(ts) < 0):
-            raise ValueError("shape offsets must rise from 0 to the vertex and triangle counts")
-        counts = np.diff(vs)
-        owner = np.repeat(np.arange(n_shapes), np.diff(ts))
-        if t.size and (t.min() < 0 or np.any(t.max(axis=1) >= counts[owner])):
-            raise ValueError("a triangle refers to a vertex outside its shape")
         n_inst = xf.shape[0]
         for name in _INSTANCE_FIELDS:
             col = np.ascontiguousarray(getattr(self, name), dtype=np.int32).reshape(-1)
@@ -103,17 +95,35 @@ class Scene:
             raise ValueError("instance volume index out of range of volume_names")
         if len(self.shape_names) != n_shapes:
             raise ValueError(f"{n_shapes} shapes but {len(self.shape_names)} shape names")
+        if n_inst and np.any(np.abs(np.linalg.det(xf[:, :, :3])) < 1e-12):
+            raise ValueError("an instance transform is singular")
+        self._set_tags(t.shape[0], n_shapes)
+        self._set_kinds(n_shapes)
+        for a in (v, t, vs, ts, xf):
+            a.flags.writeable = False
+        object.__setattr__(self, "vertices", v)
+        object.__setattr__(self, "triangles", t)
+        object.__setattr__(self, "shape_vertex_start", vs)
+        object.__setattr__(self, "shape_triangle_start", ts)
+        object.__setattr__(self, "transform", xf)
+        object.__setattr__(self, "volume_names", tuple(self.volume_names))
+        object.__setattr__(self, "shape_names", tuple(self.shape_names))
+
+    def _set_tags(self, n_triangles: int, n_shapes: int) -> None:
         if (self.triangle_tags is None) != (self.shape_tagged is None):
             raise ValueError("triangle_tags and shape_tagged come together")
-        if self.triangle_tags is not None and self.shape_tagged is not None:
-            tags = np.ascontiguousarray(self.triangle_tags, dtype=np.int32).reshape(-1, 4)
-            tagged = np.ascontiguousarray(self.shape_tagged, dtype=np.bool_).reshape(-1)
-            if tags.shape[0] != t.shape[0] or tagged.shape[0] != n_shapes:
-                raise ValueError("triangle_tags needs one row per triangle, shape_tagged one entry per shape")
-            tags.flags.writeable = False
-            tagged.flags.writeable = False
-            object.__setattr__(self, "triangle_tags", tags)
-            object.__setattr__(self, "shape_tagged", tagged)
+        if self.triangle_tags is None or self.shape_tagged is None:
+            return
+        tags = np.ascontiguousarray(self.triangle_tags, dtype=np.int32).reshape(-1, 4)
+        tagged = np.ascontiguousarray(self.shape_tagged, dtype=np.bool_).reshape(-1)
+        if tags.shape[0] != n_triangles or tagged.shape[0] != n_shapes:
+            raise ValueError("triangle_tags needs one row per triangle, shape_tagged one entry per shape")
+        tags.flags.writeable = False
+        tagged.flags.writeable = False
+        object.__setattr__(self, "triangle_tags", tags)
+        object.__setattr__(self, "shape_tagged", tagged)
+
+    def _set_kinds(self, n_shapes: int) -> None:
         kind = np.zeros(n_shapes, np.int32) if self.shape_kind is None else \
             np.ascontiguousarray(self.shape_kind, dtype=np.int32).reshape(-1)
         params = np.zeros((n_shapes, SHAPE_PARAMS)) if self.shape_params is None else \
@@ -126,18 +136,6 @@ class Scene:
         params.flags.writeable = False
         object.__setattr__(self, "shape_kind", kind)
         object.__setattr__(self, "shape_params", params)
-        dets = np.linalg.det(xf[:, :, :3]) if n_inst else np.zeros(0)
-        if np.any(np.abs(dets) < 1e-12):
-            raise ValueError("an instance transform is singular")
-        for a in (v, t, vs, ts, xf):
-            a.flags.writeable = False
-        object.__setattr__(self, "vertices", v)
-        object.__setattr__(self, "triangles", t)
-        object.__setattr__(self, "shape_vertex_start", vs)
-        object.__setattr__(self, "shape_triangle_start", ts)
-        object.__setattr__(self, "transform", xf)
-        object.__setattr__(self, "volume_names", tuple(self.volume_names))
-        object.__setattr__(self, "shape_names", tuple(self.shape_names))
 
     # -- sizes --------------------------------------------------------------------------------
 
@@ -286,6 +284,18 @@ class Scene:
             )
         except KeyError as exc:
             raise ValueError(f"scene lacks {exc.args[0]!r}") from None
+
+
+def _check_shapes(v: F32, t: I32, vs: I64, ts: I64) -> None:
+    n_shapes = vs.shape[0] - 1
+    if n_shapes < 0 or ts.shape[0] != n_shapes + 1:
+        raise ValueError("shape_vertex_start and shape_triangle_start need one entry per shape plus one")
+    if vs[0] != 0 or ts[0] != 0 or vs[-1] != v.shape[0] or ts[-1] != t.shape[0] \
+            or np.any(np.diff(vs) < 0) or np.any(np.diff(ts) < 0):
+        raise ValueError("shape offsets must rise from 0 to the vertex and triangle counts")
+    owner = np.repeat(np.arange(n_shapes), np.diff(ts))
+    if t.size and (t.min() < 0 or np.any(t.max(axis=1) >= np.diff(vs)[owner])):
+        raise ValueError("a triangle refers to a vertex outside its shape")
 
 
 def analytic_shape(form: dict[str, Any] | None) -> tuple[int, tuple[float, ...]]:
