@@ -19,7 +19,7 @@ from charon.server import Server
 from charon.source import isotropic_point
 from charon.worker.driver import Worker
 from tests import inproc
-from tests.router_support import free_port
+from tests.router_support import free_port, wait_for
 
 LOOPBACK = {"server": {"bind": "tcp://127.0.0.1:*"}}
 HTTP = {"metrics": {"enabled": True, "addr": "127.0.0.1:0"}}
@@ -139,3 +139,57 @@ def test_ipv6_loopback_endpoints_work_for_serve_router_and_worker() -> None:
         with inproc.running(Worker(inproc.settings({"worker": {"router": r.workers_endpoint}}), inproc.echo())), \
                 Client(r.endpoint, timeout_s=30) as client:
             assert len(client.simulate(isotropic_point(2, 100, (0.0, 0.0, 0.0), 420.0))) == 100
+
+
+def test_serve_groups_requests_that_wait_for_the_engine_into_one_pass(context: zmq.Context[Any]) -> None:
+    """While one pass runs, requests from other clients queue; the next pass takes them together.
+    PING is answered at once during the pass (the socket thread never waits on the engine)."""
+    gate = inproc.Gate()
+    with inproc.running(Server(inproc.settings(SERVE_TCP), gate)) as s:
+        first = Client(s.endpoint, timeout_s=30, retries=0, context=context)
+        done: list[int] = []
+        threads = [threading.Thread(target=lambda: done.append(len(first.simulate(_event(0)))))]
+        threads[0].start()
+        gate.wait_entered()
+        clients = [Client(s.endpoint, timeout_s=30, retries=0, context=context) for _ in range(6)]
+        for k, c in enumerate(clients, start=1):
+            threads.append(threading.Thread(target=lambda c=c, k=k: done.append(len(c.simulate(_event(k))))))
+            threads[-1].start()
+        with Client(s.endpoint, timeout_s=5, retries=0, context=context) as pinger:
+            assert pinger.ping() < 5  # answered while the engine is held
+        wait_for(lambda: len(s.service._pending) == 7, 10.0, "all 7 requests in hand")
+        gate.open.set()
+        for t in threads:
+            t.join(30)
+        for c in (first, *clients):
+            c.close()
+    assert sorted(done) == [1000] * 7
+    assert gate.batches == [1, 6]
+
+
+SERVE_TCP = {"server": {"bind": "tcp://127.0.0.1:*"}}
+
+
+def _event(event_id: int) -> Any:
+    return isotropic_point(event_id, 1000, (0.0, 0.0, 0.0), 420.0, seed=event_id)
+
+
+def test_serve_keeps_reply_order_per_connection_behind_engine_work(context: zmq.Context[Any]) -> None:
+    """A DEALER pipelining PHOTONDATA then PING gets SIM_COMPLETE first: v1 replies carry no request
+    id, so a connection's replies leave in its request order."""
+    gate = inproc.Gate()
+    with inproc.running(Server(inproc.settings(SERVE_TCP), gate)) as s:
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(s.endpoint)
+        ev = _event(5)
+        sock.send_multipart([b"", tokens.PHOTONDATA, ev.metadata(), *ev.frames()], copy=False)
+        gate.wait_entered()
+        sock.send_multipart([b"", tokens.PING])
+        assert not sock.poll(200), "PING overtook the simulation of the same connection"
+        gate.open.set()
+        assert sock.poll(10_000)
+        assert sock.recv_multipart()[1] == tokens.SIM_COMPLETE
+        assert sock.poll(10_000)
+        assert sock.recv_multipart() == [b"", tokens.ACK]
+        sock.close(linger=0)

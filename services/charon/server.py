@@ -1,15 +1,22 @@
 """``charon serve``: one process that binds a ROUTER socket and answers every request itself.
 
 The detector is loaded (and the engine warmed) *before* the socket is bound, so a client never
-waits on a server that cannot answer yet. Requests are handled one at a time in arrival order;
-no input can stop the loop.
+waits on a server that cannot answer yet. PING, RUN_BEGIN/END and DETECTOR_INFO are answered on
+the socket thread at once; PHOTONDATA goes to a simulation thread (the worker's), which groups the
+requests that wait while the engine is busy into one engine pass (``engine.batch_max_photons``,
+``engine.batch_max_delay_s``), so many clients with small events keep the engine full. The socket
+thread never waits on the engine: it keeps answering PING and signals during a long simulation.
+No input can stop the loop.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -17,16 +24,32 @@ from prometheus_client import CollectorRegistry
 
 from charon import sockets
 from charon.engine.base import Simulator
+from charon.errors import CharonError
 from charon.health import HealthServer
 from charon.liveness import Progress
-from charon.metrics import RequestMetrics, new_registry
+from charon.metrics import RequestMetrics, kind_label, new_registry
 from charon.process import Stop, open_simulator, run_service
-from charon.protocol import v1
+from charon.protocol import tokens, v1
+from charon.protocol.v1 import Frame
 from charon.service import Answer, RequestHandler
 from charon.settings import Settings
+from charon.worker.simulation import SimulationThread, Work, unpack_head
 
 log = logging.getLogger("charon.serve")
 _POLL_MS = 200
+#: Requests handed to the engine and not answered yet, beyond which no more are read (the socket's
+#: queue and the client's own timeout then hold the rest back).
+MAX_PENDING = 1024
+_results_ids = itertools.count()
+
+
+@dataclass(slots=True)
+class _Pending:
+    envelope: list[Frame]
+    arrived: float
+    n_photons: int
+    #: The reply, once known; it leaves when every earlier request of its connection has left.
+    reply: list[Frame] | None = None
 
 
 class Server:
@@ -47,13 +70,30 @@ class Server:
         self._ctx: zmq.Context[Any] | None = context
         self._own_ctx = False
         self._sock: zmq.Socket[Any] | None = None
+        self._results: zmq.Socket[Any] | None = None
+        self._sim: SimulationThread | None = None
+        self._pending: dict[int, _Pending] = {}
+        #: Per client connection (ROUTER identity), its requests in arrival order: replies leave in
+        #: that order, as a DEALER client pipelining v1 requests (which carry no request id) needs.
+        self._order: dict[bytes, deque[int]] = {}
+        self._tokens = itertools.count(1)
 
     def startup(self) -> dict[str, object]:
         simulator = self.handler.simulator
         log.info("engine %s ready, detector %s, %d channels", simulator.name, simulator.fingerprint[:12],
                  len(simulator.detector_info()))
         metrics_addr = self.http.start()
-        self._sock = sockets.serve_socket(self._context())
+        ctx = self._context()
+        results = f"inproc://charon-serve-results-{next(_results_ids)}"
+        self._results = ctx.socket(zmq.PULL)
+        self._results.setsockopt(zmq.LINGER, 0)
+        self._results.bind(results)
+        engine = self.settings.engine
+        self._sim = SimulationThread(self.handler, ctx, results, batch_max_photons=engine.batch_max_photons,
+                                     batch_max_delay_s=engine.batch_max_delay_s, progress=self.progress,
+                                     clock=self.clock)
+        self._sim.start()
+        self._sock = sockets.serve_socket(ctx)
         endpoint = sockets.bind(self._sock, self.settings.server.bind)
         self.http.health.set_ready(True)
         log.info("serving on %s", endpoint)
@@ -61,28 +101,92 @@ class Server:
 
     def run(self, stop: Stop) -> int:
         assert self._sock is not None, "startup() first"
+        assert self._results is not None
         poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
+        poller.register(self._results, zmq.POLLIN)
+        reading = False
         while not stop.is_set():
-            if poller.poll(_POLL_MS):
-                self._answer_one(self._sock)
+            if reading != (len(self._pending) < MAX_PENDING):
+                reading = not reading
+                if reading:
+                    poller.register(self._sock, zmq.POLLIN)
+                else:
+                    poller.unregister(self._sock)
+            ready = dict(poller.poll(_POLL_MS))
+            if self._results in ready:
+                self._forward_results()
+            if self._sock in ready:
+                self._receive(self._sock)
+        self._finish_pending()
         return 0
 
-    def _answer_one(self, sock: zmq.Socket[Any]) -> None:
-        frames = sock.recv_multipart(copy=False)
-        start = time.perf_counter()
-        envelope, payload = v1.split_envelope([f.buffer for f in frames])
-        self.progress.begin(self.clock())
+    def _receive(self, sock: zmq.Socket[Any]) -> None:
+        """Take the requests waiting on the socket: engine work to the simulation thread, the rest
+        answered here."""
+        while len(self._pending) < MAX_PENDING and sock.poll(0):
+            frames = sock.recv_multipart(copy=False)
+            envelope, payload = v1.split_envelope([f.buffer for f in frames])
+            client = bytes(v1.as_view(envelope[0])) if envelope else b""
+            engine_work = _is_engine_work(payload)
+            if not engine_work and not self._order.get(client):
+                start = time.perf_counter()
+                answer = self.handler.handle(payload)
+                self._record(answer, time.perf_counter() - start)
+                self._send(envelope, answer.reply)
+                continue
+            token = next(self._tokens)
+            pending = self._pending[token] = _Pending(envelope, time.perf_counter(), _photon_count(payload))
+            self._order.setdefault(client, deque()).append(token)
+            if engine_work:
+                assert self._sim is not None
+                self._sim.inbox.put(Work(0, token, payload))
+            else:  # behind engine work of its connection: answered now, sent in turn
+                start = time.perf_counter()
+                answer = self.handler.handle(payload)
+                self._record(answer, time.perf_counter() - start)
+                pending.reply = list(answer.reply)
+                self._release(client)
+
+    def _forward_results(self) -> None:
+        assert self._results is not None
+        while self._results.poll(0):
+            frames = self._results.recv_multipart(copy=False)
+            _, token = unpack_head(frames[0].buffer)
+            pending = self._pending.get(token)
+            if pending is None:
+                continue
+            pending.reply = [f.buffer for f in frames[1:]]
+            self._record(_answer_of(pending.reply, pending.n_photons), time.perf_counter() - pending.arrived)
+            self._release(bytes(v1.as_view(pending.envelope[0])) if pending.envelope else b"")
+
+    def _release(self, client: bytes) -> None:
+        """Send the replies at the head of ``client``'s queue that are ready, in order."""
+        order = self._order.get(client)
+        while order and self._pending[order[0]].reply is not None:
+            done = self._pending.pop(order.popleft())
+            assert done.reply is not None
+            self._send(done.envelope, done.reply)
+        if not order:
+            self._order.pop(client, None)
+
+    def _send(self, envelope: Sequence[Frame], reply: Sequence[Frame]) -> None:
+        assert self._sock is not None
         try:
-            answer = self.handler.handle(payload)
-        finally:
-            self.progress.end()
-        # Counted before the reply leaves, so a client holding a reply always sees it in /metrics.
-        self._record(answer, time.perf_counter() - start)
-        try:
-            sock.send_multipart([*envelope, *answer.reply], copy=False)
+            self._sock.send_multipart([*envelope, *reply], copy=False)
         except zmq.ZMQError as exc:
             log.warning("reply to a departed client dropped: %s", exc)
+
+    def _finish_pending(self) -> None:
+        """After a stop: answer what the engine has in hand, within the worker's drain grace."""
+        deadline = self.clock() + self.settings.worker.drain_grace_s
+        if self._pending:
+            log.info("finishing %d request(s) in hand", len(self._pending))
+        while self._pending and self.clock() < deadline:
+            assert self._results is not None
+            if self._results.poll(_POLL_MS):
+                self._forward_results()
+        if self._pending:
+            log.warning("%d request(s) unanswered at exit", len(self._pending))
 
     def _record(self, answer: Answer, seconds: float) -> None:
         """Metrics and the per-request log line of one answered request."""
@@ -104,6 +208,13 @@ class Server:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+        if self._sim is not None:
+            if not self._sim.stop(timeout=1.0):
+                log.warning("simulation still running at exit")
+            self._sim = None
+        if self._results is not None:
+            self._results.close(linger=0)
+            self._results = None
         if self._own_ctx and self._ctx is not None:
             self._ctx.term()
             self._ctx, self._own_ctx = None, False
@@ -118,3 +229,34 @@ class Server:
 def main(settings: Settings) -> int:
     with open_simulator(settings.engine) as simulator:
         return run_service(Server(settings, simulator))
+
+
+def _photon_count(payload: Sequence[Frame]) -> int:
+    """Photons of a PHOTONDATA from its metadata frame (0 when the frame is malformed)."""
+    if len(payload) > 1:
+        meta = v1.as_view(payload[1])
+        if len(meta) >= 8:
+            return int.from_bytes(meta[4:8], "little")
+    return 0
+
+
+def _is_engine_work(payload: Sequence[Frame]) -> bool:
+    """A well-formed PHOTONDATA (the only request the engine answers; a malformed one is answered
+    on the socket thread with its defined reply)."""
+    if v1.header_of(payload) != tokens.PHOTONDATA:
+        return False
+    try:
+        v1.decode_request(payload)
+    except CharonError:
+        return False
+    return True
+
+
+def _answer_of(reply: Sequence[Frame], n_photons: int) -> Answer:
+    """What the simulation thread's reply to a well-formed PHOTONDATA means, for metrics and the log."""
+    header = v1.header_of(reply)
+    if header == tokens.SIM_COMPLETE:
+        n_hits = len(v1.as_view(reply[2])) // 4 if len(reply) > 2 else 0
+        return Answer(reply, "photondata", "ok", n_photons, n_hits)
+    return Answer(reply, kind_label(tokens.PHOTONDATA), "simulation_failed", n_photons,
+                  detail=f"the engine failed ({header!r})")

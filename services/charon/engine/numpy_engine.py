@@ -196,9 +196,10 @@ class NumpySimulator:
         s = _State.from_columns(cols, keys, flags)
 
         # Set-up: terminal input stays as it is; non-finite input is aborted.
-        dnorm2 = s.dx * s.dx + s.dy * s.dy + s.dz * s.dz
-        r2 = s.x * s.x + s.y * s.y + s.z * s.z
-        finite = np.isfinite(r2 + dnorm2 + s.ex * s.ex + s.ey * s.ey + s.ez * s.ez + s.w + s.t) & (dnorm2 > 0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            dnorm2 = s.dx * s.dx + s.dy * s.dy + s.dz * s.dz
+            r2 = s.x * s.x + s.y * s.y + s.z * s.z
+        finite = np.logical_and.reduce([np.isfinite(getattr(s, c)) for c in _VEC + ("w", "t")]) & (dnorm2 > 0)
         live = (flags & _TERMINAL) == 0
         flags[live & ~finite] |= _U[Flag.NAN_ABORT]
         live &= finite
