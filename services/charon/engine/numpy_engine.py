@@ -199,7 +199,7 @@ class NumpySimulator:
         with np.errstate(over="ignore", invalid="ignore"):
             dnorm2 = s.dx * s.dx + s.dy * s.dy + s.dz * s.dz
             r2 = s.x * s.x + s.y * s.y + s.z * s.z
-        finite = np.logical_and.reduce([np.isfinite(getattr(s, c)) for c in _VEC + ("w", "t")]) & (dnorm2 > 0)
+        finite = np.logical_and.reduce([np.isfinite(getattr(s, c)) for c in (*_VEC, "w", "t")]) & (dnorm2 > 0)
         live = (flags & _TERMINAL) == 0
         flags[live & ~finite] |= _U[Flag.NAN_ABORT]
         live &= finite
