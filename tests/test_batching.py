@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from charon.engine.base import Hits, Photons
-from charon.engine.batching import BatchPlanner, pack, plan_groups, split_hits, split_indices
+from charon.engine.batching import BatchPlanner, pack, plan_groups
 
 
 def make_photons(event_id: int, n: int, rng: np.random.Generator) -> Photons:
@@ -149,49 +149,3 @@ def test_pack_empty_batch() -> None:
 def fake_hits(n: int, rng: np.random.Generator) -> Hits:
     f = [rng.normal(size=n).astype(np.float32) for _ in range(8)]
     return Hits(rng.integers(0, 50, n).astype(np.uint32), *f, rng.integers(0, 4096, n).astype(np.uint32))
-
-
-def test_split_indices_keeps_engine_order_within_each_event() -> None:
-    rng = np.random.default_rng(3)
-    evidx = rng.integers(0, 6, 1000).astype(np.uint32)
-    parts = split_indices(evidx, 6)
-    assert sum(len(p) for p in parts) == 1000
-    for e, idx in enumerate(parts):
-        assert np.all(evidx[idx] == e)
-        assert np.all(np.diff(idx) > 0)  # increasing = the flat array's order
-
-
-def test_split_indices_drops_out_of_range_and_handles_empty_events() -> None:
-    evidx = np.array([2, 0, 5, 2, 9, 0], dtype=np.uint32)
-    parts = split_indices(evidx, 3)
-    assert [p.tolist() for p in parts] == [[1, 5], [], [0, 3]]
-    assert split_indices(np.zeros(0, np.uint32), 0) == []
-    assert [p.tolist() for p in split_indices(np.zeros(0, np.uint32), 2)] == [[], []]
-
-
-def test_split_hits_round_trip_through_a_fake_pass() -> None:
-    """Hits of a packed pass, produced in scrambled order, come back to the right events."""
-    rng = np.random.default_rng(4)
-    batch = [make_photons(i, int(n), rng) for i, n in enumerate(rng.integers(0, 40, 12))]
-    packed = pack(batch)
-    detected = rng.permutation(len(packed))[: len(packed) // 2]  # atomic-counter order: random
-    flat = Hits(np.asarray(detected % 50, np.uint32), packed.dir[detected, 0], packed.dir[detected, 1],
-                packed.dir[detected, 2], packed.pol[detected, 0], packed.pol[detected, 1],
-                packed.pol[detected, 2], packed.wavelengths[detected], packed.t[detected],
-                packed.flags[detected] | np.uint32(0x4))
-    per_event = split_hits(flat, packed.evidx[detected], len(batch))
-    assert len(per_event) == len(batch)
-    assert sum(len(h) for h in per_event) == len(flat)
-    for i, (p, hits) in enumerate(zip(batch, per_event, strict=True)):
-        mine = detected[packed.evidx[detected] == i]  # this event's photons, in engine order
-        np.testing.assert_array_equal(hits.time, packed.t[mine])
-        np.testing.assert_array_equal(hits.wavelength, packed.wavelengths[mine])
-        assert set(hits.time.tolist()) <= set(p.time.tolist())
-
-
-def test_split_hits_single_event_is_a_no_op_and_length_mismatch_raises() -> None:
-    rng = np.random.default_rng(5)
-    hits = fake_hits(10, rng)
-    assert split_hits(hits, np.zeros(10, np.uint32), 1)[0] is hits
-    with pytest.raises(ValueError, match="event indices"):
-        split_hits(hits, np.zeros(9, np.uint32), 1)

@@ -26,7 +26,6 @@ from charon.engine.chroma import INSTALL_HINT, ChromaSimulator, DetectorSource, 
 from charon.engine.chroma_convert import (
     detector_info,
     hits_from_flat,
-    hits_per_event,
     looks_truncated,
     mark_non_finite,
     photons_kwargs,
@@ -227,19 +226,6 @@ def test_hits_from_flat_rejects_ragged_columns() -> None:
     flat.t = flat.t[:3]
     with pytest.raises(ValueError, match="ragged"):
         hits_from_flat(flat, 3)
-
-
-def test_hits_per_event_splits_by_evidx_in_order() -> None:
-    rng = np.random.default_rng(7)
-    flat = fake_flat(200, 10, rng, n_events=4)
-    flat.channel[5] = 99
-    parts = hits_per_event(flat, 4, 10)
-    keep = np.flatnonzero(flat.channel < 10)
-    assert sum(len(p) for p in parts) == len(keep) == 199
-    for e, hits in enumerate(parts):
-        mine = keep[flat.evidx[keep] == e]
-        np.testing.assert_array_equal(hits.time, flat.t[mine])
-        np.testing.assert_array_equal(hits.channel, flat.channel[mine])
 
 
 # ----------------------------------------------------------------------------------- DETECTOR_INFO

@@ -29,7 +29,11 @@ _I4 = np.dtype("<i4")
 
 @dataclass(frozen=True, slots=True)
 class Photons:
-    """One event's photons: mm, unit vectors, nm, ns, Chroma flag bits (v1 PHOTONDATA order)."""
+    """One event's photons: mm, unit vectors, nm, ns, Chroma flag bits (v1 PHOTONDATA order).
+
+    ``stream`` is mixed into the key of the event's random streams beside the seed, the event id
+    and the photons' digest (a client's per-run seed, for a protocol that carries one; 0 for v1).
+    """
 
     event_id: int
     x: F32
@@ -44,6 +48,7 @@ class Photons:
     wavelength: F32
     time: F32
     flags: U32
+    stream: int = 0
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -70,7 +75,7 @@ class Photons:
         t = np.zeros(n, np.float32) if time is None else np.broadcast_to(np.asarray(time, np.float32), (n,))
         fl = np.zeros(n, np.uint32) if flags is None else np.broadcast_to(np.asarray(flags, np.uint32), (n,))
         cols = [np.ascontiguousarray(a) for a in (*p.T, *d.T, *q.T, wl, t)]
-        return cls(event_id, *cols, np.ascontiguousarray(fl))  # type: ignore[call-arg]
+        return cls(event_id, *cols, np.ascontiguousarray(fl))  # type: ignore[call-arg, arg-type]
 
     def frames(self) -> list[Frame]:
         """The 12 array frames of a PHOTONDATA request (no copies for contiguous little-endian arrays)."""
@@ -84,15 +89,20 @@ class Photons:
         return tuple(getattr(self, name) for name in tokens.PHOTON_FIELDS)
 
     def digest(self) -> int:
-        """The 64-bit digest of the photon data that keys this event's random streams."""
-        from charon.engine.optics import photons_digest
+        """The 64-bit digest of the photon data (and ``stream``) that keys this event's random streams."""
+        from charon.engine.optics import mix64_int, photons_digest
 
-        return photons_digest(self.columns())
+        digest = photons_digest(self.columns())
+        return mix64_int(digest ^ mix64_int(self.stream)) or 1 if self.stream else digest
 
 
 @dataclass(frozen=True, slots=True)
 class Hits:
-    """One event's detected photons (v1 SIM_COMPLETE order); ``channel`` < number of PMTs."""
+    """One event's detected photons (v1 SIM_COMPLETE order); ``channel`` < number of PMTs.
+
+    ``x, y, z`` (mm) are where each photon was detected, when the engine knows it (v1 replies do
+    not carry them; a protocol that does can).
+    """
 
     channel: U32
     dx: F32
@@ -104,15 +114,22 @@ class Hits:
     wavelength: F32
     time: F32
     flags: U32
+    x: F32 | None = None
+    y: F32 | None = None
+    z: F32 | None = None
 
     def __len__(self) -> int:
         return int(self.channel.shape[0])
+
+    @property
+    def has_positions(self) -> bool:
+        return self.x is not None and self.y is not None and self.z is not None
 
     @classmethod
     def empty(cls) -> Hits:
         f = np.zeros(0, np.float32)
         u = np.zeros(0, np.uint32)
-        return cls(u, f, f, f, f, f, f, f, f, u)
+        return cls(u, f, f, f, f, f, f, f, f, u, f, f, f)
 
     @classmethod
     def from_frames(cls, frames: Sequence[Frame]) -> Hits:
@@ -128,13 +145,20 @@ class Hits:
         return [_frame(getattr(self, name)) for name in tokens.HIT_FIELDS]
 
     def take(self, index: npt.NDArray[np.intp] | npt.NDArray[np.bool_] | slice) -> Hits:
-        return Hits(*(getattr(self, f.name)[index] for f in fields(self)))
+        taken: dict[str, Any] = {}
+        for f in fields(self):
+            a = getattr(self, f.name)
+            taken[f.name] = None if a is None else a[index]
+        return Hits(**taken)
 
     @classmethod
     def concatenate(cls, parts: Sequence[Hits]) -> Hits:
+        """The hits of ``parts`` one after another (positions only when every part has them)."""
         if not parts:
             return cls.empty()
-        return cls(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+        with_positions = all(p.has_positions for p in parts)
+        names = [f.name for f in fields(cls) if with_positions or f.name not in ("x", "y", "z")]
+        return cls(**{name: np.concatenate([getattr(p, name) for p in parts]) for name in names})
 
 
 @dataclass(frozen=True, slots=True)

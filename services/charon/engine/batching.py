@@ -1,4 +1,4 @@
-"""Several requests in one engine pass: plan the groups, pack their photons, split the hits back.
+"""Several requests in one engine pass: plan the groups and pack their photons.
 
 A GPU pass has a fixed cost (uploads, kernel launches, hit compaction) that small events cannot
 amortise, so a worker with several queued requests runs them together, each photon tagged with the
@@ -10,8 +10,6 @@ index of its request inside the pass (``evidx``). This module is the pure-numpy 
   clock.
 * :func:`pack` copies a group's v1 columns once into the (n, 3) layout GPU engines upload, plus
   ``evidx`` and the per-request photon bounds.
-* :func:`split_indices` / :func:`split_hits` turn one flat hit list of a pass back into one list per
-  request, keeping each request's hits in the order the engine produced them.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from charon.engine.base import F32, U32, Hits, Photons
+from charon.engine.base import F32, U32, Photons
 
 I64 = npt.NDArray[np.int64]
 
@@ -145,28 +143,3 @@ def pack(batch: Sequence[Photons]) -> PackedPhotons:
         flags[a:b] = p.flags
     evidx = np.repeat(np.arange(len(batch), dtype=np.uint32), sizes)
     return PackedPhotons(pos, dir_, pol, wavelengths, t, flags, evidx, bounds)
-
-
-def split_indices(evidx: npt.NDArray[np.integer], n_events: int) -> list[npt.NDArray[np.intp]]:
-    """Row indices of each event's entries in a flat array, each in the flat array's order.
-
-    Entries whose ``evidx`` is not in 0..n_events-1 belong to no event and are left out.
-    """
-    ev = np.asarray(evidx)
-    if ev.ndim != 1:
-        raise ValueError("evidx must be one-dimensional")
-    if n_events == 0:
-        return []
-    # A stable sort keeps the engine's order inside every event; searchsorted finds the cuts.
-    order = np.argsort(ev, kind="stable")
-    cuts = np.searchsorted(ev[order], np.arange(n_events + 1), side="left")
-    return [order[cuts[i]:cuts[i + 1]] for i in range(n_events)]
-
-
-def split_hits(hits: Hits, evidx: npt.NDArray[np.integer], n_events: int) -> list[Hits]:
-    """One :class:`Hits` per event from a pass's flat hits and their ``evidx``."""
-    if len(hits) != np.asarray(evidx).shape[0]:
-        raise ValueError(f"{len(hits)} hits but {np.asarray(evidx).shape[0]} event indices")
-    if n_events == 1 and len(hits) and bool(np.all(np.asarray(evidx) == 0)):
-        return [hits]
-    return [hits.take(index) for index in split_indices(evidx, n_events)]

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from charon.engine.base import DetectorInfo, Hits
-from charon.engine.batching import PackedPhotons, split_hits
+from charon.engine.batching import PackedPhotons
 from charon.errors import DetectorError
 from charon.protocol.tokens import Flag
 
@@ -102,15 +102,6 @@ def hits_from_flat(flat: FlatHits, n_channels: int) -> Hits:
         d[0], d[1], d[2], p[0], p[1], p[2],
         np.ascontiguousarray(wavelengths), np.ascontiguousarray(t), np.ascontiguousarray(flags),
     )
-
-
-def hits_per_event(flat: FlatHits, n_events: int, n_channels: int) -> list[Hits]:
-    """Split one pass's flat hits into one :class:`Hits` per event by ``evidx``, keeping order."""
-    evidx = np.asarray(flat.evidx)
-    channel = np.asarray(flat.channel).astype(np.int64, copy=False)
-    valid = (channel >= 0) & (channel < n_channels)
-    hits = hits_from_flat(flat, n_channels)
-    return split_hits(hits, evidx if bool(valid.all()) else evidx[valid], n_events)
 
 
 def detector_info(detector: Any) -> DetectorInfo:

@@ -40,7 +40,7 @@ class EchoSimulator:
             channel = (np.arange(len(ev), dtype=np.uint32) % np.uint32(self._n_channels)).astype(np.uint32)
             flags = ev.flags | np.uint32(Flag.SURFACE_DETECT)
             out.append(Hits(channel, ev.dx, ev.dy, ev.dz, ev.polx, ev.poly, ev.polz, ev.wavelength,
-                            ev.time, flags))
+                            ev.time, flags, ev.x, ev.y, ev.z))
         return out
 
     def close(self) -> None:

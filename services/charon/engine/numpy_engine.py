@@ -477,4 +477,4 @@ class _State:
 
         return Hits(channel=channel.astype(np.uint32), dx=f32(self.dx), dy=f32(self.dy), dz=f32(self.dz),
                     polx=f32(self.ex), poly=f32(self.ey), polz=f32(self.ez), wavelength=f32(self.w),
-                    time=f32(self.t), flags=self.fl[rows].copy())
+                    time=f32(self.t), flags=self.fl[rows].copy(), x=f32(self.x), y=f32(self.y), z=f32(self.z))

@@ -567,9 +567,9 @@ class WarpSimulator:
         src = self._slice_out(m)
         wp.launch(k.compact_hits, dim=m, device=self.device, inputs=[src, self._index, dst])
         host = {name: dense[name].numpy() for name in ("channel", "dx", "dy", "dz", "px", "py", "pz", "wl",
-                                                        "t", "flags", "row")}
+                                                        "t", "flags", "row", "x", "y", "z")}
         hits = Hits(host["channel"].astype(np.uint32), host["dx"], host["dy"], host["dz"], host["px"],
-                    host["py"], host["pz"], host["wl"], host["t"], host["flags"])
+                    host["py"], host["pz"], host["wl"], host["t"], host["flags"], host["x"], host["y"], host["z"])
         return hits, host["row"].astype(np.int64)
 
     def _slice_out(self, m: int) -> Any:
