@@ -85,10 +85,10 @@ def photons_digest(columns: Sequence[npt.NDArray[Any]]) -> int:
 
     h = hashlib.blake2b(digest_size=8)
     for col in columns:
-        raw = np.ascontiguousarray(col).view(np.uint8).reshape(-1)
+        raw = (col if col.flags.c_contiguous else np.ascontiguousarray(col)).data.cast("B")
         h.update(len(raw).to_bytes(8, "little"))
-        h.update(raw[:DIGEST_SAMPLE_BYTES].tobytes())
-        h.update(raw[-DIGEST_SAMPLE_BYTES:].tobytes())
+        h.update(raw[:DIGEST_SAMPLE_BYTES])
+        h.update(raw[-DIGEST_SAMPLE_BYTES:])
     return int.from_bytes(h.digest(), "little") or 1
 
 
