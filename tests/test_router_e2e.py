@@ -373,3 +373,32 @@ def test_sender_hands_a_worker_it_cannot_reach_back_to_the_state(context: zmq.Co
         backend.close()
     assert b"gone" not in state.workers  # EHOSTUNREACH: the worker is forgotten at once
     state.check_invariants()
+
+
+def test_a_hung_worker_s_request_is_answered_by_another_worker_within_the_deadline(
+        context: zmq.Context[Any]) -> None:
+    """The hung worker heartbeats (its socket thread is fine) but its engine never returns."""
+    service = Router(router_settings(execution_deadline_s=1.0, deadline_expel_after=1), context=context)
+    hung = inproc.Gate()
+    with inproc.running(service) as r, inproc.running(
+            Worker(inproc.settings({"worker": {"router": r.workers_endpoint, "drain_grace_s": 0}}), hung,
+                   context=context)):
+        wait_for(lambda: service.state.idle_workers == 1, 10, "the hung worker registered")
+        with inproc.running(worker(context, r.workers_endpoint)):
+            wait_for(lambda: service.state.idle_workers == 2, 10, "the good worker registered")
+            client = Requester(context, r.endpoint)
+            try:
+                start = time.monotonic()
+                client.send(photondata(41, 300))
+                hung.wait_entered()  # least recently ready first: the hung worker has it
+                got = client.recv(timeout_s=10.0)
+                took = time.monotonic() - start
+            finally:
+                client.close()
+            assert got is not None
+            check_sim_complete(got, 41, 300)
+            assert 1.0 <= took < 1.0 + 2.0, took  # deadline, one heartbeat interval and the simulation
+            wait_sample(service, "charon_execution_deadlines_total", 1)
+            wait_sample(service, "charon_workers_expelled_total", 1)
+            assert sample(service, "charon_requests_total", kind="photondata", outcome="ok") == 1
+        hung.open.set()

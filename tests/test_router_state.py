@@ -35,6 +35,8 @@ class Recorder:
         self.dedups = 0
         self.refusals: list[str] = []
         self.expiries = 0
+        self.overdues = 0
+        self.expulsions = 0
         self.photons = 0
         self.hits = 0
 
@@ -59,6 +61,12 @@ class Recorder:
 
     def expired(self) -> None:
         self.expiries += 1
+
+    def overdue(self) -> None:
+        self.overdues += 1
+
+    def expelled(self) -> None:
+        self.expulsions += 1
 
 
 class CheckedState(RouterState):

@@ -3,7 +3,8 @@
 Hypothesis drives :class:`RouterState` (fake clock, plain frames) with requests (some identical,
 so they are de-duplicated), workers registering (CHARONW1 with either of two detectors, or
 ChAR0N's bare READY), heartbeats, replies, late replies, drains, departures, closed connections
-and time passing. After every step the state's own counters must match what it holds
+and time passing; a worker that never replies is taken back at the execution deadline and
+expelled after two misses in a row. After every step the state's own counters must match what it holds
 (:meth:`RouterState.check_invariants`), no requester may have more than one reply, and every
 requester is either answered or still waiting on a queued or in-flight job. At the end every
 worker goes and time runs out: then every requester has exactly one reply.
@@ -28,7 +29,7 @@ from charon.settings import HeartbeatSettings, RouterSettings
 FP_A, FP_B = "a" * 64, "b" * 64
 INFO = [struct.pack("<f", 1.0), struct.pack("<f", 2.0), struct.pack("<f", 3.0), struct.pack("<i", 1)]
 ROUTER = RouterSettings(queue_max_requests=5, queue_deadline_s=3.0, max_attempts=2, dedup_window_s=2.0,
-                        dedup_max_bytes=4096)
+                        dedup_max_bytes=4096, execution_deadline_s=2.0, deadline_expel_after=2)
 HEARTBEAT = HeartbeatSettings(interval_s=1.0, liveness=3)
 
 
@@ -188,6 +189,14 @@ class RouterMachine(RuleBasedStateMachine):
     @invariant()
     def counters_and_indexes_match_what_the_state_holds(self) -> None:
         self.state.check_invariants()
+
+    @invariant()
+    def no_request_is_held_past_the_execution_deadline(self) -> None:
+        for worker in self.state.workers.values():
+            for job in worker.in_flight.values():
+                assert self.now < job.dispatched + ROUTER.execution_deadline_s, (job.event_id, job.dispatched)
+            assert len(worker.in_flight) + len(worker.overdue) <= worker.capacity
+            assert worker.misses < ROUTER.deadline_expel_after
 
     @invariant()
     def every_request_is_answered_once_or_still_waiting(self) -> None:

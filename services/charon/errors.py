@@ -18,6 +18,7 @@ no frame.
     │   └── DeadlineExceeded                            deadline
     ├── SimulationFailed               FAILED           simulation_failed
     │   └── RetriesExhausted           (workers kept dying)  retries_exhausted
+    │       └── ExecutionDeadlineExceeded  (workers kept missing the deadline)  execution_deadline
     ├── ClientError                    charon's client gave up                1
     │   ├── ServerUnavailable          no valid reply after every try
     │   └── RequestFailed              the server answered SIM_FAILED / UNKNOWN_REQUEST
@@ -151,6 +152,12 @@ class RetriesExhausted(SimulationFailed):
     """Every worker given the request died or left before answering, up to the attempt limit."""
 
     outcome = "retries_exhausted"
+
+
+class ExecutionDeadlineExceeded(RetriesExhausted):
+    """Every worker given the request held it past ``router.execution_deadline_s`` (or died)."""
+
+    outcome = "execution_deadline"
 
 
 class ClientError(CharonError):

@@ -77,6 +77,16 @@ class RouterMetrics(RequestMetrics):
             "Workers declared dead: missed heartbeats, or their connection closed while registered",
             registry=registry,
         )
+        self.execution_deadlines = Counter(
+            "charon_execution_deadlines_total",
+            "Requests taken back from a worker that held them past router.execution_deadline_s",
+            registry=registry,
+        )
+        self.workers_expelled = Counter(
+            "charon_workers_expelled_total",
+            "Workers expelled after router.deadline_expel_after execution deadlines missed in a row",
+            registry=registry,
+        )
 
 
 class WorkerMetrics:

@@ -210,6 +210,14 @@ class RouterSettings(_Section):
     dedup_max_bytes: int = Field(
         512 * 1024**2, ge=0, le=2**50, description="Memory bound of the completed-reply cache"
     )
+    execution_deadline_s: float = Field(
+        0.0, ge=0, le=86_400, description="Longest a worker may hold a request before it is taken back and "
+        "given to another worker (router.max_attempts applies); its late reply is dropped; 0 = off"
+    )
+    deadline_expel_after: int = Field(
+        2, ge=1, le=1000, description="Execution deadlines a worker may miss in a row (no reply in time "
+        "between them) before the router expels it (DISCONNECT deadline)"
+    )
     fingerprint: str | None = Field(
         None, pattern=_FINGERPRINT_PATTERN, description="Accept only workers with this detector fingerprint"
     )

@@ -37,6 +37,7 @@ REASON_FINGERPRINT: Final = b"fingerprint"  # router: detector differs from the 
 REASON_UNKNOWN: Final = b"unknown"  # router: not registered (router restarted, or expired)
 REASON_PROTOCOL: Final = b"protocol"  # router: invalid or unexpected message
 REASON_SHUTDOWN: Final = b"shutdown"  # router: stopping
+REASON_DEADLINE: Final = b"deadline"  # router: expelled after repeated execution deadlines
 
 _TOKEN = struct.Struct("<Q")
 _CAPACITY = struct.Struct("<I")

@@ -100,6 +100,12 @@ class PrometheusObserver:
     def expired(self) -> None:
         self.metrics.workers_expired.inc()
 
+    def overdue(self) -> None:
+        self.metrics.execution_deadlines.inc()
+
+    def expelled(self) -> None:
+        self.metrics.workers_expelled.inc()
+
 
 def export_gauges(metrics: RouterMetrics, state: RouterState) -> None:
     """Gauges read the state when scraped: nothing to update per request."""

@@ -9,6 +9,10 @@ send. Everything the router decides lives here, so it is tested exhaustively wit
 * workers are served least-recently-ready first and only while they have free capacity;
 * every dispatched request is tracked per worker under a router-assigned token; a lost worker's
   requests go back to the head of the queue, up to ``max_attempts`` workers, then SIM_FAILED;
+* with ``execution_deadline_s`` set, a request held by a worker longer than that is taken back the
+  same way (its late reply is dropped; the slot stays taken until it comes, since the worker's
+  engine is still busy with it); a worker that misses ``deadline_expel_after`` deadlines in a row
+  is expelled (DISCONNECT ``deadline``);
 * a resent PHOTONDATA (same header, metadata, frame lengths and end-of-frame checksums, confirmed
   by comparing bytes) joins its queued, in-flight or recently completed twin, so one simulation
   answers every requester exactly once;
@@ -35,7 +39,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from charon.errors import CharonError, DeadlineExceeded, QueueFull, RetriesExhausted, WorkerProtocolError
+from charon.errors import (
+    CharonError,
+    DeadlineExceeded,
+    ExecutionDeadlineExceeded,
+    QueueFull,
+    RetriesExhausted,
+    WorkerProtocolError,
+)
 from charon.metrics import kind_label
 from charon.protocol import tokens, v1
 from charon.protocol import worker as wp
@@ -76,7 +87,7 @@ class WorkerStatus(enum.Enum):
     """What a registered worker can do now (the ``state`` label of ``charon_workers``)."""
 
     IDLE = "idle"  # holds no request; takes work
-    BUSY = "busy"  # holds at least one request
+    BUSY = "busy"  # holds at least one request (or a slot an overdue request still occupies)
     DRAINED = "drained"  # draining and holds nothing: takes no work, waits to leave
 
 _OUTCOMES: Final = {
@@ -115,6 +126,8 @@ class Observer(Protocol):
     def deduplicated(self) -> None: ...
     def refused(self, reason: str) -> None: ...
     def expired(self) -> None: ...
+    def overdue(self) -> None: ...
+    def expelled(self) -> None: ...
 
 
 class NullObserver:
@@ -125,6 +138,8 @@ class NullObserver:
     def deduplicated(self) -> None: ...
     def refused(self, reason: str) -> None: ...
     def expired(self) -> None: ...
+    def overdue(self) -> None: ...
+    def expelled(self) -> None: ...
 
 
 #: Metadata bytes and frame count: with the lengths PHOTONDATA validation implies, the cheap part of
@@ -204,18 +219,22 @@ class WorkerEntry:
     legacy: bool
     expiry: float
     in_flight: dict[int, Job] = field(default_factory=dict)
+    #: Tokens taken back at the execution deadline: each keeps its slot until its late reply.
+    overdue: set[int] = field(default_factory=set)
+    #: Execution deadlines missed since the last reply in time.
+    misses: int = 0
     busy_since: float = 0.0
     draining: bool = False
 
     @property
     def status(self) -> WorkerStatus:
-        if self.in_flight:
+        if self.in_flight or self.overdue:
             return WorkerStatus.BUSY
         return WorkerStatus.DRAINED if self.draining else WorkerStatus.IDLE
 
     @property
     def takes_work(self) -> bool:
-        return not self.draining and len(self.in_flight) < self.capacity
+        return not self.draining and len(self.in_flight) + len(self.overdue) < self.capacity
 
 
 class RouterState:
@@ -231,6 +250,8 @@ class RouterState:
         self._free: OrderedDict[bytes, WorkerEntry] = OrderedDict()
         self._queue: deque[Job] = deque()
         self._deadlines: deque[tuple[float, Waiter]] = deque()
+        #: (execution deadline, worker, token) in dispatch order, hence in deadline order.
+        self._exec_deadlines: deque[tuple[float, bytes, int]] = deque()
         self._live: dict[DedupKey, list[Job]] = {}
         self._completed: deque[Job] = deque()
         # Counters, kept by _tally (jobs) and _restate / _register / _unregister (workers) only.
@@ -266,6 +287,8 @@ class RouterState:
         when = self._next_heartbeat
         if self._deadlines and self._deadlines[0][0] < when:
             when = self._deadlines[0][0]
+        if self._exec_deadlines and self._exec_deadlines[0][0] < when:
+            when = self._exec_deadlines[0][0]
         return when
 
     def waiting(self) -> Iterator[Waiter]:
@@ -339,6 +362,8 @@ class RouterState:
         if not worker.in_flight:
             worker.busy_since = now
         worker.in_flight[token] = job
+        if self.settings.execution_deadline_s > 0:
+            self._exec_deadlines.append((now + self.settings.execution_deadline_s, worker.identity, token))
         self._restate(worker, before)
         return token
 
@@ -380,6 +405,16 @@ class RouterState:
         for w, t, j in held:
             expect(f"state of token {t} on {w.identity.hex()}", j.state, JobState.IN_FLIGHT)
             expect(f"token of a job on {w.identity.hex()}", j.token, t)
+        if self.settings.execution_deadline_s > 0:
+            timed = {(i, t) for _, i, t in self._exec_deadlines}
+            expect("in-flight tokens without an execution deadline",
+                   {(w.identity, t) for w, t, _ in held} - timed, set())
+        for w in self.workers.values():
+            expect(f"tokens both in flight and overdue on {w.identity.hex()}", set(w.in_flight) & w.overdue, set())
+            expect(f"slots used on {w.identity.hex()} within capacity",
+                   len(w.in_flight) + len(w.overdue) <= w.capacity, True)
+            expect(f"deadline misses of registered worker {w.identity.hex()} below the expulsion bound",
+                   w.misses < self.settings.deadline_expel_after, True)
         done = list(self._completed)
         expect("cached job states", {j.state for j in done} - {JobState.DONE}, set())
         expect("completed_bytes", self._completed_bytes, sum(j.nbytes + j.reply_bytes for j in done))
@@ -575,8 +610,16 @@ class RouterState:
     def _reply(self, worker: WorkerEntry, token: int, payload: list[Frame], now: float) -> list[Action]:
         job = self._release(worker, token)
         if job is None:
+            if token in worker.overdue:  # taken back at its deadline: the slot is free again
+                before = worker.status
+                worker.overdue.discard(token)
+                self._restate(worker, before)
+                log.info("reply after the execution deadline (token %d) from worker %s dropped",
+                         token, worker.identity.hex())
+                return self._dispatch(now)
             log.info("late reply (token %d) from worker %s dropped", token, worker.identity.hex())
             return []
+        worker.misses = 0
         actions = self._complete(job, payload, now)
         return actions + self._dispatch(now)
 
@@ -641,24 +684,40 @@ class RouterState:
         """Forget a worker; its in-flight requests go back to the head of the queue (or fail)."""
         self._unregister(worker)
         held, worker.in_flight = worker.in_flight, {}
+        worker.overdue.clear()
         actions: list[Action] = []
         for job in reversed(list(held.values())):
-            if job.attempts >= self.settings.max_attempts:
-                err = RetriesExhausted(f"{job.kind} event {job.event_id}: {job.attempts} workers lost "
-                                       "while simulating it", job.event_id)
-                log.error("%s", err)
-                actions.extend(self._answer(job, v1.error_reply(err), err.outcome, now))
-                self._move(job, JobState.DROPPED)
-                continue
-            self._move(job, JobState.QUEUED)
-            job.enqueued = now
-            self._queue.appendleft(job)
-            for waiter in job.waiters:
-                waiter.deadline = now + self.settings.queue_deadline_s
-                self._deadlines.append((waiter.deadline, waiter))
-            self.observer.requeued()
+            actions.extend(self._retry(job, RetriesExhausted(
+                f"{job.kind} event {job.event_id}: {job.attempts} workers lost while simulating it",
+                job.event_id), now))
         if held:
             log.warning("worker %s lost with %d request(s) in flight: requeued", worker.identity.hex(), len(held))
+        return actions
+
+    def _retry(self, job: Job, exhausted: RetriesExhausted, now: float) -> list[Action]:
+        """An in-flight job taken from its worker: back to the head of the queue, or, after
+        ``max_attempts`` workers, failed with ``exhausted``."""
+        if job.attempts >= self.settings.max_attempts:
+            log.error("%s", exhausted)
+            actions = self._fail(job, exhausted, now)
+            self._move(job, JobState.DROPPED)
+            return actions
+        self._move(job, JobState.QUEUED)
+        job.enqueued = now
+        self._queue.appendleft(job)
+        for waiter in job.waiters:
+            waiter.deadline = now + self.settings.queue_deadline_s
+            self._deadlines.append((waiter.deadline, waiter))
+        self.observer.requeued()
+        return []
+
+    def _fail(self, job: Job, err: CharonError, now: float) -> list[Action]:
+        """Every requester of ``job`` gets the v1 failure reply ``err`` calls for.
+
+        The one place a request the router gives up on is answered, so the policy for v1 failure
+        replies is decided here.
+        """
+        actions = self._answer(job, v1.error_reply(err), err.outcome, now)
         return actions
 
     def _forget(self, job: Job) -> None:
@@ -697,6 +756,7 @@ class RouterState:
             self._evict(now)
         self._trim_deadlines()
         actions.extend(self._expire_deadlines(now))
+        actions.extend(self._expire_executions(now))
         if actions:
             log.debug("tick: %d actions", len(actions))
         return actions + self._dispatch(now)
@@ -706,7 +766,7 @@ class RouterState:
         actions: list[Action] = []
         for worker in list(self.workers.values()):
             limit = worker.expiry
-            if worker.legacy and worker.in_flight:
+            if worker.legacy and (worker.in_flight or worker.overdue):
                 # A ChAR0N worker cannot heartbeat while it simulates.
                 limit = max(limit, worker.busy_since + self.settings.queue_deadline_s)
             if limit <= now:
@@ -735,6 +795,36 @@ class RouterState:
             actions.append(ToClient([*waiter.envelope, *v1.error_reply(err)]))
             if not job.waiters:
                 self._move(job, JobState.DROPPED)
+        return actions
+
+    def _expire_executions(self, now: float) -> list[Action]:
+        """Take back every request held past the execution deadline; expel repeat offenders."""
+        actions: list[Action] = []
+        pending = self._exec_deadlines
+        limit = self.settings.execution_deadline_s
+        while pending and pending[0][0] <= now:
+            _, identity, token = pending.popleft()
+            worker = self.workers.get(identity)
+            if worker is None or token not in worker.in_flight:
+                continue  # answered, or its worker already gone
+            before = worker.status
+            job = worker.in_flight.pop(token)
+            worker.overdue.add(token)
+            worker.misses += 1
+            self._restate(worker, before)
+            self.observer.overdue()
+            log.warning("worker %s held %s event %s past the execution deadline (%g s): taken back "
+                        "(%d missed in a row)", identity.hex(), job.kind, job.event_id, limit, worker.misses)
+            actions.extend(self._retry(job, ExecutionDeadlineExceeded(
+                f"{job.kind} event {job.event_id}: not answered within {limit:g} s by {job.attempts} "
+                "worker(s)", job.event_id), now))
+            if worker.misses >= self.settings.deadline_expel_after:
+                log.error("worker %s expelled: %d execution deadlines missed in a row", identity.hex(),
+                          worker.misses)
+                self.observer.expelled()
+                actions.extend(self._remove(worker, now))
+                if not worker.legacy:
+                    actions.append(ToWorker([identity, *wp.disconnect(wp.REASON_DEADLINE)]))
         return actions
 
     def shutdown(self) -> list[Action]:

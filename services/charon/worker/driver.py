@@ -235,6 +235,9 @@ class Worker:
             log.error("router %s refused this worker: its detector fingerprint %s differs from the "
                       "pool's (start workers with the same detector, or change router.fingerprint)",
                       self.settings.worker.router, self.handler.simulator.fingerprint[:16])
+        elif reason == wp.REASON_DEADLINE:
+            log.error("router %s expelled this worker: it kept missing router.execution_deadline_s "
+                      "(a stuck engine fails /healthz after engine.stall_timeout_s)", self.settings.worker.router)
         else:
             log.info("router asked to reconnect (%s)", reason.decode("ascii", "replace"))
         return "exit" if self.drain is not None else "reconnect"
