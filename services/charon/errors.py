@@ -11,6 +11,7 @@ no frame.
     ├── ProtocolError                  bytes that break a protocol
     │   ├── UnknownRequest             UNKNOWN_REQUEST  unknown_request
     │   ├── MalformedRequest           FAILED (event id when readable)  malformed
+    │   ├── RequestTooLarge            none in v1 (silence)  dropped_too_large
     │   ├── InvalidReply               a v1 reply a client rejects (carries its header)
     │   └── WorkerProtocolError        a CHARONW1 message that breaks the worker protocol
     ├── CapacityError                  NO_CAPACITY
@@ -101,6 +102,18 @@ class MalformedRequest(ProtocolError):
 
     reply_kind = ReplyKind.FAILED
     outcome = "malformed"
+
+    def __init__(self, message: str, event_id: int | None = None) -> None:
+        super().__init__(message)
+        self.event_id = event_id
+
+
+class RequestTooLarge(ProtocolError):
+    """A request over ``limits.max_request_bytes`` (or its photon limit): never buffered for long,
+    never simulated. v1 answers it with silence (the client's resend is refused the same way)."""
+
+    reply_kind = ReplyKind.FAILED
+    outcome = "dropped_too_large"
 
     def __init__(self, message: str, event_id: int | None = None) -> None:
         super().__init__(message)

@@ -6,16 +6,19 @@ it and the service's metric registry. A port already in use is logged as a warni
 runs on without HTTP: losing metrics must never take the simulation down. ``/healthz`` asks the
 liveness check (for example :class:`charon.liveness.Progress`: is the engine stuck?) and answers
 503 with its reason, so a Kubernetes liveness probe restarts a process that still answers but no
-longer works.
+longer works. The server answers on a fixed pool of threads (``metrics.threads``) with a bounded
+wait list and an idle timeout, so idle connections cannot take a thread each.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -43,8 +46,63 @@ class Health:
             self._ready.clear()
 
 
-class _IPv6HTTPServer(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
+class PooledHTTPServer(HTTPServer):
+    """An HTTP server on a fixed pool of threads, with a bounded wait list of accepted connections.
+
+    The accepting thread only queues a connection (closing it at once when ``max_waiting`` are
+    already queued); ``threads`` workers answer them, one request per connection (HTTP/1.0), and
+    a connection that sends nothing within ``idle_timeout_s`` is closed. So idle connections cost
+    a descriptor while they wait, never a thread, and at most ``threads + max_waiting`` are held.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: Any, *, threads: int, max_waiting: int,
+                 idle_timeout_s: float) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.idle_timeout_s = idle_timeout_s
+        self.refused = 0
+        self._waiting: queue.Queue[tuple[Any, Any] | None] = queue.Queue(maxsize=max_waiting)
+        self._workers: list[threading.Thread] = []
+        super().__init__(address, handler)  # binds: may raise (then server_close has run)
+        self._workers = [threading.Thread(target=self._work, name=f"health-http-{i}", daemon=True)
+                         for i in range(threads)]
+        for worker in self._workers:
+            worker.start()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(self.idle_timeout_s)
+        try:
+            self._waiting.put_nowait((request, client_address))
+        except queue.Full:
+            self.refused += 1
+            self.shutdown_request(request)
+
+    def _work(self) -> None:
+        while True:
+            item = self._waiting.get()
+            if item is None:
+                return
+            request, client_address = item
+            try:
+                self.finish_request(request, client_address)
+            except Exception:  # one bad connection must not end the worker
+                log.debug("HTTP connection from %s failed", client_address, exc_info=True)
+            finally:
+                self.shutdown_request(request)
+
+    def server_close(self) -> None:
+        super().server_close()
+        while True:  # connections still waiting are closed unanswered
+            try:
+                item = self._waiting.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                self.shutdown_request(item[0])
+        for _ in self._workers:
+            self._waiting.put(None)
 
 
 class HealthServer:
@@ -57,18 +115,23 @@ class HealthServer:
         self._host = host.strip("[]") or "0.0.0.0"
         self._port = int(port)
         self._enabled = settings.enabled
+        self._settings = settings
         self.health = health or Health()
         self.registry = registry
         #: The bound ``host:port`` once started (None when off or the port was taken).
         self.address: str | None = None
-        self._server: ThreadingHTTPServer | None = None
+        self._server: PooledHTTPServer | None = None
 
     def start(self) -> str | None:
         """Bind and serve; returns the bound ``host:port``, or None when off or it could not bind."""
         if not self._enabled or self._server is not None:
             return self.address
         health, registry = self.health, self.registry
+        settings = self._settings
+
         class Handler(BaseHTTPRequestHandler):
+            timeout = settings.idle_timeout_s
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
@@ -95,13 +158,13 @@ class HealthServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        server_class = _IPv6HTTPServer if ":" in self._host else ThreadingHTTPServer
         try:
-            self._server = server_class((self._host, self._port), Handler)
+            self._server = PooledHTTPServer((self._host, self._port), Handler, threads=settings.threads,
+                                            max_waiting=settings.max_waiting,
+                                            idle_timeout_s=settings.idle_timeout_s)
         except OSError as exc:
             log.warning("metrics/health HTTP server not started on %s:%s: %s", self._host, self._port, exc)
             return None
-        self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="health-http", daemon=True).start()
         host, port = self._server.server_address[:2]
         host_text = host.decode() if isinstance(host, bytes) else str(host)

@@ -53,6 +53,19 @@ class RequestMetrics:
             "Request latency by phase: queue wait, service (simulation incl. transfer), total",
             ["phase"], buckets=_DURATION_BUCKETS, registry=registry,
         )
+        self.replies_dropped = Counter(
+            "charon_replies_dropped_total",
+            "Replies not sent: hwm = the client connection already had limits.client_send_hwm replies "
+            "unread; gone = the connection had closed",
+            ["reason"], registry=registry,
+        )
+        self.client_connections = Gauge("charon_client_connections", "Client connections open now",
+                                        registry=registry)
+        self.client_connections_refused = Counter(
+            "charon_client_connections_refused_total",
+            "Client connections closed at once because limits.max_client_connections were open",
+            registry=registry,
+        )
 
 
 class RouterMetrics(RequestMetrics):

@@ -23,6 +23,7 @@ import zmq
 from prometheus_client import CollectorRegistry
 
 from charon import sockets
+from charon.connections import ConnectionGuard, check_descriptors, raise_descriptor_limit
 from charon.engine.base import Simulator
 from charon.errors import CharonError
 from charon.health import HealthServer
@@ -77,6 +78,8 @@ class Server:
         #: that order, as a DEALER client pipelining v1 requests (which carry no request id) needs.
         self._order: dict[bytes, deque[int]] = {}
         self._tokens = itertools.count(1)
+        self._guard: ConnectionGuard | None = None
+        self._dropped = sockets.DroppedReplies(self.metrics.replies_dropped)
 
     def startup(self) -> dict[str, object]:
         simulator = self.handler.simulator
@@ -93,8 +96,14 @@ class Server:
                                      batch_max_delay_s=engine.batch_max_delay_s, progress=self.progress,
                                      clock=self.clock)
         self._sim.start()
-        self._sock = sockets.serve_socket(ctx)
+        self._sock = sockets.serve_socket(ctx, self.settings.limits)
         endpoint = sockets.bind(self._sock, self.settings.server.bind)
+        limits = self.settings.limits
+        self._guard = ConnectionGuard(self._sock, limits.max_client_connections, self.metrics)
+        descriptors = check_descriptors(limits.max_client_connections)
+        log.info("limits: requests up to %d bytes (%d photons), %d unread replies per client, %d client "
+                 "connections (descriptor limit %d)", limits.max_request_bytes, limits.max_request_photons,
+                 limits.client_send_hwm, limits.max_client_connections, descriptors)
         self.http.health.set_ready(True)
         log.info("serving on %s", endpoint)
         return {"endpoint": endpoint, "metrics": metrics_addr, "fingerprint": simulator.fingerprint}
@@ -104,6 +113,8 @@ class Server:
         assert self._results is not None
         poller = zmq.Poller()
         poller.register(self._results, zmq.POLLIN)
+        if self._guard is not None:
+            poller.register(self._guard.socket, zmq.POLLIN)
         reading = False
         while not stop.is_set():
             if reading != (len(self._pending) < MAX_PENDING):
@@ -117,6 +128,8 @@ class Server:
                 self._forward_results()
             if self._sock in ready:
                 self._receive(self._sock)
+            if self._guard is not None and self._guard.socket in ready:
+                self._guard.handle()
         self._finish_pending()
         return 0
 
@@ -126,6 +139,8 @@ class Server:
         while len(self._pending) < MAX_PENDING and sock.poll(0):
             frames = sock.recv_multipart(copy=False)
             envelope, payload = v1.split_envelope([f.buffer for f in frames])
+            if self._too_large(envelope, payload):
+                continue
             client = bytes(v1.as_view(envelope[0])) if envelope else b""
             engine_work = _is_engine_work(payload)
             if not engine_work and not self._order.get(client):
@@ -146,6 +161,21 @@ class Server:
                 self._record(answer, time.perf_counter() - start)
                 pending.reply = list(answer.reply)
                 self._release(client)
+
+    def _too_large(self, envelope: Sequence[Frame], payload: Sequence[Frame]) -> bool:
+        """A request over ``limits.max_request_bytes``: counted, and answered as v1 says (silence)."""
+        limits = self.settings.limits
+        try:
+            v1.check_size(payload, limits.max_request_bytes, limits.max_request_photons)
+        except CharonError as exc:
+            kind = kind_label(v1.header_of(payload))
+            self.metrics.requests.labels(kind, exc.outcome).inc()
+            log.warning("%s refused (%s): %s", kind, exc.outcome, exc)
+            reply = v1.refusal(exc)
+            if reply is not None:
+                self._send(envelope, reply)
+            return True
+        return False
 
     def _forward_results(self) -> None:
         assert self._results is not None
@@ -171,10 +201,9 @@ class Server:
 
     def _send(self, envelope: Sequence[Frame], reply: Sequence[Frame]) -> None:
         assert self._sock is not None
-        try:
-            self._sock.send_multipart([*envelope, *reply], copy=False)
-        except zmq.ZMQError as exc:
-            log.warning("reply to a departed client dropped: %s", exc)
+        reason = sockets.send_reply(self._sock, [*envelope, *reply])
+        if reason is not None:
+            self._dropped(reason)
 
     def _finish_pending(self) -> None:
         """After a stop: answer what the engine has in hand, within the worker's drain grace."""
@@ -205,6 +234,9 @@ class Server:
 
     def shutdown(self) -> None:
         self.http.health.set_ready(False)
+        if self._guard is not None:
+            self._guard.close()
+            self._guard = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -227,6 +259,7 @@ class Server:
 
 
 def main(settings: Settings) -> int:
+    raise_descriptor_limit()
     with open_simulator(settings.engine) as simulator:
         return run_service(Server(settings, simulator))
 

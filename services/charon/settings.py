@@ -114,6 +114,17 @@ class MetricsSettings(_Section):
         "(router and serve :9100, worker and gateway :0, i.e. a free port that is logged)",
     )
     enabled: bool = Field(True, description="Serve metrics and health endpoints at all")
+    threads: int = Field(
+        4, ge=1, le=256, description="Threads answering HTTP requests (a fixed pool: an idle connection "
+        "costs no thread of its own)"
+    )
+    max_waiting: int = Field(
+        64, ge=1, le=100_000, description="Accepted HTTP connections waiting for a thread; beyond it a new "
+        "connection is closed at once"
+    )
+    idle_timeout_s: float = Field(
+        5.0, gt=0, le=3600, description="An HTTP connection that sends nothing for this long is closed"
+    )
 
 
 class HeartbeatSettings(_Section):
@@ -177,6 +188,40 @@ class EngineSettings(_Section):
         300.0, ge=0, le=86_400, description="Liveness: /healthz fails once one engine pass has run "
         "longer than this (the process is then restarted); 0 = never"
     )
+
+
+#: Bytes per photon in a PHOTONDATA (twelve 4-byte arrays): the photon limit follows the byte limit.
+PHOTON_BYTES: Final = 48
+
+
+class LimitsSettings(_Section):
+    """Bounds on what a client can make ``charon serve`` or ``charon router`` hold."""
+
+    max_request_bytes: int = Field(
+        1024**3, ge=1024**2, le=2**40, description="Largest request accepted on a client-facing socket "
+        "(bytes); photons per request are limited to a 48th of it, and each frame to a twelfth "
+        "(ZMQ_MAXMSGSIZE: a larger frame closes the connection before it is buffered). Over it: v1 "
+        "gets no reply (counted as dropped_too_large)"
+    )
+    client_send_hwm: int = Field(
+        1000, ge=1, le=10_000_000, description="Replies queued for one client connection that does not "
+        "read them (ZMQ_SNDHWM) before further replies to it are dropped and counted"
+    )
+    max_client_connections: int = Field(
+        4096, ge=1, le=1_000_000, description="Client connections held at once; a connection beyond it "
+        "is closed at once and logged"
+    )
+
+    @property
+    def max_request_photons(self) -> int:
+        """Photons per PHOTONDATA: as many as ``max_request_bytes`` holds."""
+        return self.max_request_bytes // PHOTON_BYTES
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """ZMQ_MAXMSGSIZE of a client-facing socket: the largest photon array frame of a request at
+        the byte limit (twelve such frames are the whole request)."""
+        return 4 * self.max_request_photons
 
 
 class ServerSettings(_Section):
@@ -300,6 +345,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = EngineSettings()
     server: ServerSettings = ServerSettings()
     router: RouterSettings = RouterSettings()
+    limits: LimitsSettings = LimitsSettings()
     worker: WorkerSettings = WorkerSettings()
     client: ClientSettings = ClientSettings()
     gateway: GatewaySettings = GatewaySettings()

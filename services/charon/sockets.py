@@ -7,12 +7,16 @@ test that plays it. Endpoint helpers for connecting and reporting live here too.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 import zmq
 
 from charon.errors import StartupError
+from charon.settings import LimitsSettings
+
+log = logging.getLogger("charon.sockets")
 
 
 def _socket(ctx: zmq.Context[Any], kind: int) -> zmq.Socket[Any]:
@@ -21,27 +25,43 @@ def _socket(ctx: zmq.Context[Any], kind: int) -> zmq.Socket[Any]:
     return sock
 
 
-def serve_socket(ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
-    """``charon serve``'s client-facing ROUTER (binds; IPv6 endpoints too, IPv4 where it must)."""
+def client_facing(ctx: zmq.Context[Any], limits: LimitsSettings) -> zmq.Socket[Any]:
+    """A client-facing ROUTER (``charon serve``'s socket, the router's frontend).
+
+    * ZMQ_MAXMSGSIZE = ``limits.max_frame_bytes``: a frame larger than any frame of a request at
+      the byte limit closes its connection before it is buffered (libzmq reads the length first);
+    * ZMQ_SNDHWM = ``limits.client_send_hwm`` replies per connection, with ROUTER_MANDATORY so a
+      reply over it fails (EAGAIN, counted by the driver) instead of vanishing, as does a reply
+      to a connection that has gone (EHOSTUNREACH); replies are sent with NOBLOCK;
+    * no receive high-water mark: the state machine bounds the queue (count and bytes).
+    """
     sock = _socket(ctx, zmq.ROUTER)
     sock.setsockopt(zmq.IPV6, 1)
+    sock.setsockopt(zmq.MAXMSGSIZE, limits.max_frame_bytes)
+    sock.setsockopt(zmq.SNDHWM, limits.client_send_hwm)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     return sock
 
 
-def router_frontend(ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
-    """The router's client-facing ROUTER. The state machine bounds the queue: zmq must never
-    drop silently at a high-water mark."""
+def serve_socket(ctx: zmq.Context[Any], limits: LimitsSettings | None = None) -> zmq.Socket[Any]:
+    """``charon serve``'s client-facing ROUTER (binds; IPv6 endpoints too, IPv4 where it must)."""
+    return client_facing(ctx, limits or LimitsSettings())
+
+
+def router_frontend(ctx: zmq.Context[Any], limits: LimitsSettings | None = None) -> zmq.Socket[Any]:
+    """The router's client-facing ROUTER (see :func:`client_facing`)."""
+    return client_facing(ctx, limits or LimitsSettings())
+
+
+def router_backend(ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
+    """The router's worker-facing ROUTER: no high-water marks (the state machine bounds what each
+    worker holds by its capacity), and a send to a worker whose connection closed fails
+    (EHOSTUNREACH) instead of vanishing, so its requests are requeued at once."""
     sock = _socket(ctx, zmq.ROUTER)
     sock.setsockopt(zmq.IPV6, 1)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
-    return sock
-
-
-def router_backend(ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
-    """The router's worker-facing ROUTER: as the frontend, and a send to a worker whose connection
-    closed fails (EHOSTUNREACH) instead of vanishing, so its requests are requeued at once."""
-    sock = router_frontend(ctx)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     return sock
 
@@ -92,3 +112,35 @@ def bind(sock: zmq.Socket[Any], endpoint: str) -> str:
     except zmq.ZMQError as exc:
         raise StartupError(f"cannot bind {endpoint}: {exc}") from None
     return resolve_endpoint(sock)
+
+
+def send_reply(sock: zmq.Socket[Any], frames: Any) -> str | None:
+    """Send a reply on a :func:`client_facing` socket without blocking: None when sent, else why
+    not (``hwm``: the connection has ``limits.client_send_hwm`` replies unread; ``gone``: it closed)."""
+    try:
+        sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+    except zmq.Again:
+        return "hwm"
+    except zmq.ZMQError:
+        return "gone"
+    return None
+
+
+class DroppedReplies:
+    """Counts replies :func:`send_reply` could not send, in a ``reason``-labelled counter, and
+    logs the 1st, 10th, 100th, ... of each reason (a client that never reads would otherwise
+    cost one log line per reply)."""
+
+    def __init__(self, counter: Any) -> None:
+        self._counter = counter
+        self._seen: dict[str, int] = {}
+
+    def __call__(self, reason: str) -> None:
+        self._counter.labels(reason).inc()
+        n = self._seen[reason] = self._seen.get(reason, 0) + 1
+        if str(n).rstrip("0") == "1":
+            if reason == "hwm":
+                log.warning("reply dropped (%d so far): a client connection has limits.client_send_hwm "
+                            "replies unread", n)
+            else:
+                log.info("reply to a departed client dropped (%d so far)", n)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from charon import errors
-from charon.errors import InvalidReply, MalformedRequest, ReplyKind, UnknownRequest
+from charon.errors import InvalidReply, MalformedRequest, ReplyKind, RequestTooLarge, UnknownRequest
 from charon.protocol import tokens
 
 Frame: TypeAlias = bytes | bytearray | memoryview
@@ -144,6 +144,22 @@ def decode_request(payload: Sequence[Frame]) -> Request:
     raise UnknownRequest(f"unknown request header {header[:32]!r}")
 
 
+def check_size(payload: Sequence[Frame], max_bytes: int, max_photons: int) -> None:
+    """Raise :class:`RequestTooLarge` for a request over ``max_bytes`` in all, or a PHOTONDATA
+    whose metadata announces more than ``max_photons`` (read before anything else is validated)."""
+    total = sum(len(as_view(f)) for f in payload)
+    event_id: int | None = None
+    n_photons = 0
+    if payload and bytes(as_view(payload[0])) == tokens.PHOTONDATA and len(payload) > 1:
+        meta = as_view(payload[1])
+        if len(meta) >= tokens.METADATA_BYTES:
+            event_id, n_photons = _META.unpack_from(meta, 0)
+    if n_photons > max_photons:
+        raise RequestTooLarge(f"PHOTONDATA of {n_photons} photons, over the limit of {max_photons}", event_id)
+    if total > max_bytes:
+        raise RequestTooLarge(f"request of {total} bytes, over the limit of {max_bytes}", event_id)
+
+
 def _filename(payload: Sequence[Frame]) -> str | None:
     if len(payload) < 2:
         return None
@@ -240,6 +256,17 @@ def error_reply(exc: errors.CharonError) -> list[Frame]:
     if exc.reply_kind is ReplyKind.NO_CAPACITY:
         return no_workers()
     return unknown_request()
+
+
+def refusal(exc: errors.CharonError) -> list[Frame] | None:
+    """How v1 answers a request refused with ``exc``: its :func:`error_reply`, or None for silence.
+
+    The one place the v1 failure-reply policy is decided for refusals: an over-size request gets
+    no reply (an explicit failure would only make ratpac-two resend the same bytes).
+    """
+    if isinstance(exc, RequestTooLarge):
+        return None
+    return error_reply(exc)
 
 
 def _error_reply_bytes(exc: errors.CharonError) -> list[bytes]:

@@ -17,6 +17,7 @@ import zmq
 from prometheus_client import CollectorRegistry
 
 from charon import sockets
+from charon.connections import ConnectionGuard, check_descriptors, raise_descriptor_limit
 from charon.health import HealthServer
 from charon.metrics import RouterMetrics, new_registry
 from charon.process import Stop, run_service
@@ -125,14 +126,15 @@ class Sender:
         self.frontend = frontend
         self.backend = backend
         self.clock = clock
+        #: Told the reason of every reply that could not be sent (see :func:`charon.sockets.send_reply`).
+        self.dropped: Callable[[str], None] = _ignore
 
     def __call__(self, actions: list[Action]) -> None:
         for action in actions:
             if type(action) is ToClient:
-                try:
-                    self.frontend.send_multipart(action.frames, copy=False)
-                except zmq.ZMQError as exc:
-                    log.warning("reply dropped: %s", exc)
+                reason = sockets.send_reply(self.frontend, action.frames)
+                if reason is not None:
+                    self.dropped(reason)
                 continue
             try:
                 self.backend.send_multipart(action.frames, copy=False)
@@ -155,7 +157,7 @@ class Router:
         self.registry = registry if registry is not None else new_registry()
         self.metrics = RouterMetrics(self.registry)
         self.observer = PrometheusObserver(self.metrics)
-        self.state = RouterState(settings.router, settings.heartbeat, self.observer)
+        self.state = RouterState(settings.router, settings.heartbeat, self.observer, settings.limits)
         export_gauges(self.metrics, self.state)
         self.clock = clock
         self.http = HealthServer(settings.metrics, 9100, self.registry)
@@ -163,16 +165,23 @@ class Router:
         self._own_ctx = False
         self.frontend: zmq.Socket[Any] | None = None
         self.backend: zmq.Socket[Any] | None = None
+        self.guard: ConnectionGuard | None = None
 
     def startup(self) -> dict[str, object]:
         metrics_addr = self.http.start()
         if self._ctx is None:
             self._ctx, self._own_ctx = zmq.Context(), True
-        self.frontend = sockets.router_frontend(self._ctx)
+        self.frontend = sockets.router_frontend(self._ctx, self.settings.limits)
         self.backend = sockets.router_backend(self._ctx)
         r = self.settings.router
         endpoint = sockets.bind(self.frontend, r.bind)
         workers_endpoint = sockets.bind(self.backend, r.workers_bind)
+        limits = self.settings.limits
+        self.guard = ConnectionGuard(self.frontend, limits.max_client_connections, self.metrics)
+        descriptors = check_descriptors(limits.max_client_connections)
+        log.info("limits: requests up to %d bytes (%d photons), %d unread replies per client, %d client "
+                 "connections (descriptor limit %d)", limits.max_request_bytes, limits.max_request_photons,
+                 limits.client_send_hwm, limits.max_client_connections, descriptors)
         self.http.health.set_ready(True)
         log.info("clients on %s, workers on %s; queue %d requests / %d bytes, deadline %g s",
                  endpoint, workers_endpoint, r.queue_max_requests, r.queue_max_bytes, r.queue_deadline_s)
@@ -187,7 +196,11 @@ class Router:
         poller = zmq.Poller()
         poller.register(frontend, zmq.POLLIN)
         poller.register(backend, zmq.POLLIN)
+        guard = self.guard
+        if guard is not None:
+            poller.register(guard.socket, zmq.POLLIN)
         send = Sender(state, frontend, backend, clock)
+        send.dropped = sockets.DroppedReplies(self.metrics.replies_dropped)
         while not stop.is_set():
             timeout = min(max(state.next_wakeup() - clock(), 0.0), _MAX_POLL_S)
             ready = dict(poller.poll(int(timeout * 1000.0) + 1))
@@ -204,6 +217,8 @@ class Router:
                     send(state.on_client(cast(list[Frame], frames[:n]), cast(list[Frame], frames[n:]), clock()))
                     if not cast(int, frontend.get(zmq.EVENTS)) & zmq.POLLIN:
                         break
+            if guard is not None and guard.socket in ready:
+                guard.handle()
             now = clock()
             if now >= state.next_wakeup():
                 send(state.on_tick(now))
@@ -218,6 +233,9 @@ class Router:
             self.backend.setsockopt(zmq.ROUTER_MANDATORY, 0)  # workers already gone need no advice
             Sender(self.state, self.frontend, self.backend, self.clock)(self.state.shutdown())
             self.backend.setsockopt(zmq.LINGER, _SHUTDOWN_LINGER_MS)
+        if self.guard is not None:
+            self.guard.close()
+            self.guard = None
         for sock in (self.frontend, self.backend):
             if sock is not None:
                 sock.close()
@@ -228,7 +246,12 @@ class Router:
         self.http.stop()
 
 
+def _ignore(reason: str) -> None:
+    del reason
+
+
 def main(settings: Settings) -> int:
+    raise_descriptor_limit()
     return run_service(Router(settings))
 
 

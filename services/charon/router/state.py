@@ -51,7 +51,7 @@ from charon.metrics import kind_label
 from charon.protocol import tokens, v1
 from charon.protocol import worker as wp
 from charon.protocol.v1 import Frame, as_view
-from charon.settings import HeartbeatSettings, RouterSettings
+from charon.settings import HeartbeatSettings, LimitsSettings, RouterSettings
 
 log = logging.getLogger("charon.router")
 
@@ -241,8 +241,9 @@ class RouterState:
     """The router's queue, worker pool, in-flight table and de-duplication cache."""
 
     def __init__(self, router: RouterSettings, heartbeat: HeartbeatSettings,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, limits: LimitsSettings | None = None) -> None:
         self.settings = router
+        self.limits = limits or LimitsSettings()
         self.interval = heartbeat.interval_s
         self.expiry_s = heartbeat.interval_s * heartbeat.liveness
         self.observer: Observer = observer or NullObserver()
@@ -444,12 +445,14 @@ class RouterState:
         ``payload`` frames are stored and forwarded as they are (zmq frames: never copied).
         """
         try:
+            v1.check_size(payload, self.limits.max_request_bytes, self.limits.max_request_photons)
             request = v1.decode_request(payload)
         except CharonError as exc:
             kind = kind_label(v1.header_of(payload))
             log.info("%s rejected (%s): %s", kind, exc.outcome, exc)
             self.observer.answered(kind, exc.outcome, 0.0)
-            return [ToClient([*envelope, *v1.error_reply(exc)])]
+            reply = v1.refusal(exc)
+            return [] if reply is None else [ToClient([*envelope, *reply])]
         if isinstance(request, v1.PhotonData):
             if request.n_photons == 0:  # nothing to simulate: never queue it behind real work
                 self.observer.answered("photondata", "ok", 0.0)
