@@ -6,18 +6,22 @@ import struct
 from collections import Counter
 
 import pytest
+import zmq
 
 from charon.protocol import tokens, v1
 from charon.protocol import worker as wp
 from charon.router.state import (
     DEDUP_SAMPLE_BYTES,
     EDGES,
+    JOB_OVERHEAD,
     Action,
     Job,
     JobState,
     RouterState,
     ToClient,
     ToWorker,
+    compact,
+    cost,
     end_checksum,
 )
 from charon.settings import HeartbeatSettings, RouterSettings
@@ -591,7 +595,7 @@ def test_a_failed_simulation_is_not_cached_for_resends() -> None:
 
 
 def test_reply_cache_is_bounded_in_bytes() -> None:
-    one = sum(len(f) for f in photondata(1, n=64)) + sum(len(f) for f in sim_complete(1))
+    one = JOB_OVERHEAD + cost(compact(photondata(1, n=64))) + cost(compact(sim_complete(1)))
     state, _ = make(dedup_max_bytes=one)
     register(state, b"w")
     for ev in (1, 2):
@@ -601,6 +605,25 @@ def test_reply_cache_is_bounded_in_bytes() -> None:
     # Event 2 is cached, event 1 was evicted to stay within the bound.
     assert requests_to(state.on_client(env("b"), photondata(2, n=64), 3.0)) == []
     assert len(requests_to(state.on_client(env("c"), photondata(1, n=64), 3.0))) == 1
+
+
+def test_reply_cache_counts_what_a_small_job_really_holds() -> None:
+    """A small request and its reply cost far more than their bytes (objects, libzmq's shared
+    receive buffers): the cache copies small frames out of their messages and counts the rest."""
+    state, _ = make()
+    register(state, b"w")
+    received = [zmq.Frame(f) for f in photondata(1, n=2)]  # as the driver hands them over
+    [(_, token, _)] = requests_to(state.on_client(env("a"), received, 0.0))
+    reply(state, b"w", token, [zmq.Frame(f) for f in sim_complete(1)], 0.1)
+    [job] = state._completed
+    assert all(isinstance(f, bytes) for f in [*job.payload, *(job.reply or [])])  # no zmq buffer pinned
+    frame_bytes = sum(len(f) for f in photondata(1, n=2)) + sum(len(f) for f in sim_complete(1))
+    assert job.cost >= frame_bytes + JOB_OVERHEAD + 24 * 40  # what the Python objects alone take
+    big = [zmq.Frame(f) for f in photondata(2, n=4096)]  # 16 kB arrays: their own buffers, not copied
+    [(_, token, _)] = requests_to(state.on_client(env("b"), big, 1.0))
+    reply(state, b"w", token, sim_complete(2), 1.1)
+    cached = state._completed[-1]
+    assert [f for f in cached.payload[2:] if f in big] == big[2:]
 
 
 def test_dedup_window_zero_switches_it_off() -> None:

@@ -57,6 +57,17 @@ log = logging.getLogger("charon.router")
 
 #: Bytes checksummed at each end of every photon frame for the de-duplication key.
 DEDUP_SAMPLE_BYTES: Final = 512
+#: Frames shorter than this are copied out of their zmq message when a job enters the reply cache:
+#: libzmq receives small messages into shared 8 KiB buffers, so a 100-byte frame kept as a
+#: ``zmq.Frame`` can pin a whole buffer (and costs a Python object of its own). Larger frames have
+#: a buffer of their own and are kept as they are (never copied).
+COMPACT_BELOW: Final = 8192
+#: What the reply cache counts per frame beyond its bytes: a frame kept as a zmq message (the
+#: ``zmq.Frame`` object and libzmq's message header), and a frame copied into ``bytes``.
+FRAME_OVERHEAD: Final = 320
+BYTES_OVERHEAD: Final = 64
+#: What the reply cache counts per job beyond its frames (the job, its lists, its index entries).
+JOB_OVERHEAD: Final = 1024
 
 
 
@@ -206,7 +217,8 @@ class Job:
     dispatched: float = 0.0
     token: int = 0
     reply: list[Frame] | None = None
-    reply_bytes: int = 0
+    #: What the job costs while cached (frames, their objects, the job itself): see :func:`cost`.
+    cost: int = 0
     done_at: float = 0.0
 
 
@@ -319,7 +331,7 @@ class RouterState:
         elif job.state is JobState.IN_FLIGHT:
             self.in_flight += sign
         elif job.state is JobState.DONE:
-            self._completed_bytes += sign * (job.nbytes + job.reply_bytes)
+            self._completed_bytes += sign * job.cost
 
     def _restate(self, worker: WorkerEntry, before: WorkerStatus | None) -> None:
         """After ``worker`` changed (``before`` = its status then, None = just registered): keep
@@ -418,7 +430,9 @@ class RouterState:
                    w.misses < self.settings.deadline_expel_after, True)
         done = list(self._completed)
         expect("cached job states", {j.state for j in done} - {JobState.DONE}, set())
-        expect("completed_bytes", self._completed_bytes, sum(j.nbytes + j.reply_bytes for j in done))
+        expect("completed_bytes", self._completed_bytes, sum(j.cost for j in done))
+        for j in done:
+            expect(f"cost of cached job {j.event_id}", j.cost, JOB_OVERHEAD + cost(j.payload) + cost(j.reply or []))
         expect("worker status counts", +self._by_status, Counter(w.status for w in self.workers.values()))
         expect("free list", set(self._free), {i for i, w in self.workers.items() if w.takes_work})
         expect("CHARONW1 workers", self._charon_workers, sum(not w.legacy for w in self.workers.values()))
@@ -639,8 +653,9 @@ class RouterState:
             log.debug("%s event %s: %s after %.3f s on a worker, %d requester(s)", job.kind, job.event_id,
                       outcome, now - job.dispatched, len(actions))
         if outcome == "ok" and job.key is not None:
-            job.reply = payload
-            job.reply_bytes = _size(payload)
+            job.payload = compact(job.payload)
+            job.reply = compact(payload)
+            job.cost = JOB_OVERHEAD + cost(job.payload) + cost(job.reply)
             job.done_at = now
             self._move(job, JobState.DONE)
             self._completed.append(job)
@@ -842,3 +857,15 @@ class RouterState:
 
 def _size(frames: Sequence[Frame]) -> int:
     return sum(f.nbytes if isinstance(f, memoryview) else len(f) for f in frames)
+
+
+def compact(frames: Sequence[Frame]) -> list[Frame]:
+    """``frames`` with those shorter than :data:`COMPACT_BELOW` copied into ``bytes`` (see there)."""
+    return [bytes(as_view(f)) if len(as_view(f)) < COMPACT_BELOW and not isinstance(f, bytes) else f
+            for f in frames]
+
+
+def cost(frames: Sequence[Frame]) -> int:
+    """Memory ``frames`` hold: their bytes and, per frame, the object that holds them."""
+    return sum(len(f) + BYTES_OVERHEAD if isinstance(f, bytes) else len(as_view(f)) + FRAME_OVERHEAD
+               for f in frames)
