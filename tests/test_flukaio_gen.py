@@ -4,12 +4,14 @@ photons that are not propagated are counted by reason and summarised once per ba
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from charon.flukaio import codec, mapping
+from charon.flukaio.client import connect
 from charon.flukaio.codec import Hsk, Layout, Particle, ParticleBlock, StreamDecoder
 from charon.protocol.tokens import Flag
 from tests.test_flukaio_gateway import ENGINE, gateway, local, photon_batch, run_batches, scrape, wait_for_log
@@ -129,3 +131,46 @@ def test_generation_default_applies_to_both_layouts(layout: Layout) -> None:
                Particle(id=2, gen=0x405, tz=1.0, pc=PC_420, **extra)]
     conversion = mapping.convert(_records(photons, layout), layout, 1, 0)
     assert conversion.photons.flags.tolist() == [0, 0x400]
+
+
+def test_an_xcoll_style_session_as_in_the_docs(tmp_path: Path) -> None:
+    """The docs' worked example: network.nfo, NPART, BRHO, then track_fluka-style turns in xcoll's units."""
+    light = 299792458.0
+    rng = np.random.default_rng(24)
+    alive, beta0 = 3000, 0.999
+    with gateway(local(ENGINE, 5), {"engine": {"backend": ENGINE, "seed": 5}}) as gw:
+        (tmp_path / "network.nfo").write_text(f"127.0.0.1\n{gw.port}\n")
+        host, port = (tmp_path / "network.nfo").read_text().split()
+        with connect(host, int(port), read_timeout=60, write_timeout=60) as conn:
+            conn.send_npart(alive)
+            conn.send_brhono(450.0)
+            received = []
+            for turn, fluka_id in ((1, 7), (2, 7)):
+                x, y = rng.uniform(-50, 50, (2, alive))        # mm
+                xp, yp = rng.uniform(-800, 800, (2, alive))    # 1e-3 rad: wide photon cones
+                zeta = rng.uniform(-10, 10, alive)             # mm
+                e = mapping.HC_EV_NM / rng.uniform(350, 550, alive) * 1e-6  # MeV
+                part_id, parent_id = np.arange(1, alive + 1), rng.integers(1, 100, alive)
+                conn.send_ipt(turn, fluka_id)
+                tz = 1.0 / np.sqrt(1.0 + (xp * 1e-3) ** 2 + (yp * 1e-3) ** 2)
+                for i in range(alive):
+                    conn.send_particle(Particle(
+                        id=int(part_id[i]), gen=int(parent_id[i]), weight=1.0,
+                        x=x[i] * 0.1, y=y[i] * 0.1, z=0.0,
+                        tx=xp[i] * 1e-3 * tz[i], ty=yp[i] * 1e-3 * tz[i], tz=tz[i],
+                        m=0.0, pc=e[i] * 1e-3, t=-zeta[i] * 1e-3 / (beta0 * light), pdgid=22))
+                conn.send_eob()
+                hits = []
+                while not isinstance(msg := conn.wait_message(), codec.Eob):
+                    assert isinstance(msg, Particle)
+                    hits.append(msg)
+                received.append(hits)
+            conn.send_eoc()
+            assert conn.wait_message() == codec.End()
+        metrics = scrape(gw)
+    channels = len(local(ENGINE, 5)().detector_info())
+    for hits in received:
+        assert 0 < len(hits) <= alive  # fits the arrays track_fluka reads them into
+        assert all(h.id < channels and h.pdgid == 22 and h.gen & int(Flag.SURFACE_DETECT) for h in hits)
+    assert metrics['charon_gateway_particles_total{kind="photon"}'] == 2 * alive
+    assert metrics['charon_gateway_particles_total{kind="skipped"}'] == 0
