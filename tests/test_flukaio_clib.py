@@ -172,5 +172,5 @@ def test_the_library_sees_minus_4_then_minus_104_when_the_gateway_closes_mid_bat
 
 
 def test_a_peer_outside_the_allow_list_fails_to_connect(client: Path) -> None:
-    with gateway(local("echo"), {"engine": {"backend": "echo"}, "gateway": {"allow": ["10.0.0.0/8"]}}) as gw:
+    with gateway(local("echo"), {"engine": {"backend": "echo"}, "gateway": {"allow": "10.0.0.0/8"}}) as gw:
         assert _run(client, "refused", gw.port).startswith("connect NULL")

@@ -13,20 +13,13 @@ name the flag and the environment variable of a setting (:func:`describe_setting
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, cast
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    IPvAnyNetwork,
-    ValidationError,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -69,6 +62,22 @@ def _port_in_range(value: str) -> str:
     port = value.rsplit(":", 1)[-1]
     if port.isdigit() and int(port) > 65535:
         raise ValueError(f"port above 65535 (got {port})")
+    return value
+
+
+def parse_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``"10.0.0.0/8, ::1"`` -> the networks (a bare address is a /32 or /128); raises ValueError."""
+    networks = []
+    for item in value.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IPv4 or IPv6 network (e.g. 10.0.0.0/8 or ::1/128)") from None
+    return tuple(networks)
+
+
+def _networks(value: str) -> str:
+    parse_networks(value)
     return value
 
 
@@ -273,9 +282,9 @@ class GatewaySettings(_Section):
         "id (xcoll; only its CHERENKOV/SCINTILLATION bits become photon flags), or flags (the client sends "
         "Chroma history bits; photons with a terminal bit are not propagated)"
     )
-    allow: tuple[IPvAnyNetwork, ...] = Field(
-        (), description="Client networks allowed to connect, e.g. [\"10.0.0.0/8\", \"::1/128\"]; "
-        "others are closed at once and counted; empty = every client"
+    allow: Annotated[str, AfterValidator(_networks)] = Field(
+        "", description="Client networks allowed to connect, comma-separated, e.g. 10.0.0.0/8,::1/128; "
+        "other peers are closed at once and counted; empty = every client"
     )
     idle_timeout_s: float = Field(
         600.0, gt=0, le=864_000, description="Close a connection that sends nothing this long")

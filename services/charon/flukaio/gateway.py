@@ -55,7 +55,7 @@ from charon.health import HealthServer
 from charon.metrics import new_registry
 from charon.process import Stop, open_simulator, run_service
 from charon.protocol.tokens import PHOTON_FIELDS
-from charon.settings import GatewaySettings, Settings, invalid_setting
+from charon.settings import GatewaySettings, Settings, invalid_setting, parse_networks
 
 log = logging.getLogger("charon.flukaio.gateway")
 
@@ -477,6 +477,7 @@ class Gateway:
         #: Set (and replaced) whenever in-flight particles are freed; connections over the budget wait on it.
         self._budget = asyncio.Event()
         self._refused_logged: OrderedDict[str, None] = OrderedDict()
+        self._allow = parse_networks(self.gw.allow)
 
     @staticmethod
     def now() -> float:
@@ -488,7 +489,7 @@ class Gateway:
 
     def allowed(self, peer: object) -> bool:
         """Whether ``gateway.allow`` lets this peer in; a refusal is counted, and logged once per address."""
-        if not self.gw.allow:
+        if not self._allow:
             return True
         host = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
         try:
@@ -497,7 +498,7 @@ class Gateway:
             address = None
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
-        if address is not None and any(address in network for network in self.gw.allow):
+        if address is not None and any(address in network for network in self._allow):
             return True
         self.metrics.refused.inc()
         if host not in self._refused_logged:
