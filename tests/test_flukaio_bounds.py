@@ -12,10 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from charon.flukaio import codec
+from charon.flukaio import codec, limits
 from charon.flukaio.client import connect
 from charon.flukaio.codec import Hsk, Layout, Particle, StreamDecoder
 from charon.flukaio.connection import ConnectionClosed
+from charon.settings import parse_networks
 from tests.router_support import wait_for
 from tests.test_flukaio_gateway import (
     GW,
@@ -37,6 +38,38 @@ def refused(gw: GW) -> float:
     value = gw.service.registry.get_sample_value("charon_auth_refused_total", {"socket": "flukaio"})
     assert value is not None
     return value
+
+
+# -- the rules, sans-IO -----------------------------------------------------------------------------
+
+def test_allow_list_matches_networks_mapped_addresses_and_refuses_garbage() -> None:
+    allow = limits.AllowList(parse_networks("10.0.0.0/8, 192.168.1.7 ::1"))
+    assert [allow.allows(h) for h in ("10.2.3.4", "192.168.1.7", "192.168.1.8", "::1", "::ffff:10.0.0.1",
+                                      "fe80::1%eth0", "127.0.0.1", "not an address")] == \
+        [True, True, False, True, True, False, False, False]
+    assert limits.AllowList(()).allows("203.0.113.9")
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.0/33' is not an IPv4 or IPv6 network"):
+        parse_networks("10.0.0.0/8,10.0.0.0/33")
+
+
+def test_each_refused_address_is_reported_once_within_a_bounded_memory() -> None:
+    allow = limits.AllowList(parse_networks("10.0.0.0/8"), remember=2)
+    assert [allow.first_refusal(h) for h in ("a", "a", "b", "a", "c", "b", "a")] == \
+        [True, False, True, False, True, True, True]  # b forgotten for c, then a for b
+
+
+def test_budget_rule_lets_the_first_begun_batch_finish_when_nothing_is_simulated() -> None:
+    a, b, c = limits.Holding(600, 0, 1.0), limits.Holding(500, 0, 0.5), limits.Holding(0, 0, 2.0)
+    assert limits.may_read(a, [a, c], 1000)  # under the budget: everyone
+    assert [limits.may_read(h, [a, b, c], 1000) for h in (a, b, c)] == [False, True, False]
+    simulating = limits.Holding(0, 1200, 0.0)
+    assert not any(limits.may_read(h, [a, b, simulating], 1000) for h in (a, b, simulating))
+
+
+def test_reap_choice_takes_the_longest_idle_once_idle_long_enough() -> None:
+    assert limits.reap_choice({"x": 5.0, "y": 3.0}, now=10.0, reap_idle_s=6.0) == "y"
+    assert limits.reap_choice({"x": 5.0, "y": 3.0}, now=8.0, reap_idle_s=6.0) is None
+    assert limits.reap_choice({}, now=8.0, reap_idle_s=0.0) is None
 
 
 # -- the allow-list --------------------------------------------------------------------------------

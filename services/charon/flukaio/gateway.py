@@ -11,14 +11,12 @@ that connection, without a reply (FlukaIO has no error message), after one log l
 Sockets: TCP_NODELAY, and TCP_QUICKACK re-armed after every read (Linux; quick-ack mode is not
 sticky), so a client whose last segment waits for an ACK (the library's default Nagle build) is
 not held up by a delayed ACK while the gateway, which sends nothing until EOB, stays silent.
-Peers outside ``gateway.allow`` are closed at once and counted. A batch is simulated in engine
-calls of at most ``gateway.chunk_photons`` photons, and abandoned between calls once its client
-has gone. Memory is bounded by ``gateway.max_inflight_particles`` over all connections: while the
-particles held (batches being received or simulated) reach it, connections are not read (the
-kernel then holds the client back), except that when nothing is being simulated the connection
-whose batch began first may finish it, so the gateway never deadlocks. At
-``gateway.max_connections`` a new client closes the connection idle longest if that one has been
-idle for ``gateway.reap_idle_s``; otherwise it is refused.
+A batch is simulated in engine calls of at most ``gateway.chunk_photons`` photons, and abandoned
+between calls once its client has gone. The admission rules of :mod:`charon.flukaio.limits`
+apply: peers outside ``gateway.allow`` are closed at once; while the particles held reach
+``gateway.max_inflight_particles`` nothing read is decoded and nothing more is read (the kernel
+then holds the clients back); at ``gateway.max_connections`` a new client closes the connection
+idle longest, if idle for ``gateway.reap_idle_s``, or is refused.
 
 The gateway is a :class:`charon.process.Service` running its own event loop. On a stop request it
 drains: it stops listening (new connections are refused), reads nothing more, finishes the batches
@@ -31,13 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import re
 import socket
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,7 +43,7 @@ from prometheus_client import CollectorRegistry
 
 from charon.engine.base import DetectorInfo, Hits, Photons, Simulator
 from charon.errors import SimulationFailed, StartupError
-from charon.flukaio import codec, mapping
+from charon.flukaio import codec, limits, mapping
 from charon.flukaio.codec import FlukaIOProtocolError, Layout, StreamDecoder
 from charon.flukaio.metrics import GatewayMetrics
 from charon.flukaio.session import Batch, Close, GatewaySession, Send, Simulate
@@ -60,8 +56,6 @@ from charon.settings import GatewaySettings, Settings, invalid_setting, parse_ne
 log = logging.getLogger("charon.flukaio.gateway")
 
 _READ_BYTES = 65536
-#: Peers whose refusal was logged (each is logged once; the oldest are forgotten past this).
-_REFUSED_LOGGED = 4096
 #: TCP_QUICKACK is Linux's; elsewhere the delayed-ACK stall is left to the client (TCP_NODELAY).
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 _LISTEN = re.compile(r"^tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\*|[0-9]{1,5})$")
@@ -301,11 +295,13 @@ class _Connection:
         """Particles this connection holds: the batch being received plus the one being simulated."""
         return self.session.pending_particles + self.simulating
 
-    def idle_for(self, now: float) -> float | None:
-        """Seconds since the peer last sent anything, or None while the gateway is the one working."""
-        if self.busy or self.waiting or self.simulating:
-            return None
-        return now - self.last_read
+    @property
+    def idle(self) -> bool:
+        """Waiting for the peer (not while the gateway is the one working or holding it back)."""
+        return not (self.busy or self.waiting or self.simulating)
+
+    def holding(self) -> limits.Holding:
+        return limits.Holding(self.session.pending_particles, self.simulating, self.batch_began)
 
     async def run(self) -> None:
         """Serve until END, an error, or the gateway's drain; one log line and metric for an error."""
@@ -476,8 +472,7 @@ class Gateway:
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         #: Set (and replaced) whenever in-flight particles are freed; connections over the budget wait on it.
         self._budget = asyncio.Event()
-        self._refused_logged: OrderedDict[str, None] = OrderedDict()
-        self._allow = parse_networks(self.gw.allow)
+        self._allow = limits.AllowList(parse_networks(self.gw.allow))
 
     @staticmethod
     def now() -> float:
@@ -489,36 +484,18 @@ class Gateway:
 
     def allowed(self, peer: object) -> bool:
         """Whether ``gateway.allow`` lets this peer in; a refusal is counted, and logged once per address."""
-        if not self._allow:
-            return True
         host = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
-        try:
-            address = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            address = None
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if address is not None and any(address in network for network in self._allow):
+        if self._allow.allows(host):
             return True
         self.metrics.refused.inc()
-        if host not in self._refused_logged:
-            self._refused_logged[host] = None
-            if len(self._refused_logged) > _REFUSED_LOGGED:
-                self._refused_logged.popitem(last=False)
+        if self._allow.first_refusal(host):
             log.warning("flukaio %s: refused, not in gateway.allow (counted in "
                         "charon_auth_refused_total{socket=\"flukaio\"}; logged once per address)", host)
         return False
 
     def _may_read(self, conn: _Connection) -> bool:
-        conns = list(self._connections.values())
-        if sum(c.held for c in conns) < self.gw.max_inflight_particles:
-            return True
-        if any(c.simulating for c in conns):
-            return False  # a simulation will free memory
-        collecting = [c for c in conns if c.session.pending_particles]
-        # Nothing is being simulated, so nothing frees memory by itself: the batch that began
-        # first may finish (the overshoot is at most one batch), the others wait for it.
-        return not collecting or conn is min(collecting, key=lambda c: c.batch_began)
+        holdings = {c: c.holding() for c in list(self._connections.values())}
+        return limits.may_read(holdings[conn], holdings.values(), self.gw.max_inflight_particles)
 
     async def admit(self, conn: _Connection) -> None:
         """Wait until ``conn`` may be read under ``gateway.max_inflight_particles``."""
@@ -644,15 +621,12 @@ class Gateway:
 
     def _reap(self) -> bool:
         """At the connection limit: close the connection idle longest, if idle for ``gateway.reap_idle_s``."""
-        now = self.now()
-        idle = [(since, task, conn) for task, conn in self._connections.items()
-                if not conn.reaped and (since := conn.idle_for(now)) is not None]
-        if not idle:
+        idle_since = {task: conn.last_read for task, conn in self._connections.items()
+                      if conn.idle and not conn.reaped}
+        task = limits.reap_choice(idle_since, self.now(), self.gw.reap_idle_s)
+        if task is None:
             return False
-        since, task, conn = max(idle, key=lambda entry: entry[0])
-        if since < self.gw.reap_idle_s:
-            return False
-        conn.reaped = True
+        self._connections[task].reaped = True
         task.cancel()
         return True
 
