@@ -6,7 +6,8 @@ the socket thread at once; PHOTONDATA goes to a simulation thread (the worker's)
 requests that wait while the engine is busy into one engine pass (``engine.batch_max_photons``,
 ``engine.batch_max_delay_s``), so many clients with small events keep the engine full. The socket
 thread never waits on the engine: it keeps answering PING and signals during a long simulation.
-No input can stop the loop.
+No input can stop the loop. A well-formed PHOTONDATA the engine fails on is answered or dropped
+as :func:`charon.protocol.unservable.decide` says (``server.v1_failure_replies``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import zmq
@@ -24,12 +25,12 @@ from prometheus_client import CollectorRegistry
 
 from charon import sockets
 from charon.engine.base import Simulator
-from charon.errors import CharonError
+from charon.errors import CharonError, SimulationFailed
 from charon.health import HealthServer
 from charon.liveness import Progress
 from charon.metrics import RequestMetrics, kind_label, new_registry
 from charon.process import Stop, open_simulator, run_service
-from charon.protocol import tokens, v1
+from charon.protocol import tokens, unservable, v1
 from charon.protocol.v1 import Frame
 from charon.service import Answer, RequestHandler
 from charon.settings import Settings
@@ -50,6 +51,8 @@ class _Pending:
     n_photons: int
     #: The reply, once known; it leaves when every earlier request of its connection has left.
     reply: list[Frame] | None = None
+    #: Known to go unanswered (an engine failure under the silent policy): leaves without a reply.
+    dropped: bool = False
 
 
 class Server:
@@ -150,8 +153,17 @@ class Server:
             pending = self._pending.get(reply.token)
             if pending is None:
                 continue
+            answer = _answer_of(reply.frames, pending.n_photons)
+            if answer.outcome != "ok":
+                event_id = v1.read_event_id(reply.frames[1]) if len(reply.frames) > 1 else None
+                verdict = unservable.decide(SimulationFailed(answer.detail, event_id),
+                                            self.settings.server.v1_failure_replies)
+                if verdict.dropped:
+                    answer = replace(answer, outcome=verdict.outcome,
+                                     detail=f"event {event_id}: {answer.detail}; dropped without a reply")
+                    pending.dropped = True
             pending.reply = reply.frames
-            self._record(_answer_of(pending.reply, pending.n_photons), time.perf_counter() - pending.arrived)
+            self._record(answer, time.perf_counter() - pending.arrived)
             self._release(bytes(v1.as_view(pending.envelope[0])) if pending.envelope else b"")
 
     def _release(self, client: bytes) -> None:
@@ -160,7 +172,8 @@ class Server:
         while order and self._pending[order[0]].reply is not None:
             done = self._pending.pop(order.popleft())
             assert done.reply is not None
-            self._send(done.envelope, done.reply)
+            if not done.dropped:
+                self._send(done.envelope, done.reply)
         if not order:
             self._order.pop(client, None)
 
