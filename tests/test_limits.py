@@ -19,7 +19,7 @@ from zmq.utils.monitor import parse_monitor_message
 from charon.errors import RequestTooLarge
 from charon.health import HealthServer
 from charon.metrics import new_registry
-from charon.protocol import tokens, v1
+from charon.protocol import tokens, unservable, v1
 from charon.router.driver import Router
 from charon.server import Server
 from charon.settings import LimitsSettings, MetricsSettings
@@ -46,7 +46,11 @@ def test_check_size_reads_the_photon_count_before_validating_anything() -> None:
     with pytest.raises(RequestTooLarge, match="2000 photons") as info:
         v1.check_size(claim, MiB, 1000)
     assert info.value.event_id == 5
-    assert v1.refusal(info.value) is None  # v1: silence
+    silent = unservable.decide(info.value, "silent")
+    assert (silent.reply, silent.outcome) == (None, "dropped_too_large")
+    explicit = unservable.decide(info.value, "explicit")
+    assert explicit.reply == v1.sim_failed(5)
+    assert explicit.outcome == "too_large"
 
 
 def test_check_size_counts_every_frame_extra_ones_included() -> None:

@@ -11,15 +11,17 @@ no frame.
     ├── ProtocolError                  bytes that break a protocol
     │   ├── UnknownRequest             UNKNOWN_REQUEST  unknown_request
     │   ├── MalformedRequest           FAILED (event id when readable)  malformed
-    │   ├── RequestTooLarge            none in v1 (silence)  dropped_too_large
+    │   ├── RequestTooLarge            FAILED (over limits.max_request_bytes)  too_large  dropped_too_large
     │   ├── InvalidReply               a v1 reply a client rejects (carries its header)
     │   └── WorkerProtocolError        a CHARONW1 message that breaks the worker protocol
     ├── CapacityError                  NO_CAPACITY
-    │   ├── QueueFull                                   queue_full
-    │   └── DeadlineExceeded                            deadline
-    ├── SimulationFailed               FAILED           simulation_failed
-    │   └── RetriesExhausted           (workers kept dying)  retries_exhausted
-    │       └── ExecutionDeadlineExceeded  (workers kept missing the deadline)  execution_deadline
+    │   ├── QueueFull                                   queue_full            dropped_queue_full
+    │   └── DeadlineExceeded                            deadline              dropped_deadline
+    │       └── NoWorkers              (no worker registered at the deadline)  dropped_no_workers
+    ├── SimulationFailed               FAILED           simulation_failed     dropped_engine_failure
+    │   └── RetriesExhausted           (workers kept dying)  retries_exhausted  dropped_retries_exhausted
+    │       └── ExecutionDeadlineExceeded  (workers kept missing router.execution_deadline_s)
+    │                                                   execution_deadline    dropped_execution_deadline
     ├── ClientError                    charon's client gave up                1
     │   ├── ServerUnavailable          no valid reply after every try
     │   └── RequestFailed              the server answered SIM_FAILED / UNKNOWN_REQUEST
@@ -35,7 +37,10 @@ no frame.
 
 The ratpac-two client treats every PHOTONDATA reply other than SIM_COMPLETE as a failure and
 resends, so the codec answers SIM_COMPLETE wherever the physics allows (e.g. zero photons) and
-these errors are reserved for requests that really cannot be simulated.
+these errors are reserved for requests that really cannot be simulated. The errors with a
+``drop_reason`` (last column) are the ones a well-formed request meets when the service cannot
+serve it; :mod:`charon.protocol.unservable` decides whether such a request is answered (outcome
+as in the third column) or dropped (outcome ``dropped_<reason>``).
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ class CharonError(Exception):
     exit_status: ClassVar[int] = 1
     #: The v1 event the error concerns, when known.
     event_id: int | None = None
+    #: Set on the errors of a well-formed request the service cannot serve (capacity, deadline,
+    #: engine): the reason in the ``dropped_<reason>`` outcome when such requests go unanswered.
+    drop_reason: ClassVar[str | None] = None
 
     def reply(self, protocol: str = "v1") -> list[bytes]:
         """The payload frames answering the request that raised this, rendered by ``protocol``."""
@@ -110,10 +118,12 @@ class MalformedRequest(ProtocolError):
 
 class RequestTooLarge(ProtocolError):
     """A request over ``limits.max_request_bytes`` (or its photon limit): never buffered for long,
-    never simulated. v1 answers it with silence (the client's resend is refused the same way)."""
+    never simulated. Under the default v1 policy it gets no reply (an explicit failure would only
+    make ratpac-two resend the same bytes)."""
 
     reply_kind = ReplyKind.FAILED
-    outcome = "dropped_too_large"
+    outcome = "too_large"
+    drop_reason = "too_large"
 
     def __init__(self, message: str, event_id: int | None = None) -> None:
         super().__init__(message)
@@ -137,17 +147,29 @@ class CapacityError(CharonError):
 
     reply_kind = ReplyKind.NO_CAPACITY
 
+    def __init__(self, message: str, event_id: int | None = None) -> None:
+        super().__init__(message)
+        self.event_id = event_id
+
 
 class QueueFull(CapacityError):
     """The router's queue is at its request or byte bound."""
 
     outcome = "queue_full"
+    drop_reason = "queue_full"
 
 
 class DeadlineExceeded(CapacityError):
     """The request waited in the queue longer than the queue deadline."""
 
     outcome = "deadline"
+    drop_reason = "deadline"
+
+
+class NoWorkers(DeadlineExceeded):
+    """The queue deadline passed while no worker at all was registered."""
+
+    drop_reason = "no_workers"
 
 
 class SimulationFailed(CharonError):
@@ -155,6 +177,7 @@ class SimulationFailed(CharonError):
 
     reply_kind = ReplyKind.FAILED
     outcome = "simulation_failed"
+    drop_reason = "engine_failure"
 
     def __init__(self, message: str, event_id: int | None = None) -> None:
         super().__init__(message)
@@ -165,12 +188,14 @@ class RetriesExhausted(SimulationFailed):
     """Every worker given the request died or left before answering, up to the attempt limit."""
 
     outcome = "retries_exhausted"
+    drop_reason = "retries_exhausted"
 
 
 class ExecutionDeadlineExceeded(RetriesExhausted):
     """Every worker given the request held it past ``router.execution_deadline_s`` (or died)."""
 
     outcome = "execution_deadline"
+    drop_reason = "execution_deadline"
 
 
 class ClientError(CharonError):

@@ -258,17 +258,6 @@ def error_reply(exc: errors.CharonError) -> list[Frame]:
     return unknown_request()
 
 
-def refusal(exc: errors.CharonError) -> list[Frame] | None:
-    """How v1 answers a request refused with ``exc``: its :func:`error_reply`, or None for silence.
-
-    The one place the v1 failure-reply policy is decided for refusals: an over-size request gets
-    no reply (an explicit failure would only make ratpac-two resend the same bytes).
-    """
-    if isinstance(exc, RequestTooLarge):
-        return None
-    return error_reply(exc)
-
-
 def _error_reply_bytes(exc: errors.CharonError) -> list[bytes]:
     return [bytes(as_view(f)) for f in error_reply(exc)]
 

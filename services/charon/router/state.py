@@ -8,11 +8,14 @@ send. Everything the router decides lives here, so it is tested exhaustively wit
   enforced by :meth:`RouterState.on_tick`, not only when a worker frees up;
 * workers are served least-recently-ready first and only while they have free capacity;
 * every dispatched request is tracked per worker under a router-assigned token; a lost worker's
-  requests go back to the head of the queue, up to ``max_attempts`` workers, then SIM_FAILED;
+  requests go back to the head of the queue, up to ``max_attempts`` workers;
 * with ``execution_deadline_s`` set, a request held by a worker longer than that is taken back the
   same way (its late reply is dropped; the slot stays taken until it comes, since the worker's
   engine is still busy with it); a worker that misses ``deadline_expel_after`` deadlines in a row
   is expelled (DISCONNECT ``deadline``);
+* a well-formed request that cannot be served (queue full, deadline, workers lost, engine failure)
+  is dropped or answered as :func:`charon.protocol.unservable.decide` says
+  (``router.v1_failure_replies``);
 * a resent PHOTONDATA (same header, metadata, frame lengths and end-of-frame checksums, confirmed
   by comparing bytes) joins its queued, in-flight or recently completed twin, so one simulation
   answers every requester exactly once;
@@ -35,7 +38,7 @@ import hmac
 import logging
 import zlib
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
@@ -43,12 +46,14 @@ from charon.errors import (
     CharonError,
     DeadlineExceeded,
     ExecutionDeadlineExceeded,
+    NoWorkers,
     QueueFull,
     RetriesExhausted,
+    SimulationFailed,
     WorkerProtocolError,
 )
 from charon.metrics import kind_label
-from charon.protocol import tokens, v1
+from charon.protocol import tokens, unservable, v1
 from charon.protocol import worker as wp
 from charon.protocol.v1 import Frame, as_view
 from charon.settings import HeartbeatSettings, LimitsSettings, RouterSettings
@@ -418,21 +423,12 @@ class RouterState:
         for w, t, j in held:
             expect(f"state of token {t} on {w.identity.hex()}", j.state, JobState.IN_FLIGHT)
             expect(f"token of a job on {w.identity.hex()}", j.token, t)
-        if self.settings.execution_deadline_s > 0:
-            timed = {(i, t) for _, i, t in self._exec_deadlines}
-            expect("in-flight tokens without an execution deadline",
-                   {(w.identity, t) for w, t, _ in held} - timed, set())
-        for w in self.workers.values():
-            expect(f"tokens both in flight and overdue on {w.identity.hex()}", set(w.in_flight) & w.overdue, set())
-            expect(f"slots used on {w.identity.hex()} within capacity",
-                   len(w.in_flight) + len(w.overdue) <= w.capacity, True)
-            expect(f"deadline misses of registered worker {w.identity.hex()} below the expulsion bound",
-                   w.misses < self.settings.deadline_expel_after, True)
+        self._check_execution(expect, {(w.identity, t) for w, t, _ in held})
         done = list(self._completed)
         expect("cached job states", {j.state for j in done} - {JobState.DONE}, set())
         expect("completed_bytes", self._completed_bytes, sum(j.cost for j in done))
-        for j in done:
-            expect(f"cost of cached job {j.event_id}", j.cost, JOB_OVERHEAD + cost(j.payload) + cost(j.reply or []))
+        expect("costs of cached jobs", [j.cost for j in done],
+               [JOB_OVERHEAD + cost(j.payload) + cost(j.reply or []) for j in done])
         expect("worker status counts", +self._by_status, Counter(w.status for w in self.workers.values()))
         expect("free list", set(self._free), {i for i, w in self.workers.items() if w.takes_work})
         expect("CHARONW1 workers", self._charon_workers, sum(not w.legacy for w in self.workers.values()))
@@ -451,6 +447,18 @@ class RouterState:
         if problems:
             raise AssertionError("router state invariants broken: " + "; ".join(problems))
 
+    def _check_execution(self, expect: Callable[[str, object, object], None], held: set[tuple[bytes, int]]) -> None:
+        """The execution-deadline part of :meth:`check_invariants` (``held``: (worker, token) in flight)."""
+        if self.settings.execution_deadline_s > 0:
+            timed = {(i, t) for _, i, t in self._exec_deadlines}
+            expect("in-flight tokens without an execution deadline", held - timed, set())
+        for w in self.workers.values():
+            expect(f"tokens both in flight and overdue on {w.identity.hex()}", set(w.in_flight) & w.overdue, set())
+            expect(f"slots used on {w.identity.hex()} within capacity",
+                   len(w.in_flight) + len(w.overdue) <= w.capacity, True)
+            expect(f"deadline misses of registered worker {w.identity.hex()} below the expulsion bound",
+                   w.misses < self.settings.deadline_expel_after, True)
+
     # ---- client side -----------------------------------------------------------------------------
 
     def on_client(self, envelope: list[Frame], payload: list[Frame], now: float) -> list[Action]:
@@ -463,10 +471,11 @@ class RouterState:
             request = v1.decode_request(payload)
         except CharonError as exc:
             kind = kind_label(v1.header_of(payload))
+            if exc.drop_reason is not None:  # over-size: well formed, but not served
+                return self._unservable(kind, exc, envelope, 0.0)
             log.info("%s rejected (%s): %s", kind, exc.outcome, exc)
             self.observer.answered(kind, exc.outcome, 0.0)
-            reply = v1.refusal(exc)
-            return [] if reply is None else [ToClient([*envelope, *reply])]
+            return [ToClient([*envelope, *v1.error_reply(exc)])]
         if isinstance(request, v1.PhotonData):
             if request.n_photons == 0:  # nothing to simulate: never queue it behind real work
                 self.observer.answered("photondata", "ok", 0.0)
@@ -518,10 +527,8 @@ class RouterState:
     def _enqueue(self, job: Job, envelope: list[Frame], now: float) -> list[Action]:
         s = self.settings
         if self.queued >= s.queue_max_requests or self.queued_bytes + job.nbytes > s.queue_max_bytes:
-            err = QueueFull(f"queue holds {self.queued} requests, {self.queued_bytes} bytes")
-            log.warning("%s rejected: %s", job.kind, err)
-            self.observer.answered(job.kind, err.outcome, 0.0)
-            return [ToClient([*envelope, *v1.error_reply(err)])]
+            err = QueueFull(f"queue holds {self.queued} requests, {self.queued_bytes} bytes", job.event_id)
+            return self._unservable(job.kind, err, envelope, 0.0)
         waiter = Waiter(envelope, now, job, now + s.queue_deadline_s)
         job.waiters.append(waiter)
         job.enqueued = now
@@ -532,6 +539,26 @@ class RouterState:
             self._live.setdefault(job.key, []).append(job)
         actions = self._dispatch(now)
         self._trim_deadlines()
+        return actions
+
+    def _unservable(self, kind: str, err: CharonError, envelope: list[Frame], waited_s: float) -> list[Action]:
+        """One requester of a request that cannot be served: answered or dropped, as the policy says."""
+        verdict = unservable.decide(err, self.settings.v1_failure_replies)
+        self.observer.answered(kind, verdict.outcome, waited_s)
+        if verdict.reply is None:
+            log.warning("%s event %s dropped without a reply (%s): %s", kind, err.event_id, verdict.outcome, err)
+            return []
+        log.warning("%s rejected (%s): %s", kind, verdict.outcome, err)
+        return [ToClient([*envelope, *verdict.reply])]
+
+    def _fail(self, job: Job, err: CharonError, now: float) -> list[Action]:
+        """Every requester of ``job`` meets ``err``."""
+        actions: list[Action] = []
+        for waiter in job.waiters:
+            if not waiter.answered:
+                waiter.answered = True
+                actions.extend(self._unservable(job.kind, err, waiter.envelope, now - waiter.arrived))
+        job.waiters.clear()
         return actions
 
     def _trim_deadlines(self) -> None:
@@ -643,12 +670,18 @@ class RouterState:
     def _complete(self, job: Job, payload: list[Frame], now: float) -> list[Action]:
         header = v1.header_of(payload)
         outcome = _OUTCOMES.get(header, "error")
+        failed = outcome != "ok" and unservable.decide(
+            SimulationFailed("", job.event_id), self.settings.v1_failure_replies).dropped
         if job.kind == "photondata":
             if header == tokens.SIM_COMPLETE and len(payload) >= tokens.SIM_COMPLETE_FRAMES:
                 self.observer.completed(job.n_photons, len(as_view(payload[2])) // 4, now - job.dispatched)
             else:
                 self.observer.completed(0, 0, now - job.dispatched)
-        actions = self._answer(job, payload, outcome, now)
+        if failed:  # the worker answered SIM_FAILED (or another reply the client rejects)
+            err = SimulationFailed(f"the worker answered {header[:32]!r}", job.event_id)
+            actions = self._fail(job, err, now)
+        else:
+            actions = self._answer(job, payload, outcome, now)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s event %s: %s after %.3f s on a worker, %d requester(s)", job.kind, job.event_id,
                       outcome, now - job.dispatched, len(actions))
@@ -729,15 +762,6 @@ class RouterState:
         self.observer.requeued()
         return []
 
-    def _fail(self, job: Job, err: CharonError, now: float) -> list[Action]:
-        """Every requester of ``job`` gets the v1 failure reply ``err`` calls for.
-
-        The one place a request the router gives up on is answered, so the policy for v1 failure
-        replies is decided here.
-        """
-        actions = self._answer(job, v1.error_reply(err), err.outcome, now)
-        return actions
-
     def _forget(self, job: Job) -> None:
         """Remove a finished job from the de-duplication index."""
         if job.key is None:
@@ -798,7 +822,8 @@ class RouterState:
         return actions
 
     def _expire_deadlines(self, now: float) -> list[Action]:
-        """NO_WORKERS to every queued requester whose deadline passed; a job nobody waits for is dropped."""
+        """Every queued requester whose deadline passed is refused (NO_WORKERS) or dropped, as the
+        policy says; a job nobody waits for any more is dropped."""
         actions: list[Action] = []
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
@@ -806,11 +831,13 @@ class RouterState:
             job = waiter.job
             if waiter.answered or job.state is not JobState.QUEUED or waiter.deadline != deadline:
                 continue
-            err = DeadlineExceeded(f"no worker free within {self.settings.queue_deadline_s:g} s")
+            waited = f"{self.settings.queue_deadline_s:g} s"
+            err: DeadlineExceeded = (DeadlineExceeded(f"no worker free within {waited}", job.event_id)
+                                     if self.workers else NoWorkers(f"no worker registered within {waited}",
+                                                                    job.event_id))
             waiter.answered = True
             job.waiters.remove(waiter)
-            self.observer.answered(job.kind, err.outcome, now - waiter.arrived)
-            actions.append(ToClient([*waiter.envelope, *v1.error_reply(err)]))
+            actions.extend(self._unservable(job.kind, err, waiter.envelope, now - waiter.arrived))
             if not job.waiters:
                 self._move(job, JobState.DROPPED)
         return actions
