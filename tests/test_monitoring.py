@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import time
 import urllib.parse
@@ -28,6 +29,7 @@ import yaml
 
 from charon.client import Client
 from charon.errors import ServerUnavailable
+from charon.protocol import tokens
 from charon.source import isotropic_point
 from tests import procs
 from tests.tooling import CHART, ROOT, run, tool
@@ -97,7 +99,7 @@ def test_alert_rules_pass_promtool_check(tmp_path: Path) -> None:
     _write_rules(rules, _render_rules())
     res = run(promtool, "check", "rules", str(rules))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 6 rules found" in res.stdout
+    assert "SUCCESS: 11 rules found" in res.stdout
 
 
 def test_promtool_rejects_a_broken_expression(tmp_path: Path) -> None:
@@ -158,7 +160,9 @@ def test_dashboard_structure() -> None:
     text = " ".join(e for _, e in exprs)
     for needed in ("charon_photons_total", "charon_hits_total", "charon_queue_depth", "charon_workers",
                    'phase="queue"', 'phase="service"', 'outcome!="ok"', "DCGM_FI_DEV_GPU_UTIL",
-                   "histogram_quantile(0.99", "histogram_quantile(0.5", 'outcome=~"dropped_.*"'):
+                   "histogram_quantile(0.99", "histogram_quantile(0.5", 'outcome=~"dropped_.*"',
+                   "charon_execution_deadlines_total", "charon_workers_expelled_total",
+                   "charon_replies_dropped_total", 'outcome=~"(dropped_)?too_large"', "charon_client_connections"):
         assert needed in text, needed
     # Panels do not overlap on the grid.
     cells: set[tuple[int, int]] = set()
@@ -218,6 +222,11 @@ def _traffic(endpoint: str, events: int, first_event: int = 0) -> None:
         # test): dropped without a reply, so the dropped-requests series exists.
         with Client(endpoint, timeout_s=1.0, retries=0) as client, pytest.raises(ServerUnavailable):
             client.simulate(isotropic_point(10**6, TOO_BIG_PHOTONS, (0.0, 0.0, 0.0), 420.0))
+        # One PHOTONDATA that announces more photons than limits.max_request_bytes allows: refused on
+        # arrival and dropped (the request-size series).
+        claim = [tokens.PHOTONDATA, struct.pack("<II", 10**6 + 1, 2**31), *[b"\0" * 4] * 12]
+        with Client(endpoint, timeout_s=1.0, retries=0) as client, pytest.raises(ServerUnavailable):
+            client.request(claim)
 
 
 @pytest.mark.timeout(150)

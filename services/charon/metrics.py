@@ -59,6 +59,8 @@ class RequestMetrics:
             "unread; gone = the connection had closed",
             ["reason"], registry=registry,
         )
+        for reason in ("hwm", "gone"):  # every series exists from the start (alerts, dashboards)
+            self.replies_dropped.labels(reason)
         self.client_connections = Gauge("charon_client_connections", "Client connections open now",
                                         registry=registry)
         self.client_connections_refused = Counter(
