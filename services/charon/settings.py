@@ -234,6 +234,10 @@ class LimitsSettings(_Section):
         1000, ge=1, le=10_000_000, description="Replies queued for one client connection that does not "
         "read them (ZMQ_SNDHWM) before further replies to it are dropped and counted"
     )
+    client_receive_hwm: int = Field(
+        100, ge=1, le=1_000_000, description="Requests read ahead from one client connection (ZMQ_RCVHWM); "
+        "beyond it the connection is not read until they are handled (back-pressure, nothing is dropped)"
+    )
     max_client_connections: int = Field(
         4096, ge=1, le=1_000_000, description="Client connections held at once; a connection beyond it "
         "is closed at once and logged"

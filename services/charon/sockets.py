@@ -33,13 +33,16 @@ def client_facing(ctx: zmq.Context[Any], limits: LimitsSettings) -> zmq.Socket[A
     * ZMQ_SNDHWM = ``limits.client_send_hwm`` replies per connection, with ROUTER_MANDATORY so a
       reply over it fails (EAGAIN, counted by the driver) instead of vanishing, as does a reply
       to a connection that has gone (EHOSTUNREACH); replies are sent with NOBLOCK;
-    * no receive high-water mark: the state machine bounds the queue (count and bytes).
+    * ZMQ_RCVHWM = ``limits.client_receive_hwm`` requests read ahead per connection: beyond it
+      libzmq stops reading that connection (TCP back-pressure on the client, nothing is dropped),
+      so a client that floods cannot make the process buffer its requests faster than the state
+      machine admits or refuses them.
     """
     sock = _socket(ctx, zmq.ROUTER)
     sock.setsockopt(zmq.IPV6, 1)
     sock.setsockopt(zmq.MAXMSGSIZE, limits.max_frame_bytes)
     sock.setsockopt(zmq.SNDHWM, limits.client_send_hwm)
-    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, limits.client_receive_hwm)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     return sock
 
