@@ -262,6 +262,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=100_000, help="mutated v1 messages per target")
     parser.add_argument("--targets", nargs="+", default=["serve", "router", "unread"],
                         choices=["serve", "router", "unread"])
+    parser.add_argument("--unread-requests", type=int, default=20_000, help="requests of the unread scenario")
     parser.add_argument("--unread-env", nargs="*", default=[], metavar="VAR=VALUE",
                         help="extra environment of the unread scenario's router (e.g. CHARON_ROUTER__DEDUP_WINDOW_S=0)")
     parser.add_argument("--backend", default="echo", help="engine of serve / the worker")
@@ -272,7 +273,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     results = [soak(target, args.messages, args) for target in args.targets if target != "unread"]
-    flood = unread(args) if "unread" in args.targets else None
+    flood = unread(args, args.unread_requests) if "unread" in args.targets else None
     for r in results:
         rss = ", ".join(f"{name} {a:.1f} -> {b:.1f} MiB" for name, (a, b) in r.rss_mib.items())
         print(f"{r.target}: {r.messages} mutated v1 messages in {r.seconds:.1f} s"
