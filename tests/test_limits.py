@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -16,6 +18,7 @@ import pytest
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from charon.connections import ConnectionCount, check_descriptors, descriptor_limit
 from charon.errors import RequestTooLarge
 from charon.health import HealthServer
 from charon.metrics import new_registry
@@ -238,3 +241,41 @@ def test_idle_http_connections_cost_no_thread_and_time_out() -> None:
         for sock in idle:
             sock.close()
         http.stop()
+
+
+# ---- connection count and descriptors (no sockets) -----------------------------------------------
+
+
+def test_connection_count_refuses_beyond_the_limit_and_frees_on_close() -> None:
+    count = ConnectionCount(limit=2)
+    assert [count.accepted() for _ in range(4)] == [False, False, True, True]
+    assert (count.open, count.refused) == (4, 2)  # the refused two are open until libzmq closes them
+    for _ in range(3):
+        count.closed()
+    assert count.accepted() is False  # room again
+    count.closed()
+    count.closed()
+    count.closed()  # a stray close never goes below zero
+    assert count.open == 0
+
+
+def test_start_up_lifts_the_soft_descriptor_limit_to_the_hard_one() -> None:
+    code = ("import resource; from charon.connections import raise_descriptor_limit; "
+            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE); "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard)); "
+            "print(*raise_descriptor_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    soft, hard, now = (int(v) for v in out.stdout.split())
+    assert soft == now
+    assert now == hard or now >= 1_048_576  # an unlimited hard limit is lifted to 2^20
+
+
+def test_a_descriptor_limit_below_the_connection_limit_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    limit = descriptor_limit()
+    if limit < 0:
+        pytest.skip("no descriptor limit on this platform")
+    assert check_descriptors(limit) == limit
+    assert "descriptor limit" in caplog.text
+    caplog.clear()
+    check_descriptors(1)
+    assert "descriptor limit" not in caplog.text
