@@ -33,8 +33,10 @@ _CHILD_START_TIMEOUT_S = 120.0
 def run(command: str, settings: Settings, args: argparse.Namespace) -> int:
     if command == "demo":
         return demo(settings, args)
+    from charon.curve import client_keys
+
     with Client(settings.client.endpoint, timeout_s=settings.client.timeout_s,
-                retries=settings.client.retries) as client:
+                retries=settings.client.retries, curve=client_keys(settings.security)) as client:
         if command == "ping":
             rtt = client.ping()
             print(f"ACK from {settings.client.endpoint} in {rtt * 1e3:.2f} ms")
@@ -195,7 +197,8 @@ def _concurrent(client: Client, make: Callable[[int], Photons], n: int, window: 
     def one(i: int) -> tuple[Photons, Hits]:
         mine: Client | None = getattr(local, "client", None)
         if mine is None:
-            mine = local.client = Client(client.endpoint, timeout_s=client.timeout_s, retries=client.retries)
+            mine = local.client = Client(client.endpoint, timeout_s=client.timeout_s, retries=client.retries,
+                                         curve=client.curve)
             with lock:
                 clients.append(mine)
         photons = make(i)

@@ -39,10 +39,19 @@ def new_registry() -> CollectorRegistry:
     return registry
 
 
+def auth_refused(registry: CollectorRegistry) -> Counter:
+    """``charon_auth_refused_total{socket}``: connections refused at the CURVE handshake (the peer gets
+    no reply). Every service with a CURVE server socket exports it, under the same definition."""
+    return Counter("charon_auth_refused_total",
+                   "Connection attempts refused at the CURVE handshake (no CURVE, another server key, or a "
+                   "client key not allowed), by server socket", ["socket"], registry=registry)
+
+
 class RequestMetrics:
     """Client requests answered by ``charon serve`` or ``charon router``, and the router's queue."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.auth_refused = auth_refused(registry)
         self.requests = Counter("charon_requests_total", "Client requests answered, by request kind and outcome",
                                 ["kind", "outcome"], registry=registry)
         self.photons = Counter("charon_photons_total", "Photons in PHOTONDATA requests answered with SIM_COMPLETE",

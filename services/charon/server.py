@@ -22,7 +22,8 @@ from typing import Any
 import zmq
 from prometheus_client import CollectorRegistry
 
-from charon import sockets
+from charon import curve, sockets
+from charon.auth import Guard
 from charon.engine.base import Simulator
 from charon.errors import CharonError
 from charon.health import HealthServer
@@ -72,6 +73,7 @@ class Server:
         self._sock: zmq.Socket[Any] | None = None
         self._results: zmq.Socket[Any] | None = None
         self._sim: SimulationThread | None = None
+        self._guard: Guard | None = None
         self._pending: dict[int, _Pending] = {}
         #: Per client connection (ROUTER identity), its requests in arrival order: replies leave in
         #: that order, as a DEALER client pipelining v1 requests (which carry no request id) needs.
@@ -79,6 +81,7 @@ class Server:
         self._tokens = itertools.count(1)
 
     def startup(self) -> dict[str, object]:
+        keys = curve.server_keys(self.settings.security)
         simulator = self.handler.simulator
         log.info("engine %s ready, detector %s, %d channels", simulator.name, simulator.fingerprint[:12],
                  len(simulator.detector_info()))
@@ -93,10 +96,14 @@ class Server:
                                      batch_max_delay_s=engine.batch_max_delay_s, progress=self.progress,
                                      clock=self.clock)
         self._sim.start()
-        self._sock = sockets.serve_socket(ctx)
+        self._sock = sockets.serve_socket(ctx, keys)
+        if keys is not None:
+            self._guard = Guard(ctx, self.metrics.auth_refused)
+            self._guard.protect(self._sock, sockets.CLIENTS, keys)
+            self._guard.start()
         endpoint = sockets.bind(self._sock, self.settings.server.bind)
         self.http.health.set_ready(True)
-        log.info("serving on %s", endpoint)
+        log.info("serving on %s%s", endpoint, _curve_note(keys))
         return {"endpoint": endpoint, "metrics": metrics_addr, "fingerprint": simulator.fingerprint}
 
     def run(self, stop: Stop) -> int:
@@ -208,6 +215,9 @@ class Server:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+        if self._guard is not None:
+            self._guard.stop()
+            self._guard = None
         if self._sim is not None:
             if not self._sim.stop(timeout=1.0):
                 log.warning("simulation still running at exit")
@@ -229,6 +239,13 @@ class Server:
 def main(settings: Settings) -> int:
     with open_simulator(settings.engine) as simulator:
         return run_service(Server(settings, simulator))
+
+
+def _curve_note(keys: curve.ServerKeys | None) -> str:
+    if keys is None:
+        return " (plain: no CURVE)"
+    who = "any client key" if keys.allowed is None else f"{len(keys.allowed)} allowed client key(s)"
+    return f" (CURVE, {who})"
 
 
 def _photon_count(payload: Sequence[Frame]) -> int:

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import zmq
 from prometheus_client import CollectorRegistry
 
-from charon import sockets
+from charon import curve, sockets
 from charon.engine.base import Simulator
 from charon.errors import WorkerProtocolError
 from charon.health import HealthServer
@@ -69,10 +69,12 @@ class Worker:
         self.generation = 0
         self.in_flight: set[int] = set()
         self.drain: Drain | None = None
+        self.curve: curve.ClientKeys | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
     def startup(self) -> dict[str, object]:
+        self.curve = curve.worker_keys(self.settings.security)
         simulator = self.handler.simulator
         log.info("engine %s ready, detector %s, %d channels", simulator.name, simulator.fingerprint[:16],
                  len(simulator.detector_info()))
@@ -138,7 +140,7 @@ class Worker:
         assert self._ctx is not None, "startup() first"
         assert self.sim is not None
         router = self.settings.worker.router
-        sock = sockets.worker_dealer(self._ctx, router)
+        sock = sockets.worker_dealer(self._ctx, router, self.curve)
         self.generation += 1
         self.sim.new_generation(self.generation)
         self.in_flight.clear()
@@ -146,7 +148,8 @@ class Worker:
         try:
             sock.connect(router)
             sock.send_multipart(self.ready_msg)
-            log.info("READY sent to %s (capacity %d)", router, self.settings.worker.capacity)
+            log.info("READY sent to %s (capacity %d%s)", router, self.settings.worker.capacity,
+                     ", CURVE" if self.curve else "")
             return self._serve(sock, link_for(self.settings.heartbeat, self.clock()), backoff, stop)
         finally:
             self.metrics.connected.set(0)
