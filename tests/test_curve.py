@@ -314,3 +314,39 @@ def test_keys_generate_refuses_a_bad_name(tmp_path: Path, name: str, capsys: pyt
     assert cli.main(["keys", "generate", str(tmp_path), name]) == 2
     assert "NAME" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- the FlukaIO gateway's upstream --------------------------------------------------------------
+
+
+def test_gateway_upstream_reaches_a_curve_server_with_its_keys_only(keys: Keys) -> None:
+    import numpy as np
+
+    from charon.flukaio import codec
+    from charon.flukaio.codec import Hsk, Layout, Particle, StreamDecoder
+    from charon.flukaio.gateway import router_backend_factory
+    from tests.test_flukaio_gateway import gateway, photon_batch, port_of, run_batches, wait_for_log
+
+    server = Server(inproc.settings({"server": {"bind": "tcp://127.0.0.1:*"}}, server_security(keys)), inproc.echo())
+    with inproc.running(server) as handle:
+        batch = photon_batch(50, Layout.CURRENT, np.random.default_rng(3))
+        allowed = {"gateway": {"router": handle.endpoint},
+                   "security": {"curve_secret_key": str(keys.secret("alice")),
+                                "curve_server_key": str(keys.public("server"))}}
+        settings = inproc.settings({"gateway": {"listen": "tcp://127.0.0.1:0"}}, allowed)
+        with gateway(router_backend_factory(settings), allowed) as gw:
+            reply = run_batches(port_of(gw), Layout.CURRENT, [(4, batch)])
+        messages = StreamDecoder(Layout.CURRENT).feed(reply)
+        assert sum(isinstance(m, Particle) for m in messages) == 50  # echo: one hit per photon
+        assert inproc.sample(server.registry, "charon_requests_total", kind="photondata", outcome="ok") == 1
+
+        before = refused(server, "clients")
+        unlisted = {"gateway": {"router": handle.endpoint}, "client": {"timeout_s": 0.5, "retries": 0},
+                    "security": {"curve_secret_key": str(keys.secret("mallory")),
+                                 "curve_server_key": str(keys.public("server"))}}
+        settings = inproc.settings({"gateway": {"listen": "tcp://127.0.0.1:0"}}, unlisted)
+        with gateway(router_backend_factory(settings), unlisted) as gw:
+            assert run_batches(port_of(gw), Layout.CURRENT, [(5, batch)]) == codec.encode(Hsk())
+            wait_for_log(gw, r"simulation failed: .*; closing without reply")
+        assert refused(server, "clients") > before
+        assert inproc.sample(server.registry, "charon_requests_total", kind="photondata", outcome="ok") == 1

@@ -64,6 +64,7 @@ class Server:
         self.handler = RequestHandler(simulator, legacy_pong=settings.server.legacy_pong)
         self.registry = registry if registry is not None else new_registry()
         self.metrics = RequestMetrics(self.registry)
+        self.metrics.auth_refused.labels(sockets.CLIENTS)  # 0 with CURVE off: nothing is refused
         self.progress = Progress()
         self.clock = clock
         self.http = HealthServer(settings.metrics, 9100, self.registry)

@@ -150,6 +150,8 @@ class Router:
         self.registry = registry if registry is not None else new_registry()
         self.metrics = RouterMetrics(self.registry)
         self.observer = PrometheusObserver(self.metrics)
+        for socket in (sockets.CLIENTS, sockets.WORKERS):  # 0 with CURVE off: nothing is refused
+            self.metrics.auth_refused.labels(socket)
         self.state = RouterState(settings.router, settings.heartbeat, self.observer)
         export_gauges(self.metrics, self.state)
         self.clock = clock
