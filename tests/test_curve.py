@@ -23,7 +23,7 @@ import zmq.auth
 from charon import cli
 from charon.client import Client
 from charon.curve import ClientKeys, KeyPair, generate, load_public, load_secret
-from charon.errors import ConfigError
+from charon.errors import ConfigError, ServerUnavailable
 from charon.protocol import tokens
 from charon.protocol import worker as wp
 from charon.router.driver import Router
@@ -123,8 +123,12 @@ def test_serve_with_curve_serves_an_allowed_client_and_nothing_else(keys: Keys) 
             # the same unlisted key again: counted again, logged once
             expect_nothing(ctx, service, handle.endpoint, keys.client("mallory"), "mallory again")
             mallory = load_public(keys.public("mallory")).decode()
-            logs.wait_for("a peer without CURVE")
+            logs.wait_for("clients socket: refused a ")  # the plain peer and the one with another server key
             assert logs.text().count(mallory) == 1, logs.text()
+            with Client(handle.endpoint, timeout_s=0.3, retries=1, context=ctx,
+                        curve=keys.client("mallory")) as refused_client, \
+                    pytest.raises(ServerUnavailable, match="server allows this key"):
+                refused_client.ping()
             with Client(handle.endpoint, timeout_s=10, retries=0, context=ctx, curve=keys.client("alice")) as alice:
                 alice.ping()
                 check_sim_complete(alice.request(photondata(3, 40)), 3, 40)
@@ -171,8 +175,14 @@ def test_router_with_curve_admits_listed_workers_and_clients_only(
         worker_security = {"security": {"curve_secret_key": str(keys.secret("worker-0")),
                                         "curve_server_key": str(keys.public("server"))}}
         good = Worker(inproc.settings({"worker": {"router": handle.workers_endpoint}}, worker_security), inproc.echo())
-        with inproc.log_lines() as logs, inproc.running(good):
+        unlisted_security = {"security": {"curve_secret_key": str(keys.secret("rogue")),
+                                          "curve_server_key": str(keys.public("server"))}}
+        unlisted = Worker(inproc.settings({"worker": {"router": handle.workers_endpoint}}, unlisted_security),
+                          inproc.echo())
+        with inproc.log_lines() as logs, inproc.running(good), inproc.running(unlisted):
             wait_for(lambda: registered(router) == 1, 10, "the listed worker registered")
+            logs.wait_for("closed this connection for good (it refused this worker's CURVE key)")
+            assert not unlisted.http.health.ready
             # Rogue workers: a ChAR0N READY on a plain socket, CHARONW1 READY with an unlisted key
             # and with another server's key. Each keeps its connection open and retrying.
             for spec in (None, ("rogue", "server"), ("worker-0", "other-server")):

@@ -19,6 +19,7 @@ the service and gets no reply of any kind. Here:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -52,7 +53,7 @@ def reason_of(event: int, value: int) -> str:
         return f"client key refused (ZAP status {value})"
     if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
         return _REASONS.get(value, f"handshake protocol error 0x{value:08x}")
-    return f"handshake failed (errno {value})"
+    return f"a handshake broken off ({os.strerror(value) if value > 0 else 'no detail'})"
 
 
 class AllowPolicy:

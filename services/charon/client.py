@@ -72,7 +72,9 @@ class Client:
             last = "NO_WORKERS"
             if attempt + 1 < tries:
                 self._sleep(min(0.1 * 2**attempt, 2.0))
-        raise ServerUnavailable(f"{self.endpoint}: {last} after {tries} tries")
+        hint = ("; with CURVE a server that refuses this client's key sends nothing: check "
+                "security.curve_server_key and that the server allows this key") if self.curve else ""
+        raise ServerUnavailable(f"{self.endpoint}: {last} after {tries} tries{hint}")
 
     def ping(self) -> float:
         """Round-trip time in seconds of one PING."""

@@ -80,11 +80,17 @@ def router_backend(ctx: zmq.Context[Any], curve: ServerKeys | None = None) -> zm
 
 
 def worker_dealer(ctx: zmq.Context[Any], router: str, curve: ClientKeys | None = None) -> zmq.Socket[Any]:
-    """A worker's DEALER to the router (a new one, with a new identity, for every connection)."""
+    """A worker's DEALER to the router (a new one, with a new identity, for every connection).
+
+    Sends never wait: with no high-water mark they only could when the connection is gone for
+    good (libzmq stops reconnecting after the router refused the CURVE key), and then raise
+    ``zmq.Again`` for the driver to start a fresh connection instead of hanging.
+    """
     sock = _socket(ctx, zmq.DEALER)
     sock.setsockopt(zmq.IPV6, connect_ipv6(router))
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.SNDTIMEO, 0)
     _curve_client(sock, curve)
     return sock
 

@@ -38,6 +38,10 @@ _MAX_POLL_S = 0.1
 _DRAIN_LINGER_MS = 500
 _results_ids = itertools.count()
 
+#: A CURVE router that refuses this worker sends nothing at all: say where to look.
+_CURVE_HINT = (" (CURVE: a router that refuses this worker's key answers nothing; check that its public "
+               "certificate is in the router's security.curve_workers and security.curve_server_key is the "
+               "router's)")
 #: How one connection ended: the router is lost or refused us (reconnect), or we leave (exit).
 Verdict = Literal["reconnect", "exit"]
 
@@ -151,6 +155,10 @@ class Worker:
             log.info("READY sent to %s (capacity %d%s)", router, self.settings.worker.capacity,
                      ", CURVE" if self.curve else "")
             return self._serve(sock, link_for(self.settings.heartbeat, self.clock()), backoff, stop)
+        except zmq.Again:  # no connection left to queue on: the router refused the handshake for good
+            log.warning("router %s closed this connection for good%s", router,
+                        " (it refused this worker's CURVE key)" if self.curve else "")
+            return "exit" if self.drain is not None else "reconnect"
         finally:
             self.metrics.connected.set(0)
             self.http.health.set_ready(False)
@@ -188,8 +196,8 @@ class Worker:
             sock.send_multipart(wp.disconnect(wp.REASON_EXIT))
             return "exit"
         if link.router_dead(now):
-            log.warning("router %s silent for %.1f s: reconnecting", self.settings.worker.router,
-                        now - link.last_heard)
+            log.warning("router %s silent for %.1f s: reconnecting%s", self.settings.worker.router,
+                        now - link.last_heard, _CURVE_HINT if self.curve else "")
             return "reconnect"
         if link.heartbeat_due(now):
             sock.send_multipart(wp.heartbeat())
