@@ -13,6 +13,7 @@ name the flag and the environment variable of a setting (:func:`describe_setting
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from charon.errors import ConfigError
+from charon.protocol.unservable import FailureReplies
 
 #: Every command (e.g. ``--log-level``).
 ALL_COMMANDS: Final = ("*",)
@@ -68,6 +70,22 @@ def _port_in_range(value: str) -> str:
     return value
 
 
+def parse_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``"10.0.0.0/8, ::1"`` -> the networks (a bare address is a /32 or /128); raises ValueError."""
+    networks = []
+    for item in value.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IPv4 or IPv6 network (e.g. 10.0.0.0/8 or ::1/128)") from None
+    return tuple(networks)
+
+
+def _networks(value: str) -> str:
+    parse_networks(value)
+    return value
+
+
 _ENDPOINT_PATTERN = r"^(tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\*|[0-9]{1,5})|ipc://.+|inproc://.+)$"
 _HOSTPORT_PATTERN = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]*):[0-9]{1,5}$"
 _FINGERPRINT_PATTERN = r"^[0-9a-f]{64}$"
@@ -95,6 +113,15 @@ HostPort = Annotated[
     ),
     AfterValidator(_port_in_range),
 ]
+
+
+#: ``server.v1_failure_replies`` and ``router.v1_failure_replies``: one flag for serve and router.
+_FAILURE_REPLIES_DESCRIPTION = (
+    "A well-formed v1 PHOTONDATA or DETECTOR_INFO that cannot be served (queue full, deadline "
+    "passed, no workers, workers lost, engine failure): silent = no reply (the client's retry "
+    "limit ends the event; counted as outcome dropped_<reason>), explicit = ChAR0N's NO_WORKERS / "
+    "SIM_FAILED, which the ratpac-two client rejects and may resend forever"
+)
 
 
 class _Section(BaseModel):
@@ -189,6 +216,8 @@ class ServerSettings(_Section):
     bind: Annotated[Endpoint, Flag("--bind", ("serve", "config"), "ENDPOINT")] = Field(
         "tcp://*:5555", description="Client-facing endpoint")
     legacy_pong: Annotated[bool, Flag("--legacy-pong", ("serve", "config"))] = Field(False, description="Answer PING with PONG (pre-2024 clients only)")
+    v1_failure_replies: Annotated[FailureReplies, Flag("--v1-failure-replies", ("serve", "config"))] = Field(
+        "silent", description=_FAILURE_REPLIES_DESCRIPTION)
 
 
 class RouterSettings(_Section):
@@ -220,6 +249,8 @@ class RouterSettings(_Section):
     accept_legacy_workers: bool = Field(
         True, description="Accept ChAR0N workers (bare one-byte READY) as capacity-1 workers"
     )
+    v1_failure_replies: Annotated[FailureReplies, Flag("--v1-failure-replies", ("router", "config"))] = Field(
+        "silent", description=_FAILURE_REPLIES_DESCRIPTION)
 
 
 class WorkerSettings(_Section):
@@ -264,13 +295,36 @@ class GatewaySettings(_Section):
     layout: Annotated[Literal["auto", "current", "legacy"], Flag("--layout", ("flukaio-gateway",))] = Field(
         "auto", description="FlukaIO particle layout: 121-byte current, 95-byte legacy, or detect"
     )
-    idle_timeout_s: float = Field(3000.0, gt=0, le=864_000, description="Read timeout per connection")
+    gen: Annotated[Literal["generation", "flags"], Flag("--gen", ("flukaio-gateway",))] = Field(
+        "generation", description="What a particle's gen field holds: generation data such as a parent "
+        "id (xcoll; only its CHERENKOV/SCINTILLATION bits become photon flags), or flags (the client sends "
+        "Chroma history bits; photons with a terminal bit are not propagated)"
+    )
+    allow: Annotated[str, AfterValidator(_networks)] = Field(
+        "", description="Client networks allowed to connect, comma-separated, e.g. 10.0.0.0/8,::1/128; "
+        "other peers are closed at once and counted; empty = every client"
+    )
+    idle_timeout_s: float = Field(
+        600.0, gt=0, le=864_000, description="Close a connection that sends nothing this long")
     write_timeout_s: float = Field(3000.0, gt=0, le=864_000, description="Write timeout per connection")
     max_batch_particles: int = Field(
         1_000_000, ge=1, le=100_000_000,
         description="Largest batch accepted before the connection is closed (about 120 B per particle)",
     )
     max_connections: int = Field(64, ge=1, le=100_000, description="Concurrent FlukaIO connections")
+    reap_idle_s: float = Field(
+        30.0, ge=0, le=864_000, description="At max_connections, a new client closes the connection idle "
+        "longest if it has been idle at least this long (instead of being refused)"
+    )
+    max_inflight_particles: int = Field(
+        2_000_000, ge=1, le=1_000_000_000, description="Particles held by all connections together (batches "
+        "being received or simulated); above it no connection is read until memory is freed (about 500 B "
+        "of memory per particle at the peak)"
+    )
+    chunk_photons: int = Field(
+        100_000, ge=1, le=100_000_000, description="Photons per engine call; a batch whose client has gone "
+        "is abandoned between calls (batches of up to this many photons are one call)"
+    )
     drain_grace_s: float = Field(
         25.0, ge=0, le=86_400, description="After SIGTERM: longest wait for batches whose EOB has arrived "
         "(new connections and batches are refused meanwhile)"
