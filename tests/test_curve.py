@@ -35,6 +35,12 @@ from tests.router_support import check_sim_complete, photondata, wait_for
 NO_REPLY_S = 0.7
 
 
+@pytest.fixture(autouse=True)
+def _keep_pytest_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cli.main reconfigures logging for a process; here the process is pytest's."""
+    monkeypatch.setattr("charon.runtime.setup_logging", lambda level: None)
+
+
 @dataclass(frozen=True)
 class Keys:
     root: Path
@@ -360,3 +366,22 @@ def test_gateway_upstream_reaches_a_curve_server_with_its_keys_only(keys: Keys) 
             wait_for_log(gw, r"simulation failed: .*; closing without reply")
         assert refused(server, "clients") > before
         assert inproc.sample(server.registry, "charon_requests_total", kind="photondata", outcome="ok") == 1
+
+
+def test_ping_info_and_simulate_commands_with_curve(keys: Keys, capsys: pytest.CaptureFixture[str]) -> None:
+    service = Server(inproc.settings({"server": {"bind": "tcp://127.0.0.1:*"}}, server_security(keys)), inproc.echo())
+    with inproc.running(service) as handle:
+        curve = ["--curve-server-key", str(keys.public("server")), "--curve-secret-key", str(keys.secret("alice"))]
+        common = ["--endpoint", handle.endpoint, "--timeout", "10", "--retries", "0"]
+        assert cli.main(["ping", *common, *curve]) == 0
+        assert cli.main(["info", *common, *curve]) == 0
+        assert cli.main(["simulate", *common, *curve, "--events", "2", "--photons", "100"]) == 0
+        out = capsys.readouterr().out
+        assert f"ACK from {handle.endpoint}" in out
+        assert "3000 channels" in out
+        assert "hits" in out
+        refused = ["--endpoint", handle.endpoint, "--timeout", "0.3", "--retries", "0"]
+        assert cli.main(["ping", *refused]) == 1  # plain: nothing comes back
+        assert cli.main(["ping", *refused, "--curve-server-key", str(keys.public("server"))]) == 1  # fresh key
+        assert "server allows this key" in capsys.readouterr().err
+    assert inproc.sample(service.registry, "charon_requests_total", kind="photondata", outcome="ok") == 2
