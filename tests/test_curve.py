@@ -385,3 +385,22 @@ def test_ping_info_and_simulate_commands_with_curve(keys: Keys, capsys: pytest.C
         assert cli.main(["ping", *refused, "--curve-server-key", str(keys.public("server"))]) == 1  # fresh key
         assert "server allows this key" in capsys.readouterr().err
     assert inproc.sample(service.registry, "charon_requests_total", kind="photondata", outcome="ok") == 2
+
+
+def test_a_curve_router_that_cannot_bind_stops_cleanly(keys: Keys) -> None:
+    """The authenticator and monitor started before the bind are stopped again (the context ends)."""
+    from charon.errors import StartupError
+    from tests.router_support import free_port
+
+    blocker: zmq.Context[Any] = zmq.Context()
+    taken = blocker.socket(zmq.ROUTER)
+    port = free_port()
+    taken.bind(f"tcp://127.0.0.1:{port}")
+    try:
+        settings = inproc.settings({"router": {"bind": f"tcp://127.0.0.1:{port}", "workers_bind": "tcp://127.0.0.1:*"}},
+                                   server_security(keys, curve_workers=str(keys.workers)))
+        with pytest.raises(StartupError, match="cannot bind"):
+            inproc.start(Router(settings))
+    finally:
+        taken.close(linger=0)
+        blocker.term()
