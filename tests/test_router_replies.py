@@ -52,7 +52,8 @@ BAD = {
     "channel == P": sim_complete(7, hits(3, channel=P)),
     "channel 0xFFFFFFFF": sim_complete(7, hits(1, channel=0xFFFFFFFF)),
     "NO_WORKERS": [tokens.NO_WORKERS],
-    "SIM_COMPLETE_ASYNC": [tokens.SIM_COMPLETE_ASYNC, struct.pack("<I", 7)],
+    "SIM_COMPLETE_ASYNC of another event": [tokens.SIM_COMPLETE_ASYNC, struct.pack("<I", 8)],
+    "UNKNOWN_REQUEST with 2 frames": [tokens.UNKNOWN_REQUEST, b""],
     "SIM_FAILED of another event": [tokens.SIM_FAILED, struct.pack("<I", 9)],
     "SIM_FAILED with 3 frames": [tokens.SIM_FAILED, struct.pack("<I", 7), b""],
     "DETECTOR_INFO": [tokens.DETECTOR_INFO, b"", b"", b"", b""],
@@ -63,6 +64,9 @@ def test_a_valid_reply_passes() -> None:
     assert reply_problem("photondata", 7, GOOD, P) is None
     assert reply_problem("photondata", 7, sim_complete(7, hits(0)), P) is None
     assert reply_problem("photondata", 7, [tokens.SIM_FAILED, struct.pack("<I", 7)], P) is None
+    assert reply_problem("photondata", 7, [tokens.SIM_COMPLETE_ASYNC, struct.pack("<I", 7)], P) is None
+    assert reply_problem("photondata", 7, [tokens.UNKNOWN_REQUEST], P) is None
+    assert reply_problem("detector_info", None, [tokens.UNKNOWN_REQUEST], None) is None  # a ChAR0N worker
     # event ids are compared as the uint32 the wire carries
     assert reply_problem("photondata", 2**32 + 7, GOOD, P) is None
 

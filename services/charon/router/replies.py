@@ -6,7 +6,8 @@ without bounds checks. :func:`reply_problem` says what is wrong with a reply (No
 forwarded); the router then treats the worker as failed (:mod:`charon.router.state`). The rules
 are the client's own (``protocol.v1.check_sim_complete``) made exact: the frame count a charon
 worker sends, the 4-byte event-id echo, ten hit frames of one length, every channel below the
-pool detector's PMT count.
+pool detector's PMT count. The other answers a working worker may give pass when well formed:
+SIM_FAILED and ChAR0N's SIM_COMPLETE_ASYNC (two frames, the event id), UNKNOWN_REQUEST (one).
 """
 
 from __future__ import annotations
@@ -30,13 +31,17 @@ def reply_problem(kind: str, event_id: int | None, payload: Sequence[Frame], n_c
     if not payload:
         return "an empty reply"
     header = v1.header_of(payload)
+    if header == tokens.UNKNOWN_REQUEST:
+        # A worker that cannot answer this kind (a ChAR0N worker asked for DETECTOR_INFO): a
+        # failure of the request, not of the worker; the router handles it as one.
+        return None if len(payload) == 1 else f"UNKNOWN_REQUEST has {len(payload)} frames, needs 1"
     if kind == "photondata":
         assert event_id is not None
         if header == tokens.SIM_COMPLETE:
             return _sim_complete_problem(payload, event_id, n_channels)
-        if header == tokens.SIM_FAILED:
+        if header in (tokens.SIM_FAILED, tokens.SIM_COMPLETE_ASYNC):  # ChAR0N's async mode
             if len(payload) != 2:
-                return f"SIM_FAILED has {len(payload)} frames, needs 2"
+                return f"{header.decode()} has {len(payload)} frames, needs 2"
             return _echo_problem(payload[1], event_id)
         return f"{_shown(header)} does not answer PHOTONDATA"
     if kind == "detector_info":
