@@ -404,3 +404,13 @@ def test_a_curve_router_that_cannot_bind_stops_cleanly(keys: Keys) -> None:
     finally:
         taken.close(linger=0)
         blocker.term()
+
+
+def test_demo_runs_its_embedded_server_plain_whatever_the_environment(keys: Keys) -> None:
+    from charon import commands
+    from charon.settings import load_settings
+
+    settings = load_settings({"security": {"curve_secret_key": str(keys.secret("server")),
+                                           "curve_clients": str(keys.clients)}})
+    env = commands.child_environment(settings)
+    assert not [k for k in env if k.startswith("CHARON_SECURITY__")]

@@ -266,9 +266,10 @@ def demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def child_environment(settings: Settings) -> dict[str, str]:
     """The embedded server's environment: this process's, with every setting of ``settings``
-    (so each flag given to ``demo`` reaches it), on a free loopback port, logging only warnings."""
+    (so each flag given to ``demo`` reaches it), on a free loopback port, logging only warnings,
+    and plain: the demo's own client on loopback holds no CURVE keys."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHARON_")}
-    env.update(environment(settings))
+    env.update({k: v for k, v in environment(settings).items() if not k.startswith("CHARON_SECURITY__")})
     env["CHARON_SERVER__BIND"] = "tcp://127.0.0.1:*"
     env["CHARON_METRICS__ADDR"] = "127.0.0.1:0"
     if settings.log.level == "info":
