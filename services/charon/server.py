@@ -7,7 +7,8 @@ requests that wait while the engine is busy into one engine pass (``engine.batch
 ``engine.batch_max_delay_s``), so many clients with small events keep the engine full. The socket
 thread never waits on the engine: it keeps answering PING and signals during a long simulation.
 No input can stop the loop. A well-formed PHOTONDATA the engine fails on is answered or dropped
-as :func:`charon.protocol.unservable.decide` says (``server.v1_failure_replies``).
+as :func:`charon.protocol.unservable.decide` says (``server.v1_failure_replies``). With
+``security.curve_secret_key`` the socket is a CURVE server guarded by :class:`charon.auth.Guard`.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 It binds a client-facing ROUTER (v1) and a worker-facing ROUTER (CHARONW1), hands every message
 and timer tick to the state machine and sends the actions it returns. Messages are received with
 ``copy=False`` and the received ``zmq.Frame`` objects themselves are stored and forwarded, so
-photon frames cross the router without being copied or parsed. No numpy is imported here.
+photon frames cross the router without being copied or parsed. No numpy is imported here. With
+``security.curve_secret_key`` both sockets are CURVE servers (:mod:`charon.curve`); a
+:class:`charon.auth.Guard` admits the listed keys and counts the refused handshakes.
 """
 
 from __future__ import annotations
