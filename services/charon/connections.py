@@ -17,13 +17,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
+from charon.auth import FAILED_HANDSHAKES
+from charon.sockets import CLIENTS
+
 log = logging.getLogger("charon.connections")
+
+
 
 #: Descriptors kept for everything that is not a client connection (workers, HTTP, files, libzmq).
 RESERVED_DESCRIPTORS = 256
@@ -53,10 +59,17 @@ class ConnectionGuard:
     """The monitor of one client-facing socket: :attr:`socket` goes in the service's poller, and
     :meth:`handle` is called when it is readable."""
 
-    def __init__(self, sock: zmq.Socket[Any], limit: int, metrics: Any | None = None) -> None:
+    def __init__(self, sock: zmq.Socket[Any], limit: int, metrics: Any | None = None, *,
+                 handshake: Callable[[str, int, int], None] | None = None) -> None:
+        """``handshake``: where failed CURVE handshakes go (:meth:`charon.auth.Guard.handshake_event`;
+        a socket has one monitor, and this is it)."""
         self.count = ConnectionCount(limit)
         #: Refusals already logged: one line when the count first passes 1, 10, 100, ...
-        self.socket: zmq.Socket[Any] = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        events = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED
+        if handshake is not None:
+            events |= FAILED_HANDSHAKES
+        self.socket: zmq.Socket[Any] = sock.get_monitor_socket(events)
+        self._handshake = handshake
         self._owner = sock
         self._metrics = metrics
         self._logged_refused = 0
@@ -72,6 +85,8 @@ class ConnectionGuard:
                         self._metrics.client_connections_refused.inc()
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 self.count.closed()
+            elif self._handshake is not None:
+                self._handshake(CLIENTS, int(event["event"]), int(event["value"]))
         if self._metrics is not None:
             self._metrics.client_connections.set(self.count.open)
         if len(str(self.count.refused)) > len(str(self._logged_refused)) or self._logged_refused == 0 < self.count.refused:

@@ -7,7 +7,8 @@ requests that wait while the engine is busy into one engine pass (``engine.batch
 ``engine.batch_max_delay_s``), so many clients with small events keep the engine full. The socket
 thread never waits on the engine: it keeps answering PING and signals during a long simulation.
 No input can stop the loop. A well-formed PHOTONDATA the engine fails on is answered or dropped
-as :func:`charon.protocol.unservable.decide` says (``server.v1_failure_replies``).
+as :func:`charon.protocol.unservable.decide` says (``server.v1_failure_replies``). With
+``security.curve_secret_key`` the socket is a CURVE server guarded by :class:`charon.auth.Guard`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 import zmq
 from prometheus_client import CollectorRegistry
 
-from charon import sockets
+from charon import curve, sockets
+from charon.auth import Guard
 from charon.connections import ConnectionGuard, check_descriptors, raise_descriptor_limit
 from charon.engine.base import Simulator
 from charon.errors import CharonError, SimulationFailed
@@ -67,6 +69,7 @@ class Server:
         self.handler = RequestHandler(simulator, legacy_pong=settings.server.legacy_pong)
         self.registry = registry if registry is not None else new_registry()
         self.metrics = RequestMetrics(self.registry)
+        self.metrics.auth_refused.labels(sockets.CLIENTS)  # 0 with CURVE off: nothing is refused
         self.progress = Progress()
         self.clock = clock
         self.http = HealthServer(settings.metrics, 9100, self.registry)
@@ -76,15 +79,17 @@ class Server:
         self._sock: zmq.Socket[Any] | None = None
         self._outbox: Outbox | None = None
         self._sim: SimulationThread | None = None
+        self._guard: Guard | None = None
         self._pending: dict[int, _Pending] = {}
         #: Per client connection (ROUTER identity), its requests in arrival order: replies leave in
         #: that order, as a DEALER client pipelining v1 requests (which carry no request id) needs.
         self._order: dict[bytes, deque[int]] = {}
         self._tokens = itertools.count(1)
-        self._guard: ConnectionGuard | None = None
+        self._connections: ConnectionGuard | None = None
         self._dropped = sockets.DroppedReplies(self.metrics.replies_dropped)
 
     def startup(self) -> dict[str, object]:
+        keys = curve.server_keys(self.settings.security)
         simulator = self.handler.simulator
         log.info("engine %s ready, detector %s, %d channels", simulator.name, simulator.fingerprint[:12],
                  len(simulator.detector_info()))
@@ -96,16 +101,22 @@ class Server:
                                      batch_max_delay_s=engine.batch_max_delay_s, progress=self.progress,
                                      clock=self.clock)
         self._sim.start()
-        self._sock = sockets.serve_socket(ctx, self.settings.limits)
-        endpoint = sockets.bind(self._sock, self.settings.server.bind)
         limits = self.settings.limits
-        self._guard = ConnectionGuard(self._sock, limits.max_client_connections, self.metrics)
+        self._sock = sockets.serve_socket(ctx, keys, limits=limits)
+        if keys is not None:
+            self._guard = Guard(ctx, self.metrics.auth_refused)
+            # The socket's monitor is the connection guard's; it hands failed handshakes on.
+            self._guard.protect(self._sock, sockets.CLIENTS, keys, monitor=False)
+            self._guard.start()
+        self._connections = ConnectionGuard(self._sock, limits.max_client_connections, self.metrics,
+                                            handshake=self._guard.handshake_event if self._guard else None)
+        endpoint = sockets.bind(self._sock, self.settings.server.bind)
         descriptors = check_descriptors(limits.max_client_connections)
         log.info("limits: requests up to %d bytes (%d photons), %d unread replies per client, %d client "
                  "connections (descriptor limit %d)", limits.max_request_bytes, limits.max_request_photons,
                  limits.client_send_hwm, limits.max_client_connections, descriptors)
         self.http.health.set_ready(True)
-        log.info("serving on %s", endpoint)
+        log.info("serving on %s%s", endpoint, _curve_note(keys))
         return {"endpoint": endpoint, "metrics": metrics_addr, "fingerprint": simulator.fingerprint}
 
     def run(self, stop: Stop) -> int:
@@ -113,8 +124,8 @@ class Server:
         assert self._outbox is not None
         poller = zmq.Poller()
         poller.register(self._outbox.fd, zmq.POLLIN)
-        if self._guard is not None:
-            poller.register(self._guard.socket, zmq.POLLIN)
+        if self._connections is not None:
+            poller.register(self._connections.socket, zmq.POLLIN)
         reading = False
         while not stop.is_set():
             if reading != (len(self._pending) < MAX_PENDING):
@@ -128,8 +139,8 @@ class Server:
                 self._forward_results()
             if self._sock in ready:
                 self._receive(self._sock)
-            if self._guard is not None and self._guard.socket in ready:
-                self._guard.handle()
+            if self._connections is not None and self._connections.socket in ready:
+                self._connections.handle()
         self._finish_pending()
         return 0
 
@@ -245,12 +256,15 @@ class Server:
 
     def shutdown(self) -> None:
         self.http.health.set_ready(False)
-        if self._guard is not None:
-            self._guard.close()
-            self._guard = None
+        if self._connections is not None:
+            self._connections.close()
+            self._connections = None
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+        if self._guard is not None:
+            self._guard.stop()
+            self._guard = None
         if self._sim is not None:
             if not self._sim.stop(timeout=1.0):
                 log.warning("simulation still running at exit")
@@ -273,6 +287,13 @@ def main(settings: Settings) -> int:
     raise_descriptor_limit()
     with open_simulator(settings.engine) as simulator:
         return run_service(Server(settings, simulator))
+
+
+def _curve_note(keys: curve.ServerKeys | None) -> str:
+    if keys is None:
+        return " (plain: no CURVE)"
+    who = "any client key" if keys.allowed is None else f"{len(keys.allowed)} allowed client key(s)"
+    return f" (CURVE, {who})"
 
 
 def _photon_count(payload: Sequence[Frame]) -> int:
