@@ -6,7 +6,9 @@ the socket thread at once; PHOTONDATA goes to a simulation thread (the worker's)
 requests that wait while the engine is busy into one engine pass (``engine.batch_max_photons``,
 ``engine.batch_max_delay_s``), so many clients with small events keep the engine full. The socket
 thread never waits on the engine: it keeps answering PING and signals during a long simulation.
-No input can stop the loop. A well-formed PHOTONDATA the engine fails on is answered or dropped
+No input can stop the loop. With ``runs.async_mode`` RUN_BEGIN, PHOTONDATA and RUN_END of a run go
+to a :class:`charon.runs.ledger.RunLedger` and the simulation thread writes the run file
+(``runs.outdir``). A well-formed PHOTONDATA the engine fails on is answered or dropped
 as :func:`charon.protocol.unservable.decide` says (``server.v1_failure_replies``).
 """
 
@@ -28,12 +30,14 @@ from charon.engine.base import Simulator
 from charon.errors import CharonError, SimulationFailed
 from charon.health import HealthServer
 from charon.liveness import Progress
-from charon.metrics import RequestMetrics, kind_label, new_registry
+from charon.metrics import RequestMetrics, RunCounts, kind_label, new_registry
 from charon.process import Stop, open_simulator, run_service
 from charon.protocol import tokens, unservable, v1
 from charon.protocol.v1 import Frame
+from charon.runs import ledger as runs
+from charon.runs.recorder import CLOSED, Recorder, RunClose, RunOpen, RunRecord, unpack_report
 from charon.service import Answer, RequestHandler
-from charon.settings import Settings
+from charon.settings import Settings, invalid_setting
 from charon.worker.simulation import SimulationThread, Work, unpack_head
 
 log = logging.getLogger("charon.serve")
@@ -80,6 +84,17 @@ class Server:
         #: that order, as a DEALER client pipelining v1 requests (which carry no request id) needs.
         self._order: dict[bytes, deque[int]] = {}
         self._tokens = itertools.count(1)
+        r = settings.runs
+        self.runs: runs.RunLedger | None = None
+        self._recorder: Recorder | None = None
+        if r.async_mode:
+            if r.outdir is None:
+                raise invalid_setting("runs.outdir", None, "async mode (--async-mode) writes run files: "
+                                      "give the directory with --outdir")
+            self.runs = runs.RunLedger(flush_events=r.flush_events, flush_bytes=r.flush_bytes,
+                                       idle_timeout_s=r.idle_timeout_s, allow_absolute=r.allow_absolute)
+            self._run_counts = RunCounts(self.metrics, self.runs)
+            self._recorder = Recorder(self.handler, r.outdir)
 
     def startup(self) -> dict[str, object]:
         simulator = self.handler.simulator
@@ -94,11 +109,14 @@ class Server:
         engine = self.settings.engine
         self._sim = SimulationThread(self.handler, ctx, results, batch_max_photons=engine.batch_max_photons,
                                      batch_max_delay_s=engine.batch_max_delay_s, progress=self.progress,
-                                     clock=self.clock)
+                                     clock=self.clock, recorder=self._recorder)
         self._sim.start()
         self._sock = sockets.serve_socket(ctx)
         endpoint = sockets.bind(self._sock, self.settings.server.bind)
         self.http.health.set_ready(True)
+        if self.runs is not None:
+            log.info("async mode: run files in %s, %d events per batch", self.settings.runs.outdir,
+                     self.settings.runs.flush_events)
         log.info("serving on %s", endpoint)
         return {"endpoint": endpoint, "metrics": metrics_addr, "fingerprint": simulator.fingerprint}
 
@@ -120,6 +138,8 @@ class Server:
                 self._forward_results()
             if self._sock in ready:
                 self._receive(self._sock)
+            if self.runs is not None:
+                self._run_actions(self.runs.tick(self.clock()))
         self._finish_pending()
         return 0
 
@@ -130,6 +150,8 @@ class Server:
             frames = sock.recv_multipart(copy=False)
             envelope, payload = v1.split_envelope([f.buffer for f in frames])
             client = bytes(v1.as_view(envelope[0])) if envelope else b""
+            if self.runs is not None and self._run_request(frames[0], envelope, payload):
+                continue
             engine_work = _is_engine_work(payload)
             if not engine_work and not self._order.get(client):
                 start = time.perf_counter()
@@ -150,11 +172,58 @@ class Server:
                 pending.reply = list(answer.reply)
                 self._release(client)
 
+    def _run_request(self, first: zmq.Frame, envelope: list[Frame], payload: list[Frame]) -> bool:
+        """Async mode: RUN_BEGIN, RUN_END and a run's PHOTONDATA go to the ledger (True if it took it)."""
+        assert self.runs is not None
+        header = v1.header_of(payload)
+        if header not in (tokens.RUN_BEGIN, tokens.RUN_END, tokens.PHOTONDATA):
+            return False
+        try:
+            request = v1.decode_request(payload)
+        except CharonError:
+            return False  # malformed: answered as always
+        client, now = peer_address(first), self.clock()
+        if isinstance(request, v1.RunBegin):
+            actions = self.runs.run_begin(client, envelope, request.filename, now)
+        elif isinstance(request, v1.RunEnd):
+            actions = self.runs.run_end(client, envelope, now)
+        else:
+            assert isinstance(request, v1.PhotonData)
+            taken = self.runs.photondata(client, envelope, request, payload, now)
+            if taken is None:
+                return False  # no run open for this client: answered synchronously
+            actions = taken
+        self.metrics.requests.labels(kind_label(header), "ok").inc()
+        self._run_actions(actions)
+        return True
+
+    def _run_actions(self, actions: Sequence[runs.Action]) -> None:
+        if not actions:
+            return
+        assert self._sim is not None
+        for action in actions:
+            if isinstance(action, runs.Reply):
+                self._send(action.envelope, action.frames)
+            elif isinstance(action, runs.Record):
+                self._sim.inbox.put(RunRecord(0, action.run_id, action.seq, action.payload))
+            elif isinstance(action, runs.Open):
+                self._sim.inbox.put(RunOpen(0, action.run_id, action.name, action.resume_from,
+                                            action.flush_events, action.flush_bytes))
+            else:
+                self._sim.inbox.put(RunClose(0, action.run_id))
+        self._run_counts.sync()
+
     def _forward_results(self) -> None:
         assert self._results is not None
         while self._results.poll(0):
             frames = self._results.recv_multipart(copy=False)
             _, token = unpack_head(frames[0].buffer)
+            if token == 0:  # a run report from the recorder
+                assert self.runs is not None
+                run_id, count = unpack_report(frames[2].buffer)
+                closed = frames[1].bytes == CLOSED
+                self._run_actions(self.runs.closed(run_id, count) if closed else self.runs.written(run_id, count))
+                continue
             pending = self._pending.get(token)
             if pending is None:
                 continue
@@ -243,6 +312,16 @@ class Server:
 def main(settings: Settings) -> int:
     with open_simulator(settings.engine) as simulator:
         return run_service(Server(settings, simulator))
+
+
+def peer_address(frame: zmq.Frame) -> str:
+    """The client's network address (ZeroMQ's Peer-Address), which keys its async run: the
+    ratpac-two client opens a new socket, hence a new identity, for every request. Empty where
+    the transport has none (inproc)."""
+    try:
+        return str(frame.get("Peer-Address"))
+    except (zmq.ZMQError, ValueError):
+        return ""
 
 
 def _photon_count(payload: Sequence[Frame]) -> int:

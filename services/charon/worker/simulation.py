@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
 import zmq
 from prometheus_client import CollectorRegistry
@@ -30,11 +30,14 @@ from charon.liveness import Progress
 from charon.metrics import WorkerMetrics
 from charon.protocol import tokens, v1
 from charon.protocol.v1 import Frame
+from charon.runs.recorder import Recorder, RunClose, RunCommand, RunOpen, RunRecord, pack_report
 from charon.service import Answer, RequestHandler
 
 log = logging.getLogger("charon.worker")
 
 _HEAD = struct.Struct("<QQ")
+#: What :meth:`SimulationThread._take` returns when an async run's batch is due.
+RECORD: Final = "record"
 _SEND_TIMEOUT_MS = 1000
 
 
@@ -52,7 +55,7 @@ class Generation:
     number: int
 
 
-Inbox = Work | Generation | None
+Inbox = Work | Generation | RunCommand | None
 
 
 def pack_head(generation: int, token: int) -> bytes:
@@ -69,8 +72,11 @@ class SimulationThread:
 
     def __init__(self, handler: RequestHandler, ctx: zmq.Context[Any], results: str, *,
                  batch_max_photons: int, batch_max_delay_s: float, progress: Progress | None = None,
-                 metrics: WorkerMetrics | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 metrics: WorkerMetrics | None = None, clock: Callable[[], float] = time.monotonic,
+                 recorder: Recorder | None = None) -> None:
         self.handler = handler
+        #: Async runs written by this thread (None: this process writes no run files).
+        self.recorder = recorder
         #: When the engine pass in progress began: the worker's liveness signal.
         self.progress = progress or Progress()
         self._clock = clock
@@ -111,12 +117,20 @@ class SimulationThread:
         # while an engine pass outlived its drain): then the answer is dropped, not waited on.
         push.setsockopt(zmq.SNDTIMEO, _SEND_TIMEOUT_MS)
         push.connect(self._results)
+        if self.recorder is not None:
+            self.recorder.report = lambda generation, kind, run_id, count: push.send_multipart(
+                [pack_head(generation, 0), kind, pack_report(run_id, count)])
         self._ready.set()
         try:
             while True:
                 batch = self._take()
                 if batch is None:
+                    if self.recorder is not None:
+                        self.recorder.finish()  # stopping: every run's remaining events written, closed
                     return
+                if isinstance(batch, str):  # RECORD: a run's batch is due
+                    self._record_step()
+                    continue
                 try:
                     answers = self._answer(batch)
                 except Exception:  # a bug must not leave requests unanswered or stop the thread
@@ -130,12 +144,29 @@ class SimulationThread:
         except zmq.ContextTerminated:
             log.info("simulation thread ended with its worker; the last answers were not delivered")
         finally:
+            if self.recorder is not None:
+                self.recorder.close_all()
             push.close(linger=0)
 
-    def _take(self) -> list[Work] | None:
-        """The next engine pass as the batch planner chooses it; None once stopped and drained."""
+    def _record_step(self) -> None:
+        assert self.recorder is not None
+        self.progress.begin(self._clock())
+        try:
+            self.recorder.step()
+        except zmq.Again:
+            log.info("run report dropped: the worker has left")
+        except Exception:  # a bug or a full disk must not stop the thread
+            log.exception("writing a run failed")
+        finally:
+            self.progress.end()
+
+    def _take(self) -> list[Work] | Literal["record"] | None:
+        """The next engine pass as the batch planner chooses it; RECORD when a run's batch is due
+        first; None once stopped and drained."""
         while True:
             self._drain_inbox()
+            if self.recorder is not None and self.recorder.due() and not self._stopping:
+                return RECORD
             decision = self._planner.decide([_photons(w) for w in self._pending], self._arrived,
                                             time.monotonic(), flush=self._stopping)
             if decision.run:
@@ -164,6 +195,13 @@ class SimulationThread:
             self._stopping = True  # finish what is pending, then stop
         elif isinstance(item, Generation):
             self._generation = item.number
+            if self.recorder is not None:
+                self.recorder.new_generation(item.number)
+        elif isinstance(item, (RunOpen, RunRecord, RunClose)):
+            if self.recorder is None:
+                log.warning("async run command without --outdir: ignored")
+            elif item.generation == self._generation:
+                self.recorder.accept(item)
         else:
             self._pending.append(item)
             self._arrived.append(time.monotonic())

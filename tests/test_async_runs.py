@@ -1,0 +1,338 @@
+"""v1 async mode: file naming, the run ledger, the uproot writer, and whole RAT runs against serve.
+
+The done-when runs use the ratpac-two client model (tests/ratpac_client.py): a first pass in async
+mode (every PHOTONDATA answered SIM_COMPLETE_ASYNC), then the ROOTFILE replay reading the run file
+entry by entry, compared event by event with a synchronous run of the same events and seed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pytest
+import uproot
+import zmq
+
+from charon.engine.base import Photons
+from charon.engine.registry import make_simulator
+from charon.errors import ConfigError
+from charon.process import open_simulator
+from charon.protocol import tokens, v1
+from charon.runs import ledger as lg
+from charon.runs import naming
+from charon.runs.writer import RunFile, read_output
+from charon.server import Server
+from charon.settings import EngineSettings, load_settings
+from tests import inproc
+from tests import ratpac_client as rc
+from tests.router_support import wait_for
+from tests.test_ratpac_compat import event_flags, isotropic
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- naming ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("filename", "expected"), [
+    ("output.root", "output.charon.ntuple.root"),
+    ("run.v2.root", "run.charon.ntuple.root"),  # ChAR0N replaces the last remaining suffix too
+    ("a.ntuple.root", "a.charon.ntuple.root"),
+    ("a.root.root", "a.charon.ntuple.root"),
+    ("x", "x.charon.ntuple.root"),
+    ("sub/dir/r.root", "sub/dir/r.charon.ntuple.root"),
+    ("a/../b.root", "b.charon.ntuple.root"),
+    (None, "output.charon.ntuple.root"),
+    ("/data/r.root", "r.charon.ntuple.root"),  # absolute: only the last component, inside outdir
+])
+def test_charon_names(filename: str | None, expected: str) -> None:
+    assert naming.relative_name(filename) == PurePosixPath(expected)
+
+
+def test_absolute_names_only_when_allowed(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere" / "r.root"
+    assert naming.run_path(str(target), tmp_path / "out", allow_absolute=True) == \
+        tmp_path / "elsewhere" / "r.charon.ntuple.root"
+    assert naming.run_path(str(target), tmp_path / "out") == \
+        Path(os.path.realpath(tmp_path / "out")) / "r.charon.ntuple.root"
+
+
+@pytest.mark.parametrize("filename", ["../r.root", "a/../../r.root", "..", "r\x00.root", "x" * 2000])
+def test_names_leaving_the_directory_are_refused(filename: str, tmp_path: Path) -> None:
+    with pytest.raises(naming.RunNameRefused):
+        naming.run_path(filename, tmp_path)
+
+
+def test_a_symlink_out_of_the_directory_is_refused_where_the_file_is_written(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "link").symlink_to(tmp_path)
+    name = naming.relative_name("link/r.root")  # fine by its text (the router's check)
+    with pytest.raises(naming.RunNameRefused, match="leads out"):
+        naming.resolve(name, tmp_path / "out")
+
+
+def test_async_mode_needs_an_output_directory() -> None:
+    settings = load_settings({"runs": {"async_mode": True}})
+    with pytest.raises(ConfigError, match=r"runs.outdir \(--outdir / CHARON_RUNS__OUTDIR\)"):
+        Server(settings, inproc.echo())
+
+
+# ---- the ledger, sans-IO ---------------------------------------------------------------------------
+
+
+def payload(event_id: int, n: int = 3) -> list[bytes]:
+    return [tokens.PHOTONDATA, struct.pack("<II", event_id, n), *[b"\0" * (4 * n)] * 12]
+
+
+def ledger(**kw: Any) -> lg.RunLedger:
+    return lg.RunLedger(**{"flush_events": 2, "flush_bytes": 1 << 30, "idle_timeout_s": 60.0, **kw})
+
+
+def send(led: lg.RunLedger, client: str, event_id: int, now: float = 0.0, env: bytes = b"e") -> list[lg.Action]:
+    p = payload(event_id)
+    out = led.photondata(client, [env], v1.decode_photondata(p), p, now)
+    assert out is not None
+    return out
+
+
+def replies(actions: list[lg.Action]) -> list[list[bytes]]:
+    return [[bytes(v1.as_view(f)) for f in a.frames] for a in actions if isinstance(a, lg.Reply)]
+
+
+def test_ledger_records_each_event_id_once_in_arrival_order() -> None:
+    led = ledger(flush_events=100)
+    opened = led.run_begin("10.0.0.1", [b"e"], "run.root", 0.0)
+    (run_id,) = [a.run_id for a in opened if isinstance(a, lg.Open)]
+    seqs = []
+    for event_id in (5, 3, 5, 9, 3):  # two resends
+        actions = send(led, "10.0.0.1", event_id)
+        assert replies(actions) == [[tokens.SIM_COMPLETE_ASYNC, struct.pack("<I", event_id)]]
+        seqs += [a.seq for a in actions if isinstance(a, lg.Record)]
+    assert seqs == [0, 1, 2]
+    assert led.photondata("10.0.0.2", [b"e"], v1.decode_photondata(payload(1)), payload(1), 0.0) is None
+    assert replies(led.run_end("10.0.0.1", [b"end"], 1.0)) == []  # ACK waits for the file
+    assert replies(led.closed(run_id, 3)) == [[tokens.ACK]]
+    assert led.open_runs == 0
+    assert led.events_written == 3
+
+
+def test_ledger_holds_replies_beyond_twice_the_batch_until_written() -> None:
+    led = ledger(flush_events=2)
+    (run_id,) = [a.run_id for a in led.run_begin("c", [b"e"], None, 0.0) if isinstance(a, lg.Open)]
+    assert all(replies(send(led, "c", e)) for e in range(3))
+    held = send(led, "c", 3)
+    assert replies(held) == []  # 4 unwritten = 2 x flush_events
+    assert replies(send(led, "c", 3)) == []  # its resend waits too
+    assert replies(led.written(run_id, 2)) == [[tokens.SIM_COMPLETE_ASYNC, struct.pack("<I", 3)]] * 2
+    run = led.run(run_id)
+    assert run is not None
+    assert [e.seq for e in run.retained] == [2, 3]  # written frames are released
+
+
+def test_ledger_resume_gives_a_new_writer_what_is_not_on_disk() -> None:
+    led = ledger(flush_events=10)
+    (run_id,) = [a.run_id for a in led.run_begin("c", [b"e"], "r.root", 0.0) if isinstance(a, lg.Open)]
+    for e in range(5):
+        send(led, "c", e)
+    led.written(run_id, 3)
+    led.run_end("c", [b"end"], 1.0)
+    resumed = led.resume(run_id)
+    assert resumed[0] == lg.Open(run_id, PurePosixPath("r.charon.ntuple.root"), 3, 10, 1 << 30)
+    assert [a.seq for a in resumed if isinstance(a, lg.Record)] == [3, 4]
+    assert isinstance(resumed[-1], lg.Close)
+
+
+def test_ledger_concurrent_runs_get_their_own_files_and_idle_runs_close() -> None:
+    led = ledger(idle_timeout_s=30.0)
+    names = [a.name for c in ("a", "b") for a in led.run_begin(c, [b"e"], "output.root", 0.0)
+             if isinstance(a, lg.Open)]
+    assert names == [PurePosixPath("output.charon.ntuple.root"), PurePosixPath("output_2.charon.ntuple.root")]
+    send(led, "a", 1, now=20.0)
+    closes = led.tick(40.0)
+    assert [type(a) for a in closes] == [lg.Close]  # b idle since 0, a seen at 20
+    assert led.closed_runs == {"idle": 1}
+
+
+def test_ledger_refused_name_means_synchronous_answers() -> None:
+    led = ledger()
+    assert replies(led.run_begin("c", [b"e"], "../../etc/x.root", 0.0)) == [[tokens.ACK]]
+    assert led.photondata("c", [b"e"], v1.decode_photondata(payload(1)), payload(1), 0.0) is None
+    assert led.refused_names == 1
+
+
+# ---- the writer ------------------------------------------------------------------------------------
+
+
+def test_a_writer_killed_mid_run_leaves_a_readable_file_with_every_flushed_event(tmp_path: Path) -> None:
+    """A real process appends and flushes 3 batches, then is SIGKILLed while the 4th is buffered."""
+    path = tmp_path / "k.charon.ntuple.root"
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        from charon.engine.registry import make_simulator
+        from charon.runs.writer import RunFile
+        from charon.settings import EngineSettings
+        from charon.source import isotropic_point
+        sim = make_simulator(EngineSettings(backend="echo"))
+        f = RunFile(__import__("pathlib").Path({str(path)!r}), sim.detector_info())
+        for batch in range(4):
+            events = [isotropic_point(10 * batch + i, 7 + i, (0.0, 0.0, 0.0), 420.0) for i in range(5)]
+            hits = sim.simulate(events)
+            f.append([e.event_id for e in events], hits)
+            if batch < 3:
+                f.flush()
+                print("flushed", batch, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "services")})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert proc.stdout.split() == ["flushed", "0", "flushed", "1", "flushed", "2"]
+    out = read_output(path)
+    assert len(out["event_id"]) >= 15  # every flushed event (the unflushed basket may also be there)
+    assert list(out["event_id"][:15]) == [10 * b + i for b in range(3) for i in range(5)]
+    assert list(out["counts"][:15]) == [7 + i for _ in range(3) for i in range(5)]
+    with uproot.open(path) as f:
+        assert f["detinfo"].num_entries == 3000
+
+
+def test_resume_copies_the_written_entries_and_continues(tmp_path: Path) -> None:
+    sim = make_simulator(EngineSettings(backend="echo"))
+    info = sim.detector_info()
+    events = [isotropic(e, 4 + e, 0) for e in range(6)]
+    hits = sim.simulate(events)
+    path = tmp_path / "r.charon.ntuple.root"
+    first = RunFile(path, info)
+    first.append([0, 1, 2, 3], hits[:4])
+    first.flush()  # the writer dies here; entries 0-2 were reported written, 3 was not
+    second = RunFile.resume(path, info, keep=3)
+    second.append([3, 4, 5], hits[3:])
+    second.close()
+    out = read_output(path)
+    assert list(out["event_id"]) == [0, 1, 2, 3, 4, 5]
+    assert list(out["counts"]) == [4, 5, 6, 7, 8, 9]
+    assert not (tmp_path / "r.charon.ntuple.root.resume").exists()
+
+
+# ---- whole runs against charon serve ---------------------------------------------------------------
+
+
+N_EVENTS = 12
+N_PHOTONS = 300
+TCP = {"server": {"bind": "tcp://127.0.0.1:*"}}
+
+
+def events() -> list[Photons]:
+    return [isotropic(e, N_PHOTONS, event_flags(e)) for e in range(N_EVENTS)]
+
+
+@pytest.fixture(scope="module")
+def rat_geometry() -> np.ndarray[Any, Any]:
+    return make_simulator(EngineSettings(backend="echo")).detector_info().positions().astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def sync_pes(rat_geometry: np.ndarray[Any, Any]) -> list[rc.EventPEs]:
+    """The same events through a synchronous serve with the same engine and seed."""
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        with open_simulator(EngineSettings(backend="numpy", seed=11)) as sim, \
+                inproc.running(Server(inproc.settings(TCP), sim)) as server:
+            client = rc.RatpacClient(server.endpoint, context, timeout_ms=30_000, rat_pmt_positions=rat_geometry)
+            client.begin_of_run("output.root")
+            pes = [client.event(p) for p in events()]
+            assert client.run_end()
+        assert client.warnings == []
+        return pes
+    finally:
+        context.destroy(linger=0)
+
+
+def assert_same_pes(replayed: list[rc.EventPEs], expected: list[rc.EventPEs]) -> None:
+    assert len(replayed) == len(expected)
+    for got, want in zip(replayed, expected, strict=True):
+        assert got.num_pe == want.num_pe
+        np.testing.assert_array_equal(got.channel, want.channel)
+        np.testing.assert_array_equal(got.rat_pmt, want.rat_pmt)
+        for name, values in want.arrays.items():
+            np.testing.assert_array_equal(got.arrays[name], values, err_msg=name)
+        assert got.process == want.process
+
+
+def test_async_run_against_serve_replays_the_synchronous_hits(
+        context: zmq.Context[Any], tmp_path: Path, rat_geometry: np.ndarray[Any, Any],
+        sync_pes: list[rc.EventPEs]) -> None:
+    settings = inproc.settings(TCP, {"engine": {"seed": 11}, "runs": {"async_mode": True, "outdir": str(tmp_path),
+                                                                       "flush_events": 5}})
+    with open_simulator(EngineSettings(backend="numpy", seed=11)) as sim, \
+            inproc.running(Server(settings, sim)) as server:
+        client = rc.RatpacClient(server.endpoint, context, timeout_ms=30_000, rat_pmt_positions=rat_geometry)
+        client.begin_of_run("run.v2.root")
+        first_pass = [client.event(p) for p in events()]
+        first_pass.append(client.event(events()[3]))  # a resend of event 3: no second entry
+        assert client.run_end()
+        registry = server.service.registry
+        assert inproc.sample(registry, "charon_run_events_written_total") == N_EVENTS
+        assert inproc.sample(registry, "charon_runs_closed_total", reason="run_end") == 1
+        assert inproc.sample(registry, "charon_runs_open") == 0
+    assert client.warnings == []
+    assert all(ex.ok and ex.sends == 1 for ex in client.exchanges)
+    assert {pes.num_pe for pes in first_pass} == {0}  # SIM_COMPLETE_ASYNC: the hits are in the file
+    assert [f.name for f in tmp_path.iterdir()] == ["run.charon.ntuple.root"]
+    replayed, event_ids = rc.read_rootfile(tmp_path / "run.charon.ntuple.root", rat_geometry)
+    assert event_ids == list(range(N_EVENTS))
+    assert_same_pes(replayed, sync_pes)
+    assert sum(p.num_pe for p in replayed) > 0
+
+
+def two_source_endpoints(endpoint: str) -> Iterator[str]:
+    """The same server reached from two loopback source addresses (two client hosts)."""
+    host_port = endpoint.removeprefix("tcp://")
+    for source in ("127.0.0.2", "127.0.0.3"):
+        yield f"tcp://{source}:0;{host_port}"
+
+
+def test_concurrent_runs_from_two_clients_get_their_own_files(
+        context: zmq.Context[Any], tmp_path: Path, rat_geometry: np.ndarray[Any, Any]) -> None:
+    settings = inproc.settings(TCP, {"runs": {"async_mode": True, "outdir": str(tmp_path), "flush_events": 3}})
+    with inproc.running(Server(settings, inproc.echo())) as server:
+        a, b = (rc.RatpacClient(e, context, timeout_ms=10_000, rat_pmt_positions=rat_geometry)
+                for e in two_source_endpoints(server.endpoint))
+        a.begin_of_run("output.root")
+        b.begin_of_run("output.root")  # same name: the second open run gets a numbered file
+        for e in range(7):  # interleaved
+            a.event(isotropic(e, 10 + e, 0))
+            b.event(isotropic(100 + e, 20 + e, 0))
+        assert a.run_end()
+        assert b.run_end()
+        wait_for(lambda: inproc.sample(server.service.registry, "charon_runs_open") == 0, 5, "runs closed")
+    files = {p.name: read_output(p) for p in tmp_path.iterdir()}
+    assert set(files) == {"output.charon.ntuple.root", "output_2.charon.ntuple.root"}
+    assert list(files["output.charon.ntuple.root"]["event_id"]) == list(range(7))
+    assert list(files["output.charon.ntuple.root"]["counts"]) == [10 + e for e in range(7)]
+    assert list(files["output_2.charon.ntuple.root"]["event_id"]) == [100 + e for e in range(7)]
+
+
+def test_an_abandoned_run_is_closed_after_the_idle_timeout(context: zmq.Context[Any], tmp_path: Path) -> None:
+    clock = inproc.FakeClock()
+    settings = inproc.settings(TCP, {"runs": {"async_mode": True, "outdir": str(tmp_path), "flush_events": 100,
+                                              "idle_timeout_s": 30}})
+    with inproc.running(Server(settings, inproc.echo(), clock=clock)) as server:
+        client = rc.RatpacClient(server.endpoint, context, timeout_ms=10_000, rat_pmt_count=3000)
+        client.begin_of_run("gone.root")
+        for e in range(3):
+            client.event(isotropic(e, 5, 0))
+        registry = server.service.registry
+        assert inproc.sample(registry, "charon_runs_open") == 1
+        clock.advance(31)  # the client died without RUN_END
+        wait_for(lambda: inproc.sample(registry, "charon_runs_closed_total", reason="idle") == 1, 5, "idle close")
+        wait_for(lambda: inproc.sample(registry, "charon_runs_open") == 0, 5, "run closed")
+    assert list(read_output(tmp_path / "gone.charon.ntuple.root")["event_id"]) == [0, 1, 2]
