@@ -32,9 +32,9 @@ from charon.runs import naming
 from charon.runs.writer import RunFile, read_output
 from charon.server import Server
 from charon.settings import EngineSettings, load_settings
-from tests import inproc
+from tests import inproc, procs
 from tests import ratpac_client as rc
-from tests.router_support import wait_for
+from tests.router_support import FAST, metric, scrape, wait_for
 from tests.test_ratpac_compat import event_flags, isotropic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -336,3 +336,46 @@ def test_an_abandoned_run_is_closed_after_the_idle_timeout(context: zmq.Context[
         wait_for(lambda: inproc.sample(registry, "charon_runs_closed_total", reason="idle") == 1, 5, "idle close")
         wait_for(lambda: inproc.sample(registry, "charon_runs_open") == 0, 5, "run closed")
     assert list(read_output(tmp_path / "gone.charon.ntuple.root")["event_id"]) == [0, 1, 2]
+
+
+# ---- behind the router: two worker processes, the run's writer killed mid-run ----------------------
+
+
+@pytest.mark.timeout(180)
+def test_async_run_behind_the_router_survives_its_writer_being_killed(
+        context: zmq.Context[Any], tmp_path: Path, rat_geometry: np.ndarray[Any, Any],
+        sync_pes: list[rc.EventPEs]) -> None:
+    """``charon router --async-mode`` and two ``charon worker --outdir`` processes on one directory:
+    the worker writing the run is SIGKILLed after its first flushes; the other one takes the run
+    over from the last flushed entry. One file, every event once, in order, with the hits of the
+    synchronous run."""
+    env = {"CHARON_RUNS__FLUSH_EVENTS": "3", **FAST}
+    worker_args = ("--seed", "11", "--outdir", str(tmp_path))
+    with procs.router("--async-mode", env=env) as router, \
+            procs.worker(router.workers_endpoint, *worker_args, backend="numpy", env=env) as w1, \
+            procs.worker(router.workers_endpoint, *worker_args, backend="numpy", env=env) as w2:
+        wait_for(lambda: metric(scrape(router.metrics), "charon_workers", 'state="idle"') == 2, 60, "2 workers")
+        client = rc.RatpacClient(router.endpoint, context, timeout_ms=30_000, rat_pmt_positions=rat_geometry)
+        client.begin_of_run("output.root")
+        all_events = events()
+        for photons in all_events[:7]:
+            client.event(photons)
+
+        def written(w: procs.Proc) -> float:
+            return metric(scrape(w.metrics), "charon_worker_run_events_written_total")
+
+        wait_for(lambda: written(w1) + written(w2) >= 6, 60, "two batches flushed")
+        owner, other = (w1, w2) if written(w1) else (w2, w1)
+        assert written(other) == 0, "one worker writes the run"
+        owner.kill()  # SIGKILL: nothing more is written or closed by it
+        for photons in all_events[7:]:
+            client.event(photons)
+        assert client.run_end()
+        assert written(other) >= N_EVENTS - 6
+        assert metric(scrape(router.metrics), "charon_runs_open") == 0
+    assert client.warnings == []
+    assert all(ex.ok for ex in client.exchanges), [(ex.header, ex.sends, ex.invalid) for ex in client.exchanges]
+    assert [f.name for f in tmp_path.iterdir()] == ["output.charon.ntuple.root"]
+    replayed, event_ids = rc.read_rootfile(tmp_path / "output.charon.ntuple.root", rat_geometry)
+    assert event_ids == list(range(N_EVENTS))
+    assert_same_pes(replayed, sync_pes)

@@ -182,7 +182,7 @@ class Server:
             request = v1.decode_request(payload)
         except CharonError:
             return False  # malformed: answered as always
-        client, now = peer_address(first), self.clock()
+        client, now = sockets.peer_address(first), self.clock()
         if isinstance(request, v1.RunBegin):
             actions = self.runs.run_begin(client, envelope, request.filename, now)
         elif isinstance(request, v1.RunEnd):
@@ -201,6 +201,7 @@ class Server:
         if not actions:
             return
         assert self._sim is not None
+        self._run_counts.sync()  # before the replies: a client that got its ACK sees the counts
         for action in actions:
             if isinstance(action, runs.Reply):
                 self._send(action.envelope, action.frames)
@@ -211,7 +212,6 @@ class Server:
                                             action.flush_events, action.flush_bytes))
             else:
                 self._sim.inbox.put(RunClose(0, action.run_id))
-        self._run_counts.sync()
 
     def _forward_results(self) -> None:
         assert self._results is not None
@@ -312,16 +312,6 @@ class Server:
 def main(settings: Settings) -> int:
     with open_simulator(settings.engine) as simulator:
         return run_service(Server(settings, simulator))
-
-
-def peer_address(frame: zmq.Frame) -> str:
-    """The client's network address (ZeroMQ's Peer-Address), which keys its async run: the
-    ratpac-two client opens a new socket, hence a new identity, for every request. Empty where
-    the transport has none (inproc)."""
-    try:
-        return str(frame.get("Peer-Address"))
-    except (zmq.ZMQError, ValueError):
-        return ""
 
 
 def _photon_count(payload: Sequence[Frame]) -> int:

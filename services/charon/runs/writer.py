@@ -65,10 +65,12 @@ class RunFile:
         self._file["detinfo"].extend({"pmt_x": info.x, "pmt_y": info.y, "pmt_z": info.z,
                                       "pmt_type": info.channel_type})
         self._tree: Any = self._file.mktree("output", OUTPUT_BRANCHES)
+        self._synced = target
         if keep_from is not None:
             self._copy(keep_from, keep)
             self.flush()
             os.replace(target, path)  # the open file now has the run's name; writing goes on
+            self._synced = path
             _fsync(path.parent)
 
     @classmethod
@@ -110,7 +112,7 @@ class RunFile:
     def flush(self) -> None:
         """Everything appended is on disk (the sink flushed and the file fsynced)."""
         self._file.file.sink.flush()
-        _fsync(Path(self._file.file.file_path))
+        _fsync(self._synced)
 
     def close(self) -> None:
         """Flush, close and fsync the file and its directory."""

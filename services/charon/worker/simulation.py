@@ -73,10 +73,13 @@ class SimulationThread:
     def __init__(self, handler: RequestHandler, ctx: zmq.Context[Any], results: str, *,
                  batch_max_photons: int, batch_max_delay_s: float, progress: Progress | None = None,
                  metrics: WorkerMetrics | None = None, clock: Callable[[], float] = time.monotonic,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None, finish_runs: bool = True) -> None:
         self.handler = handler
         #: Async runs written by this thread (None: this process writes no run files).
         self.recorder = recorder
+        #: At a stop: write every run's buffered events (serve) or leave the files at their last
+        #: flush for the router to resume elsewhere (a worker).
+        self._finish_runs = finish_runs
         #: When the engine pass in progress began: the worker's liveness signal.
         self.progress = progress or Progress()
         self._clock = clock
@@ -125,7 +128,7 @@ class SimulationThread:
             while True:
                 batch = self._take()
                 if batch is None:
-                    if self.recorder is not None:
+                    if self.recorder is not None and self._finish_runs:
                         self.recorder.finish()  # stopping: every run's remaining events written, closed
                     return
                 if isinstance(batch, str):  # RECORD: a run's batch is due
