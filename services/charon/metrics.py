@@ -117,6 +117,15 @@ def kind_label(header: bytes) -> str:
     return _KINDS.get(header, "unknown")
 
 
+#: Connections refused because the peer is not allowed (an allow-list, a failed authentication),
+#: by the socket that refused them. One process-wide family: each service that refuses peers
+#: registers it in its own registry.
+AUTH_REFUSED: Final = Counter(
+    "charon_auth_refused_total", "Peers refused by authentication or an allow-list, by socket", ["socket"],
+    registry=None,
+)
+
+
 class RunCounts:
     """Keeps the async-run families of :class:`RequestMetrics` in step with a run ledger
     (:class:`charon.runs.ledger.RunLedger`, which counts in plain integers): call :meth:`sync`

@@ -38,14 +38,14 @@ from charon.runs import ledger as runs
 from charon.runs.recorder import CLOSED, Recorder, RunClose, RunOpen, RunRecord, unpack_report
 from charon.service import Answer, RequestHandler
 from charon.settings import Settings, invalid_setting
-from charon.worker.simulation import SimulationThread, Work, unpack_head
+from charon.worker.outbox import Outbox
+from charon.worker.simulation import SimulationThread, Work
 
 log = logging.getLogger("charon.serve")
 _POLL_MS = 200
 #: Requests handed to the engine and not answered yet, beyond which no more are read (the socket's
 #: queue and the client's own timeout then hold the rest back).
 MAX_PENDING = 1024
-_results_ids = itertools.count()
 
 
 @dataclass(slots=True)
@@ -77,7 +77,7 @@ class Server:
         self._ctx: zmq.Context[Any] | None = context
         self._own_ctx = False
         self._sock: zmq.Socket[Any] | None = None
-        self._results: zmq.Socket[Any] | None = None
+        self._outbox: Outbox | None = None
         self._sim: SimulationThread | None = None
         self._pending: dict[int, _Pending] = {}
         #: Per client connection (ROUTER identity), its requests in arrival order: replies leave in
@@ -102,12 +102,9 @@ class Server:
                  len(simulator.detector_info()))
         metrics_addr = self.http.start()
         ctx = self._context()
-        results = f"inproc://charon-serve-results-{next(_results_ids)}"
-        self._results = ctx.socket(zmq.PULL)
-        self._results.setsockopt(zmq.LINGER, 0)
-        self._results.bind(results)
+        self._outbox = Outbox()
         engine = self.settings.engine
-        self._sim = SimulationThread(self.handler, ctx, results, batch_max_photons=engine.batch_max_photons,
+        self._sim = SimulationThread(self.handler, self._outbox, batch_max_photons=engine.batch_max_photons,
                                      batch_max_delay_s=engine.batch_max_delay_s, progress=self.progress,
                                      clock=self.clock, recorder=self._recorder)
         self._sim.start()
@@ -122,9 +119,9 @@ class Server:
 
     def run(self, stop: Stop) -> int:
         assert self._sock is not None, "startup() first"
-        assert self._results is not None
+        assert self._outbox is not None
         poller = zmq.Poller()
-        poller.register(self._results, zmq.POLLIN)
+        poller.register(self._outbox.fd, zmq.POLLIN)
         reading = False
         while not stop.is_set():
             if reading != (len(self._pending) < MAX_PENDING):
@@ -134,7 +131,7 @@ class Server:
                 else:
                     poller.unregister(self._sock)
             ready = dict(poller.poll(_POLL_MS))
-            if self._results in ready:
+            if self._outbox.fd in ready:
                 self._forward_results()
             if self._sock in ready:
                 self._receive(self._sock)
@@ -214,30 +211,27 @@ class Server:
                 self._sim.inbox.put(RunClose(0, action.run_id))
 
     def _forward_results(self) -> None:
-        assert self._results is not None
-        while self._results.poll(0):
-            frames = self._results.recv_multipart(copy=False)
-            _, token = unpack_head(frames[0].buffer)
-            if token == 0:  # a run report from the recorder
+        assert self._outbox is not None
+        for reply in self._outbox.take():
+            if reply.token == 0:  # a run report from the recorder
                 assert self.runs is not None
-                run_id, count = unpack_report(frames[2].buffer)
-                closed = frames[1].bytes == CLOSED
+                run_id, count = unpack_report(reply.frames[1])
+                closed = bytes(reply.frames[0]) == CLOSED
                 self._run_actions(self.runs.closed(run_id, count) if closed else self.runs.written(run_id, count))
                 continue
-            pending = self._pending.get(token)
+            pending = self._pending.get(reply.token)
             if pending is None:
                 continue
-            reply: list[Frame] = [f.buffer for f in frames[1:]]
-            answer = _answer_of(reply, pending.n_photons)
+            answer = _answer_of(reply.frames, pending.n_photons)
             if answer.outcome != "ok":
-                event_id = v1.read_event_id(reply[1]) if len(reply) > 1 else None
+                event_id = v1.read_event_id(reply.frames[1]) if len(reply.frames) > 1 else None
                 verdict = unservable.decide(SimulationFailed(answer.detail, event_id),
                                             self.settings.server.v1_failure_replies)
                 if verdict.dropped:
                     answer = replace(answer, outcome=verdict.outcome,
                                      detail=f"event {event_id}: {answer.detail}; dropped without a reply")
                     pending.dropped = True
-            pending.reply = reply
+            pending.reply = reply.frames
             self._record(answer, time.perf_counter() - pending.arrived)
             self._release(bytes(v1.as_view(pending.envelope[0])) if pending.envelope else b"")
 
@@ -264,9 +258,11 @@ class Server:
         deadline = self.clock() + self.settings.worker.drain_grace_s
         if self._pending:
             log.info("finishing %d request(s) in hand", len(self._pending))
+        assert self._outbox is not None
+        poller = zmq.Poller()
+        poller.register(self._outbox.fd, zmq.POLLIN)
         while self._pending and self.clock() < deadline:
-            assert self._results is not None
-            if self._results.poll(_POLL_MS):
+            if poller.poll(_POLL_MS):
                 self._forward_results()
         if self._pending:
             log.warning("%d request(s) unanswered at exit", len(self._pending))
@@ -295,9 +291,9 @@ class Server:
             if not self._sim.stop(timeout=1.0):
                 log.warning("simulation still running at exit")
             self._sim = None
-        if self._results is not None:
-            self._results.close(linger=0)
-            self._results = None
+        if self._outbox is not None:
+            self._outbox.close()
+            self._outbox = None
         if self._own_ctx and self._ctx is not None:
             self._ctx.term()
             self._ctx, self._own_ctx = None, False
