@@ -24,14 +24,16 @@ import zmq
 
 from charon.engine.base import Photons
 from charon.engine.registry import make_simulator
-from charon.errors import ConfigError
+from charon.errors import ConfigError, WorkerProtocolError
 from charon.process import open_simulator
 from charon.protocol import tokens, v1
+from charon.protocol import worker as wp
+from charon.router.state import RouterState, ToClient, ToWorker
 from charon.runs import ledger as lg
 from charon.runs import naming
 from charon.runs.writer import RunFile, read_output
 from charon.server import Server
-from charon.settings import EngineSettings, load_settings
+from charon.settings import EngineSettings, HeartbeatSettings, RouterSettings, RunSettings, load_settings
 from tests import inproc, procs
 from tests import ratpac_client as rc
 from tests.router_support import FAST, metric, scrape, wait_for
@@ -379,3 +381,80 @@ def test_async_run_behind_the_router_survives_its_writer_being_killed(
     replayed, event_ids = rc.read_rootfile(tmp_path / "output.charon.ntuple.root", rat_geometry)
     assert event_ids == list(range(N_EVENTS))
     assert_same_pes(replayed, sync_pes)
+
+
+# ---- the router's side, sans-IO: owners, loss, stale reports; the CHARONW1 run messages ------------
+
+
+FP = "a" * 64
+INFO = [struct.pack("<f", 1.0)] * 3 + [struct.pack("<i", 1)]
+
+
+def router_state(flush_events: int = 2) -> RouterState:
+    runs = RunSettings(async_mode=True, flush_events=flush_events)
+    return RouterState(RouterSettings(), HeartbeatSettings(), runs=runs)
+
+
+def to_worker(actions: list[Any], identity: bytes) -> list[Any]:
+    """The CHARONW1 run messages ``actions`` send to ``identity``, decoded (heartbeats left out)."""
+    msgs = [wp.decode_from_router(a.frames[1:]) for a in actions
+            if isinstance(a, ToWorker) and a.frames[0] == identity]
+    return [m for m in msgs if not isinstance(m, wp.Heartbeat)]
+
+
+def client_replies(actions: list[Any]) -> list[list[bytes]]:
+    return [[bytes(v1.as_view(f)) for f in a.frames[2:]] for a in actions if isinstance(a, ToClient)]
+
+
+def test_router_gives_a_run_to_a_writer_when_one_registers_and_moves_it_when_it_is_lost() -> None:
+    state = router_state()
+    env = [b"c", b""]
+    assert client_replies(state.on_client(env, [tokens.RUN_BEGIN, b"r.root"], 0.0, "10.1.1.1")) == [[tokens.ACK]]
+    for e in range(3):  # no writer yet: answered, kept
+        replies_ = client_replies(state.on_client(env, payload(e), 0.1, "10.1.1.1"))
+        assert replies_ == [[tokens.SIM_COMPLETE_ASYNC, struct.pack("<I", e)]]
+    state.on_worker(b"plain", wp.ready(FP, 1, "x", INFO), 0.2)  # takes no runs
+    got = state.on_worker(b"w1", wp.ready(FP, 1, "x", INFO, runs=True), 0.3)
+    msgs = to_worker(got, b"w1")
+    assert isinstance(msgs[0], wp.RunOpen)
+    assert (msgs[0].name, msgs[0].resume_from, msgs[0].flush_events) == ("r.charon.ntuple.root", 0, 2)
+    assert [(m.seq, bytes(v1.as_view(m.payload[1]))) for m in msgs[1:] if isinstance(m, wp.RunEvent)] == \
+        [(e, struct.pack("<II", e, 3)) for e in range(3)]
+    run_id = msgs[0].run_id
+    state.on_worker(b"w1", wp.run_written(run_id, 2), 0.4)
+    state.on_worker(b"w2", wp.ready(FP, 1, "x", INFO, runs=True), 0.5)
+    moved = to_worker(state.on_worker_gone(b"w1", 0.6), b"w2")
+    assert isinstance(moved[0], wp.RunOpen)
+    assert moved[0].resume_from == 2  # the flushed entries stay in the file
+    assert [m.seq for m in moved if isinstance(m, wp.RunEvent)] == [2]
+    assert state.on_worker(b"w1", wp.run_written(run_id, 3), 0.7) == []  # the former owner: ignored
+    ending = state.on_client(env, [tokens.RUN_END], 0.8, "10.1.1.1")
+    assert client_replies(ending) == []  # ACK once the file is closed
+    assert to_worker(ending, b"w2") == [wp.RunClose(run_id)]
+    assert client_replies(state.on_worker(b"w2", wp.run_written(run_id, 3, closed=True), 0.9)) == [[tokens.ACK]]
+    assert state.runs is not None
+    assert state.runs.open_runs == 0
+    state.check_invariants()
+
+
+def test_run_messages_round_trip_and_bad_ones_are_refused() -> None:
+    assert wp.decode_from_router(wp.run_open(7, "a/b.charon.ntuple.root", 3, 500, 1 << 20)) == \
+        wp.RunOpen(7, "a/b.charon.ntuple.root", 3, 500, 1 << 20)
+    event = wp.decode_from_router(wp.run_event(7, 9, payload(1)))
+    assert isinstance(event, wp.RunEvent)
+    assert (event.run_id, event.seq, event.payload) == (7, 9, payload(1))
+    assert wp.decode_from_router(wp.run_close(7)) == wp.RunClose(7)
+    assert wp.decode_from_worker(wp.run_written(7, 12)) == wp.RunProgress(7, 12, False)
+    assert wp.decode_from_worker(wp.run_written(7, 12, closed=True)) == wp.RunProgress(7, 12, True)
+    ready = wp.decode_from_worker(wp.ready(FP, 2, "x", INFO, runs=True))
+    assert isinstance(ready, wp.Ready)
+    assert ready.runs
+    plain = wp.decode_from_worker(wp.ready(FP, 2, "x", INFO))
+    assert isinstance(plain, wp.Ready)
+    assert not plain.runs
+    for bad in (wp.run_open(7, "", 0, 1, 1), wp.run_open(7, "x", 0, 0, 1), wp.run_open(7, "x", 0, 1, 1)[:4],
+                [wp.PROTOCOL, wp.RUN_OPEN, wp.token_frame(1), b"\xff", b"\0" * 20], wp.run_close(7)[:2]):
+        with pytest.raises(WorkerProtocolError):
+            wp.decode_from_router(bad)
+    with pytest.raises(WorkerProtocolError):
+        wp.decode_from_worker(wp.run_written(7, 1)[:3])
