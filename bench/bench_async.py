@@ -36,10 +36,11 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from charon.runs.writer import read_output
 from tests import procs
 from tests import ratpac_client as rc
 from tests.test_ratpac_compat import isotropic
+
+from charon.runs.writer import read_output
 
 QUIET = {"CHARON_LOG__LEVEL": "warning"}
 #: (backend, photons per event)
