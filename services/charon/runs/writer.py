@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -41,6 +42,8 @@ HIT_BRANCHES: Final = (
 OUTPUT_BRANCHES: Final = {"event_id": "uint32", **{b: f"var * {t}" for b, _, t in HIT_BRANCHES}}
 #: Entries copied per step when a taken-over run's file is rewritten (bounded memory).
 _COPY_STEP: Final = 1000
+_READ_TRIES: Final = 5
+_READ_RETRY_S: Final = 0.5
 
 
 def _fsync(path: Path) -> None:
@@ -85,6 +88,19 @@ class RunFile:
         return cls(path, info, keep_from=path, keep=keep)
 
     def _copy(self, source: Path, keep: int) -> None:
+        """Entries ``[0, keep)`` of ``source``. A writer that left cleanly may still be closing the
+        file when its successor starts: a file that cannot be read yet is tried again briefly."""
+        for attempt in range(_READ_TRIES):
+            try:
+                self._copy_once(source, keep)
+                return
+            except (OSError, ValueError, KeyError) as exc:
+                if attempt + 1 == _READ_TRIES or self.entries:
+                    raise
+                log.info("run file %s not readable yet (%s): trying again", source, exc)
+                time.sleep(_READ_RETRY_S)
+
+    def _copy_once(self, source: Path, keep: int) -> None:
         with uproot.open(source) as old:
             tree = old["output"]
             have = min(int(tree.num_entries), keep)
