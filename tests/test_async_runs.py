@@ -458,3 +458,19 @@ def test_run_messages_round_trip_and_bad_ones_are_refused() -> None:
             wp.decode_from_router(bad)
     with pytest.raises(WorkerProtocolError):
         wp.decode_from_worker(wp.run_written(7, 1)[:3])
+
+
+def test_a_name_leaving_the_directory_gets_synchronous_answers_and_no_file(
+        context: zmq.Context[Any], tmp_path: Path) -> None:
+    outdir = tmp_path / "out"
+    settings = inproc.settings(TCP, {"runs": {"async_mode": True, "outdir": str(outdir)}})
+    with inproc.running(Server(settings, inproc.echo())) as server:
+        client = rc.RatpacClient(server.endpoint, context, timeout_ms=10_000, rat_pmt_count=3000)
+        client.begin_of_run("../escape.root")
+        pes = client.event(isotropic(4, 25, 0))
+        assert client.run_end()
+        assert inproc.sample(server.service.registry, "charon_requests_total", kind="run_begin",
+                             outcome="bad_filename") == 1
+    assert pes.num_pe == 25  # SIM_COMPLETE: the hits went to RAT directly
+    assert client.warnings == []
+    assert not any(tmp_path.rglob("*.root"))

@@ -180,6 +180,7 @@ class Server:
         except CharonError:
             return False  # malformed: answered as always
         client, now = sockets.peer_address(first), self.clock()
+        refused = self.runs.refused_names
         if isinstance(request, v1.RunBegin):
             actions = self.runs.run_begin(client, envelope, request.filename, now)
         elif isinstance(request, v1.RunEnd):
@@ -190,7 +191,8 @@ class Server:
             if taken is None:
                 return False  # no run open for this client: answered synchronously
             actions = taken
-        self.metrics.requests.labels(kind_label(header), "ok").inc()
+        outcome = "bad_filename" if self.runs.refused_names > refused else "ok"
+        self.metrics.requests.labels(kind_label(header), outcome).inc()
         self._run_actions(actions)
         return True
 

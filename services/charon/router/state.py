@@ -464,6 +464,7 @@ class RouterState:
                      now: float) -> list[Action] | None:
         """RUN_BEGIN, RUN_END and a run's PHOTONDATA in async mode (None: not a run's request)."""
         assert self.runs is not None
+        refused = self.runs.refused_names
         if isinstance(request, v1.RunBegin):
             kind, ledger_actions = "run_begin", self.runs.run_begin(peer, envelope, request.filename, now)
         elif isinstance(request, v1.RunEnd):
@@ -474,7 +475,7 @@ class RouterState:
             if taken is None:
                 return None
             kind, ledger_actions = "photondata", taken
-        self.observer.answered(kind, "ok", 0.0)
+        self.observer.answered(kind, "bad_filename" if self.runs.refused_names > refused else "ok", 0.0)
         return self._run_actions(ledger_actions)
 
     def _run_actions(self, ledger_actions: Sequence[runs_ledger.Action]) -> list[Action]:
