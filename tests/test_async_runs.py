@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import uproot
+import yaml
 import zmq
 
 from charon.engine.base import Photons
@@ -31,7 +32,7 @@ from charon.protocol import worker as wp
 from charon.router.state import RouterState, ToClient, ToWorker
 from charon.runs import ledger as lg
 from charon.runs import naming
-from charon.runs.writer import RunFile, read_output
+from charon.runs.writer import OUTPUT_BRANCHES, RunFile, read_output
 from charon.server import Server
 from charon.settings import EngineSettings, HeartbeatSettings, RouterSettings, RunSettings, load_settings
 from tests import inproc, procs
@@ -474,3 +475,21 @@ def test_a_name_leaving_the_directory_gets_synchronous_answers_and_no_file(
     assert pes.num_pe == 25  # SIM_COMPLETE: the hits went to RAT directly
     assert client.warnings == []
     assert not any(tmp_path.rglob("*.root"))
+
+
+def test_the_spec_yaml_describes_the_file_the_writer_writes(tmp_path: Path) -> None:
+    spec = yaml.safe_load((ROOT / "proto-spec" / "charon-v1.yaml").read_text())["async_mode"]
+    assert spec["file"]["suffix"] == naming.SUFFIX
+    assert tuple(spec["file"]["strip_suffixes"]) == naming.STRIPPED
+    assert spec["file"]["trees"]["output"] == OUTPUT_BRANCHES
+    path = tmp_path / "y.charon.ntuple.root"
+    sim = make_simulator(EngineSettings(backend="echo"))
+    f = RunFile(path, sim.detector_info())
+    f.append([1], sim.simulate([isotropic(1, 3, 0)]))
+    f.close()
+    with uproot.open(path) as written:
+        types = {name: np.dtype(branch.interpretation.to_dtype).name for name, branch in written["detinfo"].items()}
+        assert types == spec["file"]["trees"]["detinfo"]
+        names = set(written["output"].keys())
+    assert set(OUTPUT_BRANCHES) <= names
+    assert {f"n{b}" for b in OUTPUT_BRANCHES if b != "event_id"} <= names  # uproot's counters
