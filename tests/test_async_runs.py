@@ -29,12 +29,14 @@ from charon.errors import ConfigError, WorkerProtocolError
 from charon.process import open_simulator
 from charon.protocol import tokens, v1
 from charon.protocol import worker as wp
+from charon.router.driver import Router
 from charon.router.state import RouterState, ToClient, ToWorker
 from charon.runs import ledger as lg
 from charon.runs import naming
 from charon.runs.writer import OUTPUT_BRANCHES, RunFile, read_output
 from charon.server import Server
 from charon.settings import EngineSettings, HeartbeatSettings, RouterSettings, RunSettings, load_settings
+from charon.worker.driver import Worker
 from tests import inproc, procs
 from tests import ratpac_client as rc
 from tests.router_support import FAST, metric, scrape, wait_for
@@ -493,3 +495,45 @@ def test_the_spec_yaml_describes_the_file_the_writer_writes(tmp_path: Path) -> N
         names = set(written["output"].keys())
     assert set(OUTPUT_BRANCHES) <= names
     assert {f"n{b}" for b in OUTPUT_BRANCHES if b != "event_id"} <= names  # uproot's counters
+
+
+def test_charon_serve_killed_mid_run_leaves_every_flushed_event(context: zmq.Context[Any], tmp_path: Path) -> None:
+    """``charon serve --async-mode`` SIGKILLed after its third flush: the file reads back with at
+    least the nine events it reported written, in order."""
+    env = {"CHARON_RUNS__FLUSH_EVENTS": "3"}
+    with procs.serve("--async-mode", "--outdir", str(tmp_path), env=env) as server:
+        client = rc.RatpacClient(server.endpoint, context, timeout_ms=20_000, rat_pmt_count=3000)
+        client.begin_of_run("killed.root")
+        for e in range(10):
+            client.event(isotropic(e, 20 + e, 0))
+        wait_for(lambda: metric(scrape(server.metrics), "charon_run_events_written_total") >= 9, 30, "3 flushes")
+        server.kill()
+    out = read_output(tmp_path / "killed.charon.ntuple.root")
+    assert len(out["event_id"]) >= 9
+    assert list(out["event_id"][:9]) == list(range(9))
+    assert list(out["counts"][:9]) == [20 + e for e in range(9)]
+
+
+def test_concurrent_runs_behind_the_router_are_spread_over_the_writers(
+        context: zmq.Context[Any], tmp_path: Path, rat_geometry: np.ndarray[Any, Any]) -> None:
+    router_settings = inproc.settings({"router": {"bind": "tcp://127.0.0.1:*", "workers_bind": inproc.endpoint("w")},
+                                       "runs": {"async_mode": True, "flush_events": 2}})
+    with inproc.running(Router(router_settings, context=context)) as router:
+        worker_settings = inproc.settings({"worker": {"router": router.workers_endpoint},
+                                           "runs": {"outdir": str(tmp_path)}})
+        with inproc.running(Worker(worker_settings, inproc.echo(), context=context)) as w1, \
+                inproc.running(Worker(worker_settings, inproc.echo(), context=context)) as w2:
+            wait_for(lambda: router.service.state.idle_workers == 2, 10, "2 workers")
+            a, b = (rc.RatpacClient(e, context, timeout_ms=10_000, rat_pmt_positions=rat_geometry)
+                    for e in two_source_endpoints(router.endpoint))
+            a.begin_of_run("a.root")
+            b.begin_of_run("b.root")
+            for e in range(5):
+                a.event(isotropic(e, 5 + e, 0))
+                b.event(isotropic(50 + e, 7 + e, 0))
+            assert a.run_end()
+            assert b.run_end()
+            written = [inproc.sample(w.service.registry, "charon_worker_run_events_written_total") for w in (w1, w2)]
+    assert sorted(written) == [5, 5], "one run per writer"
+    assert list(read_output(tmp_path / "a.charon.ntuple.root")["event_id"]) == list(range(5))
+    assert list(read_output(tmp_path / "b.charon.ntuple.root")["counts"]) == [7 + e for e in range(5)]

@@ -197,10 +197,10 @@ class Server:
         return True
 
     def _run_actions(self, actions: Sequence[runs.Action]) -> None:
+        self._run_counts.sync()  # before the replies: a client that got its ACK sees the counts
         if not actions:
             return
         assert self._sim is not None
-        self._run_counts.sync()  # before the replies: a client that got its ACK sees the counts
         for action in actions:
             if isinstance(action, runs.Reply):
                 self._send(action.envelope, action.frames)
