@@ -23,23 +23,28 @@ from charon.transport import Transport, ZmqTransport
 T = TypeVar("T")
 
 if TYPE_CHECKING:  # numpy is imported only where arrays are made: `charon ping` needs none
+    from charon.curve import ClientKeys
     from charon.engine.base import DetectorInfo, Hits, Photons
 
 
 class Client:
     """Talks v1 to ``charon serve`` or ``charon router`` (or ChAR0N).
 
-    ``transport`` replaces the ZeroMQ REQ socket (tests use :class:`charon.transport.MockTransport`);
-    ``sleep`` is how the pause after a NO_WORKERS reply is waited.
+    ``curve`` (from :func:`charon.curve.client_keys`) makes the socket a CURVE client of a server
+    whose public key it holds; ``transport`` replaces the ZeroMQ REQ socket (tests use
+    :class:`charon.transport.MockTransport`); ``sleep`` is how the pause after a NO_WORKERS reply
+    is waited. A server that refuses the key sends nothing: the request ends as a timeout.
     """
 
     def __init__(self, endpoint: str, *, timeout_s: float = 30.0, retries: int = 3,
                  context: zmq.Context[Any] | None = None, transport: Transport | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, curve: ClientKeys | None = None) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.retries = retries
-        self.transport: Transport = transport if transport is not None else ZmqTransport(endpoint, context)
+        self.curve = curve
+        self.transport: Transport = (transport if transport is not None
+                                     else ZmqTransport(endpoint, context, curve))
         self._sleep = sleep
 
     def __enter__(self) -> Self:
@@ -67,7 +72,9 @@ class Client:
             last = "NO_WORKERS"
             if attempt + 1 < tries:
                 self._sleep(min(0.1 * 2**attempt, 2.0))
-        raise ServerUnavailable(f"{self.endpoint}: {last} after {tries} tries")
+        hint = ("; with CURVE a server that refuses this client's key sends nothing: check "
+                "security.curve_server_key and that the server allows this key") if self.curve else ""
+        raise ServerUnavailable(f"{self.endpoint}: {last} after {tries} tries{hint}")
 
     def ping(self) -> float:
         """Round-trip time in seconds of one PING."""

@@ -9,7 +9,8 @@ thread never waits on the engine: it keeps answering PING and signals during a l
 No input can stop the loop. With ``runs.async_mode`` RUN_BEGIN, PHOTONDATA and RUN_END of a run go
 to a :class:`charon.runs.ledger.RunLedger` and the simulation thread writes the run file
 (``runs.outdir``). A well-formed PHOTONDATA the engine fails on is answered or dropped
-as :func:`charon.protocol.unservable.decide` says (``server.v1_failure_replies``).
+as :func:`charon.protocol.unservable.decide` says (``server.v1_failure_replies``). With
+``security.curve_secret_key`` the socket is a CURVE server guarded by :class:`charon.auth.Guard`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from typing import Any
 import zmq
 from prometheus_client import CollectorRegistry
 
-from charon import sockets
+from charon import curve, sockets
+from charon.auth import Guard
 from charon.engine.base import Simulator
 from charon.errors import CharonError, SimulationFailed
 from charon.health import HealthServer
@@ -70,6 +72,7 @@ class Server:
         self.handler = RequestHandler(simulator, legacy_pong=settings.server.legacy_pong)
         self.registry = registry if registry is not None else new_registry()
         self.metrics = RequestMetrics(self.registry)
+        self.metrics.auth_refused.labels(sockets.CLIENTS)  # 0 with CURVE off: nothing is refused
         self.progress = Progress()
         self.clock = clock
         self.http = HealthServer(settings.metrics, 9100, self.registry)
@@ -79,6 +82,7 @@ class Server:
         self._sock: zmq.Socket[Any] | None = None
         self._outbox: Outbox | None = None
         self._sim: SimulationThread | None = None
+        self._guard: Guard | None = None
         self._pending: dict[int, _Pending] = {}
         #: Per client connection (ROUTER identity), its requests in arrival order: replies leave in
         #: that order, as a DEALER client pipelining v1 requests (which carry no request id) needs.
@@ -97,6 +101,7 @@ class Server:
             self._recorder = Recorder(self.handler, r.outdir)
 
     def startup(self) -> dict[str, object]:
+        keys = curve.server_keys(self.settings.security)
         simulator = self.handler.simulator
         log.info("engine %s ready, detector %s, %d channels", simulator.name, simulator.fingerprint[:12],
                  len(simulator.detector_info()))
@@ -108,13 +113,17 @@ class Server:
                                      batch_max_delay_s=engine.batch_max_delay_s, progress=self.progress,
                                      clock=self.clock, recorder=self._recorder)
         self._sim.start()
-        self._sock = sockets.serve_socket(ctx)
+        self._sock = sockets.serve_socket(ctx, keys)
+        if keys is not None:
+            self._guard = Guard(ctx, self.metrics.auth_refused)
+            self._guard.protect(self._sock, sockets.CLIENTS, keys)
+            self._guard.start()
         endpoint = sockets.bind(self._sock, self.settings.server.bind)
         self.http.health.set_ready(True)
         if self.runs is not None:
             log.info("async mode: run files in %s, %d events per batch", self.settings.runs.outdir,
                      self.settings.runs.flush_events)
-        log.info("serving on %s", endpoint)
+        log.info("serving on %s%s", endpoint, _curve_note(keys))
         return {"endpoint": endpoint, "metrics": metrics_addr, "fingerprint": simulator.fingerprint}
 
     def run(self, stop: Stop) -> int:
@@ -289,6 +298,9 @@ class Server:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+        if self._guard is not None:
+            self._guard.stop()
+            self._guard = None
         if self._sim is not None:
             if not self._sim.stop(timeout=1.0):
                 log.warning("simulation still running at exit")
@@ -310,6 +322,13 @@ class Server:
 def main(settings: Settings) -> int:
     with open_simulator(settings.engine) as simulator:
         return run_service(Server(settings, simulator))
+
+
+def _curve_note(keys: curve.ServerKeys | None) -> str:
+    if keys is None:
+        return " (plain: no CURVE)"
+    who = "any client key" if keys.allowed is None else f"{len(keys.allowed)} allowed client key(s)"
+    return f" (CURVE, {who})"
 
 
 def _photon_count(payload: Sequence[Frame]) -> int:

@@ -15,7 +15,9 @@ send. Everything the router decides lives here, so it is tested exhaustively wit
 * a resent PHOTONDATA (same header, metadata, frame lengths and end-of-frame checksums, confirmed
   by comparing bytes) joins its queued, in-flight or recently completed twin, so one simulation
   answers every requester exactly once;
-* PING, RUN_BEGIN and RUN_END are answered here; DETECTOR_INFO from the workers' READY.
+* PING, RUN_BEGIN and RUN_END are answered here; DETECTOR_INFO from the workers' READY;
+* a worker reply is forwarded only when it is a valid answer to its request
+  (:func:`charon.router.replies.reply_problem`); a worker that sends another is treated as lost.
 
 Photon frames are never read beyond a few KiB at each end (the de-duplication checksum).
 
@@ -51,6 +53,7 @@ from charon.metrics import kind_label
 from charon.protocol import tokens, unservable, v1
 from charon.protocol import worker as wp
 from charon.protocol.v1 import Frame, as_view
+from charon.router.replies import reply_problem
 from charon.runs import ledger as runs_ledger
 from charon.runs.ledger import RunLedger
 from charon.settings import HeartbeatSettings, RouterSettings, RunSettings
@@ -706,11 +709,33 @@ class RouterState:
         return actions + self._dispatch(now)
 
     def _reply(self, worker: WorkerEntry, token: int, payload: list[Frame], now: float) -> list[Action]:
-        job = self._release(worker, token)
-        if job is None:
+        held = worker.in_flight.get(token)
+        if held is None:
             log.info("late reply (token %d) from worker %s dropped", token, worker.identity.hex())
             return []
+        problem = reply_problem(held.kind, held.event_id, payload, self._pool_channels())
+        if problem is not None:
+            return self._expel(worker, f"invalid reply to {held.kind} event {held.event_id}: {problem}", now)
+        job = self._release(worker, token)
+        assert job is held
         actions = self._complete(job, payload, now)
+        return actions + self._dispatch(now)
+
+    def _pool_channels(self) -> int | None:
+        """P, the PMT count of the pool's detector (None while no CHARONW1 worker has told it)."""
+        if self._pool_info is None:
+            return None
+        return len(as_view(self._pool_info[1])) // 4
+
+    def _expel(self, worker: WorkerEntry, why: str, now: float) -> list[Action]:
+        """A worker that sent what no working worker sends is treated as failed: removed (counted
+        as expired), its requests requeued under the max_attempts rule, told to reconnect."""
+        log.error("worker %s expelled: %s; its %d request(s) go back to the queue", worker.identity.hex(), why,
+                  len(worker.in_flight))
+        self.observer.expired()
+        actions = self._remove(worker, now)
+        if not worker.legacy:
+            actions.append(ToWorker([worker.identity, *wp.disconnect(wp.REASON_PROTOCOL)]))
         return actions + self._dispatch(now)
 
     def _complete(self, job: Job, payload: list[Frame], now: float) -> list[Action]:
