@@ -537,3 +537,24 @@ def test_concurrent_runs_behind_the_router_are_spread_over_the_writers(
     assert sorted(written) == [5, 5], "one run per writer"
     assert list(read_output(tmp_path / "a.charon.ntuple.root")["event_id"]) == list(range(5))
     assert list(read_output(tmp_path / "b.charon.ntuple.root")["counts"]) == [7 + e for e in range(5)]
+
+
+def test_the_recorder_reports_only_what_is_on_disk(tmp_path: Path) -> None:
+    """A batch written while more events wait: the report counts the file's entries, never the
+    buffered ones (a successor resumes from that count)."""
+    from charon.runs.recorder import CLOSED, WRITTEN, Recorder, RunClose, RunOpen, RunRecord
+    from charon.service import RequestHandler
+
+    reports: list[tuple[bytes, int]] = []
+    recorder = Recorder(RequestHandler(inproc.echo()), tmp_path)
+    recorder.report = lambda generation, kind, run_id, count: reports.append((kind, count))
+    recorder.accept(RunOpen(1, 5, PurePosixPath("r.charon.ntuple.root"), 0, 3, 1 << 30))
+    for seq in range(4):
+        recorder.accept(RunRecord(1, 5, seq, payload(seq)))
+    assert recorder.due()
+    recorder.step()
+    assert reports == [(WRITTEN, 3)]
+    assert len(read_output(tmp_path / "r.charon.ntuple.root")["event_id"]) == 3
+    recorder.accept(RunClose(1, 5))
+    recorder.step()
+    assert reports[-1] == (CLOSED, 4)

@@ -86,8 +86,13 @@ class _Run:
     skipped: int = 0  # entries counted without a file (it could not be opened)
 
     @property
+    def written(self) -> int:
+        """Entries on disk (or counted through, when the file could not be opened)."""
+        return self.file.entries if self.file is not None else self.skipped
+
+    @property
     def next_seq(self) -> int:
-        return (self.file.entries if self.file is not None else self.skipped) + len(self.buffer)
+        return self.written + len(self.buffer)
 
     def due(self) -> bool:
         return self.closing or len(self.buffer) >= self.flush_events or self.buffered_bytes >= self.flush_bytes
@@ -157,8 +162,7 @@ class Recorder:
                 del self._runs[key]
                 if run.file is not None:
                     run.file.close()
-                log.info("run %d: connection replaced, file closed at %d entries", run.run_id, run.next_seq
-                         - len(run.buffer))
+                log.info("run %d: connection replaced, file closed at %d entries", run.run_id, run.written)
 
     def due(self) -> bool:
         return any(run.due() for run in self._runs.values())
@@ -174,13 +178,12 @@ class Recorder:
             self._write(run, batch)
         if run.closing and not run.buffer:
             del self._runs[run.generation, run.run_id]
-            count = run.next_seq
             if run.file is not None:
                 run.file.close()
-            self.report(run.generation, CLOSED, run.run_id, count)
+            self.report(run.generation, CLOSED, run.run_id, run.written)
             return
-        if batch:
-            self.report(run.generation, WRITTEN, run.run_id, run.next_seq)
+        if batch:  # only what is on disk: events still buffered would be lost with this process
+            self.report(run.generation, WRITTEN, run.run_id, run.written)
 
     def _write(self, run: _Run, batch: list[tuple[int, v1.PhotonData]]) -> None:
         answers = self.handler.simulate_many([r for _, r in batch])
