@@ -30,7 +30,7 @@ import enum
 import itertools
 import logging
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -296,7 +296,3 @@ class RunLedger:
                 return candidate
         raise AssertionError("unreachable")
 
-
-def photon_bytes(payloads: Sequence[Sequence[Frame]]) -> int:
-    """Bytes of photon frames in PHOTONDATA payloads (for the writer's flush bound)."""
-    return sum(len(v1.as_view(f)) for p in payloads for f in p[2:14])
