@@ -558,3 +558,37 @@ def test_the_recorder_reports_only_what_is_on_disk(tmp_path: Path) -> None:
     recorder.accept(RunClose(1, 5))
     recorder.step()
     assert reports[-1] == (CLOSED, 4)
+
+
+def test_all_runs_together_stay_under_the_total_bound() -> None:
+    one_event = v1.decode_photondata(payload(0)).nbytes
+    led = ledger(flush_events=100, max_total_bytes=4 * one_event)
+    ids = {c: next(a.run_id for a in led.run_begin(c, [b"e"], f"{c}.root", 0.0) if isinstance(a, lg.Open))
+           for c in ("a", "b")}
+    assert replies(send(led, "a", 1)) and replies(send(led, "b", 1))
+    assert replies(send(led, "a", 2))
+    assert replies(send(led, "b", 2)) == []  # 4 events unwritten across the two runs: b waits
+    assert replies(send(led, "a", 3)) == []  # and so does a
+    released = replies(led.written(ids["a"], 2))  # a's writer frees two events' bytes
+    assert released == [[tokens.SIM_COMPLETE_ASYNC, struct.pack("<I", 3)],
+                        [tokens.SIM_COMPLETE_ASYNC, struct.pack("<I", 2)]]
+    assert led.unwritten_bytes == 3 * one_event
+
+
+def test_a_partial_batch_is_written_once_its_run_goes_quiet(tmp_path: Path) -> None:
+    from charon.runs.recorder import IDLE_FLUSH_S, WRITTEN, Recorder, RunOpen, RunRecord
+    from charon.service import RequestHandler
+
+    clock = inproc.FakeClock()
+    reports: list[tuple[bytes, int]] = []
+    recorder = Recorder(RequestHandler(inproc.echo()), tmp_path, clock=clock)
+    recorder.report = lambda generation, kind, run_id, count: reports.append((kind, count))
+    recorder.accept(RunOpen(1, 5, PurePosixPath("q.charon.ntuple.root"), 0, 100, 1 << 30))
+    recorder.accept(RunRecord(1, 5, 0, payload(0)))
+    assert not recorder.due()
+    assert recorder.wait_s() == pytest.approx(IDLE_FLUSH_S)
+    clock.advance(IDLE_FLUSH_S)
+    assert recorder.due()
+    recorder.step()
+    assert reports == [(WRITTEN, 1)]
+    assert recorder.wait_s() is None

@@ -245,8 +245,10 @@ class RouterState:
         self.runs: RunLedger | None = None
         self._run_owner: dict[int, bytes] = {}
         if runs is not None and runs.async_mode:
+            # The events of all runs kept for their writers share the queue's byte bound.
             self.runs = RunLedger(flush_events=runs.flush_events, flush_bytes=runs.flush_bytes,
-                                  idle_timeout_s=runs.idle_timeout_s, allow_absolute=runs.allow_absolute)
+                                  idle_timeout_s=runs.idle_timeout_s, allow_absolute=runs.allow_absolute,
+                                  max_total_bytes=router.queue_max_bytes)
         self.interval = heartbeat.interval_s
         self.expiry_s = heartbeat.interval_s * heartbeat.liveness
         self.observer: Observer = observer or NullObserver()

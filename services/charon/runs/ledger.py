@@ -11,8 +11,9 @@ ChAR0N has one per server. For each run the ledger
   at a time): entry ``seq`` of the file is the ``seq``-th distinct event. A resent event (the client
   timed out) is answered again and recorded nothing: at most one entry per event id;
 * answers PHOTONDATA at once with SIM_COMPLETE_ASYNC, unless more than ``2 x flush_events`` events
-  (or ``2 x flush_bytes`` bytes) are accepted and not yet written: then the reply waits for the
-  writer (back-pressure, so memory stays bounded however fast the client sends);
+  (or ``2 x flush_bytes`` bytes) are accepted and not yet written, or all runs together hold
+  ``max_total_bytes``: then the reply waits for the writer (back-pressure, so memory stays
+  bounded however fast and however many clients send);
 * keeps every accepted event's frames until the writer reports it written (flushed and fsynced),
   so a writer that is lost can be replaced and given exactly the events after the last flush;
 * answers RUN_END once the writer has closed the file; closes a run idle for
@@ -111,8 +112,11 @@ class RunLedger:
     """Every open run, keyed by client address."""
 
     def __init__(self, *, flush_events: int, flush_bytes: int, idle_timeout_s: float,
-                 allow_absolute: bool = False) -> None:
+                 allow_absolute: bool = False, max_total_bytes: int | None = None) -> None:
         self.flush_events = flush_events
+        self.max_total_bytes = max_total_bytes
+        #: Photon bytes accepted and not yet written, all runs together.
+        self.unwritten_bytes = 0
         self.flush_bytes = flush_bytes
         self.idle_timeout_s = idle_timeout_s
         self.allow_absolute = allow_absolute
@@ -185,6 +189,7 @@ class RunLedger:
         nbytes = request.nbytes
         run.retained.append(_Event(seq, payload, nbytes))
         run.unwritten_bytes += nbytes
+        self.unwritten_bytes += nbytes
         actions: list[Action] = [Record(run.run_id, seq, payload)]
         if run.held or self._over(run):
             run.held.append((seq, envelope, request.event_id))
@@ -214,10 +219,10 @@ class RunLedger:
         self.events_written += min(count, run.accepted) - run.written
         run.written = min(count, run.accepted)
         while run.retained and run.retained[0].seq < run.written:
-            run.unwritten_bytes -= run.retained.popleft().nbytes
-        if self._over(run):
-            return []
-        return self._release(run)
+            nbytes = run.retained.popleft().nbytes
+            run.unwritten_bytes -= nbytes
+            self.unwritten_bytes -= nbytes
+        return self._release_all()
 
     def closed(self, run_id: int, count: int) -> list[Action]:
         """The writer closed the run's file with ``count`` entries."""
@@ -229,10 +234,12 @@ class RunLedger:
         run.written = min(count, run.accepted)
         if count < run.accepted:
             log.error("run %d closed with %d of its %d events", run_id, count, run.accepted)
+        self.unwritten_bytes -= run.unwritten_bytes
         actions.extend(self._release(run))
         actions.extend(Reply(env, v1.ack()) for env in run.enders)
         if self._by_client.get(run.client) is run:
             del self._by_client[run.client]
+        actions.extend(self._release_all())  # the bytes it held are free for the other runs
         log.info("run %d closed: %s, %d events", run_id, run.name, count)
         return actions
 
@@ -267,7 +274,16 @@ class RunLedger:
 
     def _over(self, run: Run) -> bool:
         return (run.accepted - run.written >= 2 * self.flush_events
-                or run.unwritten_bytes >= 2 * self.flush_bytes)
+                or run.unwritten_bytes >= 2 * self.flush_bytes
+                or (self.max_total_bytes is not None and self.unwritten_bytes >= self.max_total_bytes))
+
+    def _release_all(self) -> list[Action]:
+        """Held replies of every run that is under its bounds again (the total bound is shared)."""
+        actions: list[Action] = []
+        for run in self._runs.values():
+            if run.held and not self._over(run):
+                actions.extend(self._release(run))
+        return actions
 
     def _release(self, run: Run) -> list[Action]:
         released: list[Action] = [Reply(env, v1.sim_complete_async(event_id)) for _, env, event_id in run.held]

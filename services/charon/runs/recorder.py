@@ -7,7 +7,9 @@ events (or ``flush_bytes`` photon bytes) of a run are simulated in one engine pa
 code that answers synchronous requests (:meth:`charon.service.RequestHandler.simulate_many`), so
 the file holds exactly the hits a synchronous reply would carry; they are appended as one basket,
 flushed and fsynced, and only then reported written (``report(generation, WRITTEN, run, count)``).
-On close the rest is written, the file is closed and synced, and ``CLOSED`` is reported. An event
+A run's partial batch is also written once no event of it has arrived for ``IDLE_FLUSH_S``
+(a client held back by the ledger's memory bound, or a slow one, never waits on a batch that
+cannot fill). On close the rest is written, the file is closed and synced, and ``CLOSED`` is reported. An event
 the engine fails on still gets its entry (no hits; logged), so entry k is always the k-th event.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -33,6 +36,8 @@ log = logging.getLogger("charon.runs")
 
 WRITTEN: Final = b"W"
 CLOSED: Final = b"C"
+#: A run's partial batch is written once no event of it has come for this long.
+IDLE_FLUSH_S: Final = 1.0
 _REPORT = struct.Struct("<QQ")
 
 
@@ -84,6 +89,7 @@ class _Run:
     buffered_bytes: int = 0
     closing: bool = False
     skipped: int = 0  # entries counted without a file (it could not be opened)
+    last_event: float = 0.0
 
     @property
     def written(self) -> int:
@@ -94,8 +100,9 @@ class _Run:
     def next_seq(self) -> int:
         return self.written + len(self.buffer)
 
-    def due(self) -> bool:
-        return self.closing or len(self.buffer) >= self.flush_events or self.buffered_bytes >= self.flush_bytes
+    def due(self, now: float) -> bool:
+        return (self.closing or len(self.buffer) >= self.flush_events or self.buffered_bytes >= self.flush_bytes
+                or (bool(self.buffer) and now - self.last_event >= IDLE_FLUSH_S))
 
 
 def _no_report(generation: int, kind: bytes, run_id: int, count: int) -> None:
@@ -105,9 +112,10 @@ def _no_report(generation: int, kind: bytes, run_id: int, count: int) -> None:
 class Recorder:
     """The runs this simulation thread writes."""
 
-    def __init__(self, handler: RequestHandler, outdir: Path | None, *, events_written: Counter | None = None
-                 ) -> None:
+    def __init__(self, handler: RequestHandler, outdir: Path | None, *, events_written: Counter | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.handler = handler
+        self.clock = clock
         self.outdir = outdir
         self.report: Report = _no_report
         self._runs: dict[tuple[int, int], _Run] = {}
@@ -133,6 +141,7 @@ class Recorder:
         request = v1.decode_photondata(command.payload)
         run.buffer.append((command.seq, request))
         run.buffered_bytes += request.nbytes
+        run.last_event = self.clock()
 
     def _open(self, command: RunOpen) -> None:
         key = (command.generation, command.run_id)
@@ -165,11 +174,18 @@ class Recorder:
                 log.info("run %d: connection replaced, file closed at %d entries", run.run_id, run.written)
 
     def due(self) -> bool:
-        return any(run.due() for run in self._runs.values())
+        now = self.clock()
+        return any(run.due(now) for run in self._runs.values())
+
+    def wait_s(self) -> float | None:
+        """Seconds until a partial batch becomes due by itself (None: none is waiting)."""
+        waits = [r.last_event + IDLE_FLUSH_S - self.clock() for r in self._runs.values() if r.buffer]
+        return max(0.0, min(waits)) if waits else None
 
     def step(self) -> None:
         """Write one due batch (and close the run if it is closing)."""
-        run = next((r for r in self._runs.values() if r.due()), None)
+        now = self.clock()
+        run = next((r for r in self._runs.values() if r.due(now)), None)
         if run is None:
             return
         batch, run.buffer = run.buffer[: max(run.flush_events, 1)], run.buffer[max(run.flush_events, 1):]

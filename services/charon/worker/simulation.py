@@ -154,8 +154,12 @@ class SimulationThread:
                 return [w for w in batch if w.generation == self._generation]
             if self._stopping:
                 return None
+            wait = decision.wait_s
+            idle = self.recorder.wait_s() if self.recorder is not None else None
+            if idle is not None and (wait is None or idle < wait):
+                wait = idle + 0.001
             try:
-                item = self.inbox.get(timeout=decision.wait_s)
+                item = self.inbox.get(timeout=wait)
             except queue.Empty:
                 continue
             self._accept(item)
