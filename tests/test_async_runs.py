@@ -593,3 +593,14 @@ def test_a_partial_batch_is_written_once_its_run_goes_quiet(tmp_path: Path) -> N
     recorder.step()
     assert reports == [(WRITTEN, 1)]
     assert recorder.wait_s() is None
+
+
+def test_a_resent_run_begin_keeps_its_still_empty_run() -> None:
+    led = ledger()
+    led.run_begin("a", [b"e"], "output.root", 0.0)
+    first = [a for a in led.run_begin("b", [b"e"], "output.root", 0.0) if isinstance(a, lg.Open)]
+    again = led.run_begin("b", [b"e"], "output.root", 1.0)  # b's client timed out and resent it
+    assert replies(again) == [[tokens.ACK]]
+    assert [type(a) for a in again] == [lg.Reply]
+    assert first[0].name == PurePosixPath("output_2.charon.ntuple.root")
+    assert led.open_runs == 2

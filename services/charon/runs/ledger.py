@@ -106,6 +106,7 @@ class Run:
     unwritten_bytes: int = 0
     held: deque[tuple[int, list[Frame], int]] = field(default_factory=deque)  # (seq, envelope, event id)
     enders: list[list[Frame]] = field(default_factory=list)
+    requested: PurePosixPath | None = None  # the name RUN_BEGIN asked for (``name`` may be numbered)
 
 
 class RunLedger:
@@ -152,17 +153,18 @@ class RunLedger:
         actions: list[Action] = []
         previous = self._by_client.get(client)
         if previous is not None and previous.state is RunState.OPEN:
-            if previous.accepted == 0 and previous.name == self._name_or_none(filename):
+            if previous.accepted == 0 and previous.requested == self._name_or_none(filename):
                 previous.last_seen = now  # a resent RUN_BEGIN: the same, still empty run
                 return [Reply(envelope, v1.ack())]
             actions.extend(self._close(previous, "replaced"))
         try:
-            name = self._unique(naming.relative_name(filename, allow_absolute=self.allow_absolute))
+            requested = naming.relative_name(filename, allow_absolute=self.allow_absolute)
+            name = self._unique(requested)
         except naming.RunNameRefused as exc:
             log.error("RUN_BEGIN from %s: %s; its events are answered synchronously", client or "?", exc)
             self.refused_names += 1
             return [*actions, Reply(envelope, v1.ack())]
-        run = Run(next(self._ids), client, name, now)
+        run = Run(next(self._ids), client, name, now, requested=requested)
         self._runs[run.run_id] = run
         self._by_client[client] = run
         log.info("run %d from %s: writing %s", run.run_id, client or "?", name)
