@@ -187,3 +187,13 @@ class DroppedReplies:
                             "replies unread", n)
             else:
                 log.info("reply to a departed client dropped (%d so far)", n)
+
+
+def peer_address(frame: zmq.Frame) -> str:
+    """The network address of the peer a received frame came from (ZeroMQ's ``Peer-Address``);
+    empty where the transport has none (inproc). It keys v1 async runs: the ratpac-two client
+    opens a new socket, hence a new identity, for every request."""
+    try:
+        return str(frame.get("Peer-Address"))
+    except (zmq.ZMQError, ValueError):
+        return ""
