@@ -140,3 +140,13 @@ def test_legacy_worker_overdue_is_not_sent_a_disconnect() -> None:
     assert rec.expulsions == 1
     assert to_workers(actions) == [] or all(len(f) < 3 for f in to_workers(actions))
     assert b"old" not in state.workers
+
+
+def test_deadline_entries_of_answered_requests_do_not_pile_up() -> None:
+    state, _ = make(execution_deadline_s=300.0)
+    register(state, b"w")
+    for event in range(200):
+        [(_, token, _)] = requests_to(state.on_client(env(f"c{event}"), photondata(event), float(event)))
+        reply(state, b"w", token, sim_complete(event), event + 0.5)
+        state.housekeeping(event + 0.5)
+    assert len(state._exec_deadlines) == 0  # not 200 entries waiting for their 300 s

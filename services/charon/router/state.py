@@ -912,6 +912,18 @@ class RouterState:
         The driver calls it after sending each batch of actions.
         """
         self._evict(now)
+        self._trim_executions()
+
+    def _trim_executions(self) -> None:
+        """Drop execution-deadline entries of requests already answered from the head (most are
+        answered long before their deadline; the rest wait behind the oldest one still held)."""
+        pending = self._exec_deadlines
+        while pending:
+            _, identity, token = pending[0]
+            worker = self.workers.get(identity)
+            if worker is not None and token in worker.in_flight:
+                return
+            pending.popleft()
 
     def _evict(self, now: float) -> None:
         window = self.settings.dedup_window_s
