@@ -396,8 +396,8 @@ def test_a_hung_worker_s_request_is_answered_by_another_worker_within_the_deadli
     service = Router(router_settings(execution_deadline_s=1.0, deadline_expel_after=1), context=context)
     hung = inproc.Gate()
     with inproc.running(service) as r, inproc.running(
-            Worker(inproc.settings({"worker": {"router": r.workers_endpoint, "drain_grace_s": 0}}), hung,
-                   context=context)):
+            Worker(inproc.settings({"worker": {"router": r.workers_endpoint, "drain_grace_s": 0, "capacity": 2}}),
+                   hung, context=context)):
         wait_for(lambda: service.state.idle_workers == 1, 10, "the hung worker registered")
         with inproc.running(worker(context, r.workers_endpoint)):
             wait_for(lambda: service.state.idle_workers == 2, 10, "the good worker registered")
@@ -416,4 +416,10 @@ def test_a_hung_worker_s_request_is_answered_by_another_worker_within_the_deadli
             wait_sample(service, "charon_execution_deadlines_total", 1)
             wait_sample(service, "charon_workers_expelled_total", 1)
             wait_sample(service, "charon_requests_total", 1, kind="photondata", outcome="ok")
-        hung.open.set()
+            # Expelled, the hung worker (capacity 2) does not register again while its engine is
+            # stuck ...
+            time.sleep(1.0)
+            assert [w.capacity for w in service.state.workers.values()] == [1]
+        hung.open.set()  # ... and does once the engine pass ends
+        wait_for(lambda: any(w.capacity == 2 for w in service.state.workers.values()), 10,
+                 "the hung worker registered again")

@@ -77,6 +77,8 @@ class Worker:
         self.generation = 0
         self.in_flight: set[int] = set()
         self.drain: Drain | None = None
+        #: Expelled by the router for missed execution deadlines: re-register only once the engine is idle.
+        self._expelled = False
         self.curve: curve.ClientKeys | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -104,6 +106,8 @@ class Worker:
         while True:
             if self._connection(backoff, stop) == "exit" or stop.is_set():
                 return 0
+            if self._expelled and self._wait_for_engine(stop):
+                return 0
             delay = backoff.next_delay()
             if delay is None:
                 log.error("router %s unreachable after %d reconnects: giving up",
@@ -126,6 +130,19 @@ class Worker:
                 self._ctx.term()
                 self._ctx, self._own_ctx = None, False
         self.http.stop()
+
+    def _wait_for_engine(self, stop: Stop) -> bool:
+        """After an expulsion for missed execution deadlines: register again only once the engine
+        pass in progress has ended (a stuck engine takes no new work; /healthz restarts the
+        process). True if told to stop meanwhile."""
+        self._expelled = False
+        if self.progress.busy_for(self.clock()) > 0:
+            log.warning("engine pass still running after the expulsion: registering again when it ends")
+        while self.progress.busy_for(self.clock()) > 0:
+            if stop.wait(_MAX_POLL_S):
+                return True
+            self._drop_results()
+        return False
 
     def _sleep(self, seconds: float, stop: Stop) -> bool:
         """Wait out a backoff step (dropping stale results); True if told to stop meanwhile."""
@@ -269,6 +286,7 @@ class Worker:
         elif reason == wp.REASON_DEADLINE:
             log.error("router %s expelled this worker: it kept missing router.execution_deadline_s "
                       "(a stuck engine fails /healthz after engine.stall_timeout_s)", self.settings.worker.router)
+            self._expelled = True
         else:
             log.info("router asked to reconnect (%s)", reason.decode("ascii", "replace"))
         return "exit" if self.drain is not None else "reconnect"
