@@ -8,7 +8,10 @@ Targets (each a real ``python -m charon`` process tree):
   router's worker port from a rogue DEALER;
 * ``unread``: one client sends 20,000 valid PHOTONDATA to a router + worker and never reads a
   reply (the router's memory must stay bounded by its settings), while a well-behaved client is
-  served.
+  served;
+* ``idle``: a router started with a soft descriptor limit of 1,024 gets 1,100 idle TCP connections
+  on its client port and 600 on its metrics port; PING and /metrics must still answer, with the
+  router's threads and descriptors reported.
 
 Reported per target: crashes (a process that exited; goal 0), requests neither answered nor
 counted as dropped (``sent - replies - Σ charon_requests_total{outcome=~"dropped_.*"}``; goal 0),
@@ -257,11 +260,61 @@ def unread(args: argparse.Namespace, n: int = 20_000, photons: int = 1000) -> di
         ctx.destroy(linger=0)
 
 
+def idle(clients: int = 1100, http: int = 600) -> dict[str, Any]:
+    """Idle connections against a router whose soft descriptor limit starts at 1,024."""
+    import resource
+    import socket
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))  # inherited by the router
+    try:
+        router = procs.start("router", "--bind", "tcp://127.0.0.1:*", "--workers-bind", "tcp://127.0.0.1:*",
+                             "--metrics-addr", "127.0.0.1:0", env={"CHARON_LOG__LEVEL": "warning"})
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    ctx: zmq.Context[Any] = zmq.Context()
+    held: list[socket.socket] = []
+    try:
+        host, port = router.endpoint.removeprefix("tcp://").rsplit(":", 1)
+        mhost, mport = router.metrics.rsplit(":", 1)
+        for _ in range(clients):
+            held.append(socket.create_connection((host, int(port)), timeout=5))
+        for _ in range(http):
+            held.append(socket.create_connection((mhost, int(mport)), timeout=5))
+        time.sleep(2.0)
+        status = Path(f"/proc/{router.proc.pid}/status").read_text()
+        threads = int(re.search(r"^Threads:\s+(\d+)", status, re.MULTILINE).group(1))  # type: ignore[union-attr]
+        fds = len(list(Path(f"/proc/{router.proc.pid}/fd").iterdir()))
+        limit = int(re.search(r"^Max open files\s+(\d+)", Path(f"/proc/{router.proc.pid}/limits").read_text(),
+                              re.MULTILINE).group(1))  # type: ignore[union-attr]
+        pinged = ping(ctx, router.endpoint)
+        start = time.monotonic()
+        scraped = False
+        while not scraped and time.monotonic() - start < 30:
+            try:
+                with urllib.request.urlopen(router.metrics_url, timeout=5) as resp:
+                    text = resp.read().decode()
+                scraped = True
+            except OSError:
+                time.sleep(0.2)
+        refused = re.search(r"^charon_client_connections_refused_total ([0-9.e+]+)$", text, re.MULTILINE) if scraped else None
+        return {"client_connections": clients, "http_connections": http, "router_threads": threads,
+                "router_descriptors": fds, "router_descriptor_limit": limit, "ping": pinged,
+                "metrics_scraped_after_s": round(time.monotonic() - start, 2) if scraped else None,
+                "client_connections_refused": float(refused.group(1)) if refused else None,
+                "crashes": int(not router.alive())}
+    finally:
+        for sock in held:
+            sock.close()
+        router.kill()
+        ctx.destroy(linger=0)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=100_000, help="mutated v1 messages per target")
-    parser.add_argument("--targets", nargs="+", default=["serve", "router", "unread"],
-                        choices=["serve", "router", "unread"])
+    parser.add_argument("--targets", nargs="+", default=["serve", "router", "unread", "idle"],
+                        choices=["serve", "router", "unread", "idle"])
     parser.add_argument("--unread-requests", type=int, default=20_000, help="requests of the unread scenario")
     parser.add_argument("--unread-env", nargs="*", default=[], metavar="VAR=VALUE",
                         help="extra environment of the unread scenario's router (e.g. CHARON_ROUTER__DEDUP_WINDOW_S=0)")
@@ -272,7 +325,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    results = [soak(target, args.messages, args) for target in args.targets if target != "unread"]
+    results = [soak(target, args.messages, args) for target in args.targets if target in ("serve", "router")]
     flood = unread(args, args.unread_requests) if "unread" in args.targets else None
     for r in results:
         rss = ", ".join(f"{name} {a:.1f} -> {b:.1f} MiB" for name, (a, b) in r.rss_mib.items())
@@ -288,10 +341,19 @@ def main() -> int:
               f"{flood['replies_dropped_hwm']:.0f} replies dropped at the "
               f"HWM; router RSS {rss['before']} -> peak {rss['peak']} -> {rss['after']} MiB; PING meanwhile: "
               f"{'ok' if flood['ping_while_flooded'] else 'FAILED'}; {flood['crashes']} crashes")
+    crowd = idle() if "idle" in args.targets else None
+    if crowd is not None:
+        print(f"idle: {crowd['client_connections']} idle client and {crowd['http_connections']} idle HTTP "
+              f"connections, router descriptor limit {crowd['router_descriptor_limit']}: PING "
+              f"{'ok' if crowd['ping'] else 'FAILED'}, /metrics after {crowd['metrics_scraped_after_s']} s, "
+              f"{crowd['router_threads']} threads, {crowd['router_descriptors']} descriptors, "
+              f"{crowd['client_connections_refused']} connections refused, {crowd['crashes']} crashes")
     if args.json:
-        args.json.write_text(json.dumps({"targets": [asdict(r) for r in results], "unread": flood}, indent=2))
+        args.json.write_text(json.dumps({"targets": [asdict(r) for r in results], "unread": flood, "idle": crowd},
+                                        indent=2))
     bad = any(r.crashes or r.unaccounted or r.undefined_replies or not r.ping_after for r in results)
     bad = bad or (flood is not None and (flood["crashes"] or not flood["ping_while_flooded"]))
+    bad = bad or (crowd is not None and (crowd["crashes"] or not crowd["ping"] or crowd["metrics_scraped_after_s"] is None))
     return 1 if bad else 0
 
 

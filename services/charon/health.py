@@ -6,16 +6,21 @@ it and the service's metric registry. A port already in use is logged as a warni
 runs on without HTTP: losing metrics must never take the simulation down. ``/healthz`` asks the
 liveness check (for example :class:`charon.liveness.Progress`: is the engine stuck?) and answers
 503 with its reason, so a Kubernetes liveness probe restarts a process that still answers but no
-longer works. The server answers on a fixed pool of threads (``metrics.threads``) with a bounded
-wait list and an idle timeout, so idle connections cannot take a thread each.
+longer works. The server answers on a fixed pool of threads (``metrics.threads``); connections wait
+for their request in a selector, bounded (``metrics.max_waiting``, oldest evicted first) and with
+an idle timeout, so idle connections can neither take a thread each nor lock scrapes out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import selectors
 import socket
 import threading
+import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
@@ -47,12 +52,14 @@ class Health:
 
 
 class PooledHTTPServer(HTTPServer):
-    """An HTTP server on a fixed pool of threads, with a bounded wait list of accepted connections.
+    """An HTTP server on a fixed pool of threads, where an idle connection costs no thread.
 
-    The accepting thread only queues a connection (closing it at once when ``max_waiting`` are
-    already queued); ``threads`` workers answer them, one request per connection (HTTP/1.0), and
-    a connection that sends nothing within ``idle_timeout_s`` is closed. So idle connections cost
-    a descriptor while they wait, never a thread, and at most ``threads + max_waiting`` are held.
+    Accepted connections wait in a selector (one watcher thread) until they have sent something;
+    only then does one of ``threads`` workers answer (one request per connection, HTTP/1.0). A
+    connection silent for ``idle_timeout_s`` is closed, and when ``max_waiting`` already wait, the
+    one that has waited longest is closed to make room, so a new scrape always gets in however many
+    idle connections a peer holds open. A peer that sends part of a request and stalls holds a
+    worker for at most ``idle_timeout_s``.
     """
 
     daemon_threads = True
@@ -62,26 +69,77 @@ class PooledHTTPServer(HTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.idle_timeout_s = idle_timeout_s
+        self.max_waiting = max_waiting
+        #: Connections closed unanswered: evicted to make room, or silent past the idle timeout.
         self.refused = 0
-        self._waiting: queue.Queue[tuple[Any, Any] | None] = queue.Queue(maxsize=max_waiting)
-        self._workers: list[threading.Thread] = []
+        self.timed_out = 0
+        self._lock = threading.Lock()
+        self._incoming: deque[tuple[Any, Any]] = deque()
+        self._ready: queue.Queue[tuple[Any, Any] | None] = queue.Queue()
+        self._closing = threading.Event()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_w.setblocking(False)
+        self._threads: list[threading.Thread] = []
+        #: The listen backlog: a burst of connections waits in the kernel, not in SYN retries.
+        self.request_queue_size = max(128, max_waiting)
         super().__init__(address, handler)  # binds: may raise (then server_close has run)
-        self._workers = [threading.Thread(target=self._work, name=f"health-http-{i}", daemon=True)
-                         for i in range(threads)]
-        for worker in self._workers:
-            worker.start()
+        self._threads = [threading.Thread(target=self._watch, name="health-http-watch", daemon=True)]
+        self._threads += [threading.Thread(target=self._work, name=f"health-http-{i}", daemon=True)
+                          for i in range(threads)]
+        for thread in self._threads:
+            thread.start()
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        """On the accepting thread: hand the connection to the watcher."""
         request.settimeout(self.idle_timeout_s)
+        with self._lock:
+            self._incoming.append((request, client_address))
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_w.send(b"\0")
+
+    def _watch(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ, None)
+        waiting: OrderedDict[Any, tuple[Any, float]] = OrderedDict()  # oldest first = deadline order
         try:
-            self._waiting.put_nowait((request, client_address))
-        except queue.Full:
-            self.refused += 1
-            self.shutdown_request(request)
+            while not self._closing.is_set():
+                now = time.monotonic()
+                timeout = min(0.5, max(0.0, next(iter(waiting.values()))[1] - now)) if waiting else 0.5
+                for key, _ in selector.select(timeout):
+                    if key.data is None:
+                        with contextlib.suppress(BlockingIOError, OSError):
+                            self._wake_r.recv(4096)
+                        self._admit(selector, waiting)
+                    else:
+                        selector.unregister(key.fileobj)
+                        client_address, _ = waiting.pop(key.fileobj)
+                        self._ready.put((key.fileobj, client_address))
+                now = time.monotonic()
+                while waiting and next(iter(waiting.values()))[1] <= now:
+                    request, _ = waiting.popitem(last=False)
+                    selector.unregister(request)
+                    self.timed_out += 1
+                    self.shutdown_request(request)
+        finally:
+            for request in waiting:
+                self.shutdown_request(request)
+            selector.close()
+
+    def _admit(self, selector: selectors.BaseSelector, waiting: OrderedDict[Any, tuple[Any, float]]) -> None:
+        with self._lock:
+            new, self._incoming = list(self._incoming), deque()
+        for request, client_address in new:
+            if len(waiting) >= self.max_waiting:  # make room: the longest-waiting one goes
+                oldest, _ = waiting.popitem(last=False)
+                selector.unregister(oldest)
+                self.refused += 1
+                self.shutdown_request(oldest)
+            waiting[request] = (client_address, time.monotonic() + self.idle_timeout_s)
+            selector.register(request, selectors.EVENT_READ, client_address)
 
     def _work(self) -> None:
         while True:
-            item = self._waiting.get()
+            item = self._ready.get()
             if item is None:
                 return
             request, client_address = item
@@ -94,15 +152,19 @@ class PooledHTTPServer(HTTPServer):
 
     def server_close(self) -> None:
         super().server_close()
-        while True:  # connections still waiting are closed unanswered
-            try:
-                item = self._waiting.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                self.shutdown_request(item[0])
-        for _ in self._workers:
-            self._waiting.put(None)
+        self._closing.set()
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._wake_w.send(b"\0")
+        for thread in self._threads[:1]:
+            thread.join(5.0)
+        with self._lock:
+            pending, self._incoming = list(self._incoming), deque()
+        for request, _ in pending:
+            self.shutdown_request(request)
+        for _ in self._threads[1:]:
+            self._ready.put(None)
+        self._wake_r.close()
+        self._wake_w.close()
 
 
 class HealthServer:

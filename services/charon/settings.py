@@ -150,8 +150,8 @@ class MetricsSettings(_Section):
         "costs no thread of its own)"
     )
     max_waiting: int = Field(
-        64, ge=1, le=100_000, description="Accepted HTTP connections waiting for a thread; beyond it a new "
-        "connection is closed at once"
+        64, ge=1, le=100_000, description="Accepted HTTP connections waiting (without a thread) for their "
+        "request; beyond it the one that has waited longest is closed"
     )
     idle_timeout_s: float = Field(
         5.0, gt=0, le=3600, description="An HTTP connection that sends nothing for this long is closed"
