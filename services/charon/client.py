@@ -5,19 +5,28 @@ late reply), a fresh one is opened and the same request is sent again, up to ``r
 The socket side is a :class:`charon.transport.Transport`, so the policy here is tested without one.
 ``NO_WORKERS`` (router saturated) is retried the same way after a short pause; a request the
 server cannot simulate raises :class:`RequestFailed` at once, since resending it cannot help.
+
+:meth:`Client.simulate_many` (and :meth:`AsyncClient.simulate_many`, on ``zmq.asyncio``) speak
+protocol v2 on one DEALER connection: HELLO (the run's seed; the server's detector checked against
+what the caller expects), then many events per SIMULATE within the server's credit window, with
+each event's result yielded as it arrives. :class:`charon.pipeline.Pipeline` decides what to send.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 import zmq
+import zmq.asyncio
 
-from charon.errors import InvalidReply, RequestFailed, ServerUnavailable
-from charon.protocol import tokens, v1
-from charon.protocol.v1 import Frame
+from charon import sockets
+from charon.errors import GeometryMismatch, InvalidReply, RequestFailed, ServerUnavailable
+from charon.pipeline import EventResult, Pipeline
+from charon.protocol import tokens, v1, v2
+from charon.protocol.v1 import Frame, as_view
 from charon.transport import Transport, ZmqTransport
 
 T = TypeVar("T")
@@ -39,6 +48,9 @@ class Client:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.retries = retries
+        self._ctx = context
+        #: The WELCOME of the last v2 run (engine, fingerprint, PMT digest, limits).
+        self.welcome: v2.Welcome | None = None
         self.transport: Transport = transport if transport is not None else ZmqTransport(endpoint, context)
         self._sleep = sleep
 
@@ -103,3 +115,189 @@ class Client:
             return validate(reply)
         except InvalidReply as exc:
             raise RequestFailed(str(exc), exc.header) from None
+
+    # ---- protocol v2 -----------------------------------------------------------------------------
+
+    def simulate_many(self, events: Iterable[Photons], *, seed: int = 0, fingerprint: str | None = None,
+                      pmt_digest: str | None = None, max_events: int | None = None) -> Iterator[EventResult]:
+        """Simulate many events over v2, yielding each event's result as it arrives (any order;
+        ``index`` says which event). ``fingerprint`` / ``pmt_digest``, when given, must match the
+        server's WELCOME or :class:`GeometryMismatch` is raised before anything is sent. Retryable
+        errors are resent up to ``retries`` times; silence for ``timeout_s`` raises ServerUnavailable.
+        """
+        batch = list(events)
+        sock = sockets.client_dealer(self._ctx or zmq.Context.instance(), self.endpoint)
+        sock.connect(self.endpoint)
+        try:
+            welcome = self._hello(sock, seed, fingerprint, pmt_digest)
+            pipe = Pipeline([len(e) for e in batch], [e.event_id for e in batch], welcome,
+                            retries=self.retries, max_events=max_events)
+            while not pipe.complete():
+                if pipe.needs_hello:
+                    pipe.hello_again(self._hello(sock, seed, fingerprint, pmt_digest))
+                while indices := pipe.next_batch():
+                    sock.send_multipart(simulate_frames(pipe, batch, indices), copy=False)
+                yield from pipe.local_results()
+                if pipe.complete():
+                    break
+                if not sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
+                    raise ServerUnavailable(f"{self.endpoint}: no v2 reply within {self.timeout_s:g} s "
+                                            f"({pipe.in_flight} events in flight)")
+                while True:
+                    result = _on_reply(pipe, sock.recv_multipart(copy=False))
+                    if result is not None:
+                        yield result
+                    if not sock.poll(0, zmq.POLLIN):
+                        break
+        finally:
+            sock.close(linger=0)
+
+    def _hello(self, sock: zmq.Socket[Any], seed: int, fingerprint: str | None, pmt_digest: str | None
+               ) -> v2.Welcome:
+        deadline = time.monotonic() + self.timeout_s
+        pause = 0.05
+        while True:
+            sock.send_multipart(v2.hello(v2.Hello(seed=seed, client="charon-python")))
+            left = deadline - time.monotonic()
+            if left <= 0 or not sock.poll(int(left * 1000) + 1, zmq.POLLIN):
+                raise ServerUnavailable(f"{self.endpoint}: no WELCOME within {self.timeout_s:g} s")
+            reply = _welcome_or_none(sock.recv_multipart(copy=False))
+            if reply is not None:
+                self.welcome = _check_welcome(self.endpoint, reply, fingerprint, pmt_digest)
+                return reply
+            if time.monotonic() + pause > deadline:
+                raise ServerUnavailable(f"{self.endpoint}: no worker behind the server within {self.timeout_s:g} s")
+            self._sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
+class AsyncClient:
+    """The asyncio v2 client (``zmq.asyncio``): :meth:`simulate_many` is an async iterator."""
+
+    def __init__(self, endpoint: str, *, timeout_s: float = 30.0, retries: int = 3,
+                 context: zmq.asyncio.Context | None = None) -> None:
+        self.endpoint = endpoint
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self._ctx = context
+        self.welcome: v2.Welcome | None = None
+
+    async def simulate_many(self, events: Iterable[Photons], *, seed: int = 0, fingerprint: str | None = None,
+                            pmt_digest: str | None = None, max_events: int | None = None
+                            ) -> AsyncIterator[EventResult]:
+        """As :meth:`Client.simulate_many`, without blocking the event loop."""
+        batch = list(events)
+        ctx = self._ctx or zmq.asyncio.Context.instance()
+        sock = cast(zmq.asyncio.Socket, sockets.client_dealer(cast("zmq.Context[Any]", ctx), self.endpoint))
+        sock.connect(self.endpoint)
+        try:
+            welcome = await self._hello(sock, seed, fingerprint, pmt_digest)
+            pipe = Pipeline([len(e) for e in batch], [e.event_id for e in batch], welcome,
+                            retries=self.retries, max_events=max_events)
+            while not pipe.complete():
+                if pipe.needs_hello:
+                    pipe.hello_again(await self._hello(sock, seed, fingerprint, pmt_digest))
+                while indices := pipe.next_batch():
+                    await sock.send_multipart(simulate_frames(pipe, batch, indices), copy=False)
+                for local in pipe.local_results():
+                    yield local
+                if pipe.complete():
+                    break
+                if not await sock.poll(int(self.timeout_s * 1000)):
+                    raise ServerUnavailable(f"{self.endpoint}: no v2 reply within {self.timeout_s:g} s "
+                                            f"({pipe.in_flight} events in flight)")
+                result = _on_reply(pipe, await sock.recv_multipart(copy=False))
+                if result is not None:
+                    yield result
+        finally:
+            sock.close(linger=0)
+
+    async def _hello(self, sock: zmq.asyncio.Socket, seed: int, fingerprint: str | None, pmt_digest: str | None
+                     ) -> v2.Welcome:
+        deadline = time.monotonic() + self.timeout_s
+        pause = 0.05
+        while True:
+            await sock.send_multipart(v2.hello(v2.Hello(seed=seed, client="charon-python-asyncio")))
+            left = deadline - time.monotonic()
+            if left <= 0 or not await sock.poll(int(left * 1000) + 1):
+                raise ServerUnavailable(f"{self.endpoint}: no WELCOME within {self.timeout_s:g} s")
+            reply = _welcome_or_none(await sock.recv_multipart(copy=False))
+            if reply is not None:
+                self.welcome = _check_welcome(self.endpoint, reply, fingerprint, pmt_digest)
+                return reply
+            if time.monotonic() + pause > deadline:
+                raise ServerUnavailable(f"{self.endpoint}: no worker behind the server within {self.timeout_s:g} s")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+
+def simulate_frames(pipe: Pipeline, events: Sequence[Photons], indices: Sequence[int]) -> list[Frame]:
+    """The SIMULATE of ``events[i] for i in indices``: one table, each photon column concatenated."""
+    import numpy as np
+
+    from charon.engine.base import frame_of
+
+    if len(indices) == 1:
+        arrays = events[indices[0]].frames()
+    else:
+        chosen = [events[i].columns() for i in indices]
+        arrays = [frame_of(np.concatenate([cols[k] for cols in chosen])) for k in range(v2.N_PHOTON_FRAMES)]
+    return v2.simulate(pipe.events(indices), arrays)
+
+
+def _welcome_or_none(frames: Sequence[zmq.Frame]) -> v2.Welcome | None:
+    """WELCOME, or None for a retryable ERROR (no worker yet); anything else raises."""
+    payload = _payload(frames)
+    reply = v2.decode_from_server(payload) if v2.is_v2(payload) else None
+    if isinstance(reply, v2.Welcome):
+        if reply.version != v2.VERSION:
+            raise RequestFailed(f"WELCOME of version {reply.version}, expected {v2.VERSION}", v2.MAGIC)
+        return reply
+    if isinstance(reply, v2.Error) and reply.code.retryable:
+        return None
+    if isinstance(reply, v2.Error):
+        raise RequestFailed(f"HELLO refused: {reply.code.name}: {reply.message}", v2.MAGIC)
+    header = v1.header_of(payload)
+    raise RequestFailed(f"HELLO answered with {header!r}: the server does not speak v2", header)
+
+
+def _check_welcome(endpoint: str, welcome: v2.Welcome, fingerprint: str | None, pmt_digest: str | None
+                   ) -> v2.Welcome:
+    if fingerprint is not None and welcome.fingerprint != fingerprint:
+        raise GeometryMismatch(f"{endpoint} simulates detector {welcome.fingerprint[:16]}, expected {fingerprint[:16]}")
+    if pmt_digest is not None and welcome.pmt_digest != pmt_digest:
+        raise GeometryMismatch(f"{endpoint}: PMT positions digest {welcome.pmt_digest[:16]} differs from this "
+                               f"client's {pmt_digest[:16]} (the channel maps would not match)")
+    return welcome
+
+
+def _payload(frames: Sequence[zmq.Frame]) -> list[memoryview]:
+    views = [f.buffer for f in frames]
+    return views[1:] if views and len(views[0]) == 0 else views  # a DEALER peer may have sent a delimiter
+
+
+def _on_reply(pipe: Pipeline, frames: Sequence[zmq.Frame]) -> EventResult | None:
+    payload = _payload(frames)
+    if not v2.is_v2(payload):
+        raise RequestFailed(f"non-v2 reply {v1.header_of(payload)!r} on a v2 connection", v1.header_of(payload))
+    reply = v2.decode_from_server(payload)
+    if isinstance(reply, v2.Welcome):
+        return None
+    if isinstance(reply, v2.Result):
+        return pipe.on_reply(reply, hits_of(reply))
+    return pipe.on_reply(reply)
+
+
+def hits_of(result: v2.Result) -> Hits:
+    """The hits of a RESULT as read-only numpy views of its frames (positions when it carries them)."""
+    import numpy as np
+
+    from charon.engine.base import Hits
+
+    hits = Hits.from_frames(result.hit_frames[: len(tokens.HIT_FIELDS)])
+    if not result.has_positions:
+        return hits
+    x, y, z = (np.frombuffer(as_view(f), dtype="<f4") for f in result.hit_frames[len(tokens.HIT_FIELDS):])
+    from dataclasses import replace
+
+    return replace(hits, x=x, y=y, z=z)

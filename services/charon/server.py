@@ -6,6 +6,9 @@ the socket thread at once; PHOTONDATA goes to a simulation thread (the worker's)
 requests that wait while the engine is busy into one engine pass (``engine.batch_max_photons``,
 ``engine.batch_max_delay_s``), so many clients with small events keep the engine full. The socket
 thread never waits on the engine: it keeps answering PING and signals during a long simulation.
+v2 messages share the socket: HELLO is answered on the socket thread, a SIMULATE is admitted
+within its session's credit and cut into JOBs for the simulation thread, and each JOB_DONE leaves
+as one RESULT or ERROR per event the moment it comes back (v2 replies carry tags: no ordering).
 No input can stop the loop.
 """
 
@@ -29,9 +32,11 @@ from charon.health import HealthServer
 from charon.liveness import Progress
 from charon.metrics import RequestMetrics, kind_label, new_registry
 from charon.process import Stop, open_simulator, run_service
-from charon.protocol import tokens, v1
+from charon.protocol import tokens, v1, v2
 from charon.protocol.v1 import Frame
+from charon.router.v2 import V2_KIND, V2Part, welcome_of
 from charon.service import Answer, RequestHandler
+from charon.sessions import Limits, Sessions
 from charon.settings import Settings
 from charon.worker.simulation import SimulationThread, Work, unpack_head
 
@@ -77,6 +82,11 @@ class Server:
         #: that order, as a DEALER client pipelining v1 requests (which carry no request id) needs.
         self._order: dict[bytes, deque[int]] = {}
         self._tokens = itertools.count(1)
+        v2s = settings.v2
+        self.sessions = Sessions(Limits(v2s.credit, v2s.max_events_per_message, v2s.max_photons_per_message,
+                                        v2s.job_max_photons), v2s.max_sessions)
+        #: v2 jobs handed to the engine: their requester's envelope and events, by token.
+        self._jobs: dict[int, tuple[list[Frame], V2Part, int, float]] = {}
 
     def startup(self) -> dict[str, object]:
         simulator = self.handler.simulator
@@ -106,7 +116,7 @@ class Server:
         poller.register(self._results, zmq.POLLIN)
         reading = False
         while not stop.is_set():
-            if reading != (len(self._pending) < MAX_PENDING):
+            if reading != (self._in_hand() < MAX_PENDING):
                 reading = not reading
                 if reading:
                     poller.register(self._sock, zmq.POLLIN)
@@ -123,10 +133,13 @@ class Server:
     def _receive(self, sock: zmq.Socket[Any]) -> None:
         """Take the requests waiting on the socket: engine work to the simulation thread, the rest
         answered here."""
-        while len(self._pending) < MAX_PENDING and sock.poll(0):
+        while self._in_hand() < MAX_PENDING and sock.poll(0):
             frames = sock.recv_multipart(copy=False)
             envelope, payload = v1.split_envelope([f.buffer for f in frames])
             client = bytes(v1.as_view(envelope[0])) if envelope else b""
+            if v2.is_v2(payload):
+                self._v2(envelope, client, payload)
+                continue
             engine_work = _is_engine_work(payload)
             if not engine_work and not self._order.get(client):
                 start = time.perf_counter()
@@ -147,17 +160,66 @@ class Server:
                 pending.reply = list(answer.reply)
                 self._release(client)
 
+    def _in_hand(self) -> int:
+        return len(self._pending) + len(self._jobs)
+
+    def _v2(self, envelope: list[Frame], client: bytes, payload: list[Frame]) -> None:
+        """A v2 message: HELLO answered now; SIMULATE admitted and its jobs given to the engine."""
+        try:
+            message = v2.decode_from_client(payload)
+        except CharonError as exc:
+            self.metrics.requests.labels(V2_KIND, exc.outcome).inc()
+            log.warning("v2 message rejected (%s): %s", exc.outcome, exc)
+            for reply in v2.rejection(exc):
+                self._send(envelope, reply)
+            return
+        if isinstance(message, v2.Hello):
+            self.sessions.hello(client, message)
+            sim = self.handler.simulator
+            welcome = welcome_of(self.sessions.limits, sim.name, sim.fingerprint, sim.detector_info().frames(),
+                                 message.seed)
+            self.metrics.requests.labels("hello_v2", "ok").inc()
+            self._send(envelope, v2.welcome(welcome))
+            return
+        admission = self.sessions.admit(client, message)
+        for reply in admission.errors:
+            self._send(envelope, reply)
+        if admission.errors:
+            self.metrics.requests.labels(V2_KIND, "refused").inc()
+        assert self._sim is not None
+        for frames, events, photons in admission.jobs:
+            token = next(self._tokens)
+            self._jobs[token] = (envelope, V2Part(client, events, self.sessions), photons, time.perf_counter())
+            self._sim.inbox.put(Work(0, token, frames))
+
     def _forward_results(self) -> None:
         assert self._results is not None
         while self._results.poll(0):
             frames = self._results.recv_multipart(copy=False)
             _, token = unpack_head(frames[0].buffer)
+            job = self._jobs.pop(token, None)
+            if job is not None:
+                self._job_done(job, [f.buffer for f in frames[1:]])
+                continue
             pending = self._pending.get(token)
             if pending is None:
                 continue
             pending.reply = [f.buffer for f in frames[1:]]
             self._record(_answer_of(pending.reply, pending.n_photons), time.perf_counter() - pending.arrived)
             self._release(bytes(v1.as_view(pending.envelope[0])) if pending.envelope else b"")
+
+    def _job_done(self, job: tuple[list[Frame], V2Part, int, float], payload: list[Frame]) -> None:
+        envelope, part, photons, arrived = job
+        replies = part.replies(payload)
+        for reply in replies:
+            self._send(envelope, reply)
+        seconds = time.perf_counter() - arrived
+        m = self.metrics
+        m.requests.labels(V2_KIND, "ok").inc()
+        m.request_duration.labels("service").observe(seconds)
+        m.request_duration.labels("total").observe(seconds)
+        m.photons.inc(photons)
+        m.hits.inc(V2Part.hits_of(payload))
 
     def _release(self, client: bytes) -> None:
         """Send the replies at the head of ``client``'s queue that are ready, in order."""
@@ -179,14 +241,14 @@ class Server:
     def _finish_pending(self) -> None:
         """After a stop: answer what the engine has in hand, within the worker's drain grace."""
         deadline = self.clock() + self.settings.worker.drain_grace_s
-        if self._pending:
-            log.info("finishing %d request(s) in hand", len(self._pending))
-        while self._pending and self.clock() < deadline:
+        if self._in_hand():
+            log.info("finishing %d request(s) in hand", self._in_hand())
+        while self._in_hand() and self.clock() < deadline:
             assert self._results is not None
             if self._results.poll(_POLL_MS):
                 self._forward_results()
-        if self._pending:
-            log.warning("%d request(s) unanswered at exit", len(self._pending))
+        if self._in_hand():
+            log.warning("%d request(s) unanswered at exit", self._in_hand())
 
     def _record(self, answer: Answer, seconds: float) -> None:
         """Metrics and the per-request log line of one answered request."""

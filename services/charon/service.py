@@ -2,7 +2,8 @@
 
 Plain Python, no sockets: it takes payload frames and returns reply frames plus what the drivers
 need for logs and metrics. Several PHOTONDATA requests can be answered from one ``simulate`` call
-(:meth:`RequestHandler.simulate_many`), which is how workers batch.
+(:meth:`RequestHandler.simulate_many`), which is how workers batch; a v2 JOB (many events of one
+client, with its seed) is answered by :meth:`RequestHandler.simulate_job`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charon.engine.base import Hits, Photons, Simulator
+from charon.engine.base import Hits, Photons, Simulator, frame_of
 from charon.errors import CharonError, SimulationFailed
 from charon.metrics import kind_label
-from charon.protocol import tokens, v1
+from charon.protocol import tokens, v1, v2
 from charon.protocol.v1 import Frame
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,43 @@ class RequestHandler:
             hits = hits.take(np.flatnonzero(~bad))
         reply = v1.sim_complete(request.event_id, hits.frames())
         return Answer(reply, "photondata", "ok", request.n_photons, len(hits))
+
+    def simulate_job(self, payload: Sequence[Frame]) -> Answer:
+        """Answer a v2 JOB with its JOB_DONE: every event simulated in one engine call, with the
+        session's seed as the events' stream; a failing engine fails each event with a code."""
+        try:
+            job = v2.decode_job(payload)
+        except CharonError as exc:
+            return Answer(v2.job_done([]), "job_v2", "malformed", detail=str(exc))
+        events = [Photons.from_arrays_view(e.event_id, job.photon_arrays(i), job.seed)
+                  for i, e in enumerate(job.events)]
+        try:
+            hits = self.simulator.simulate(events) if any(len(e) for e in events) else \
+                [Hits.empty() for _ in events]
+            if len(hits) != len(events):
+                raise RuntimeError(f"engine returned {len(hits)} hit sets for {len(events)} events")
+            outcomes = [self._outcome(e, h) for e, h in zip(job.events, hits, strict=True)]
+        except Exception as exc:  # the engine's failure must not take the service down
+            log.exception("simulation of a job of %d event(s) failed", len(events))
+            detail = f"{type(exc).__name__}: {exc}"
+            return Answer(v2.failed_job(job, v2.ErrorCode.SIMULATION_FAILED, detail), "job_v2",
+                          "simulation_failed", job.n_photons, detail=detail)
+        n_hits = sum(o.n_hits for o in outcomes)
+        return Answer(v2.job_done(outcomes), "job_v2", "ok", job.n_photons, n_hits)
+
+    def _outcome(self, event: v2.Event, hits: Hits) -> v2.Outcome:
+        if len(hits) and int(hits.channel.max()) >= self._n_channels:
+            bad = hits.channel >= self._n_channels
+            log.error("engine returned %d hits on channels >= %d; dropped", int(bad.sum()), self._n_channels)
+            hits = hits.take(np.flatnonzero(~bad))
+        frames = hits.frames()
+        flags = 0
+        if hits.x is not None and hits.y is not None and hits.z is not None and len(hits):
+            frames += [frame_of(hits.x), frame_of(hits.y), frame_of(hits.z)]
+            flags = v2.HAS_POSITIONS
+        else:
+            frames += [b"", b"", b""]
+        return v2.Outcome(event, v2.ErrorCode.OK, len(hits), flags, tuple(frames))
 
     @staticmethod
     def _failed(request: v1.PhotonData, exc: Exception) -> Answer:

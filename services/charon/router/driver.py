@@ -149,7 +149,7 @@ class Router:
         self.registry = registry if registry is not None else new_registry()
         self.metrics = RouterMetrics(self.registry)
         self.observer = PrometheusObserver(self.metrics)
-        self.state = RouterState(settings.router, settings.heartbeat, self.observer)
+        self.state = RouterState(settings.router, settings.heartbeat, self.observer, settings.v2)
         export_gauges(self.metrics, self.state)
         self.clock = clock
         self.http = HealthServer(settings.metrics, 9100, self.registry)

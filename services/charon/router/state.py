@@ -12,7 +12,10 @@ send. Everything the router decides lives here, so it is tested exhaustively wit
 * a resent PHOTONDATA (same header, metadata, frame lengths and end-of-frame checksums, confirmed
   by comparing bytes) joins its queued, in-flight or recently completed twin, so one simulation
   answers every requester exactly once;
-* PING, RUN_BEGIN and RUN_END are answered here; DETECTOR_INFO from the workers' READY.
+* PING, RUN_BEGIN and RUN_END are answered here; DETECTOR_INFO from the workers' READY;
+* a v2 HELLO is answered here too; a v2 SIMULATE is admitted within its session's credit and cut
+  into JOBs by byte offsets (:mod:`charon.sessions`); a JOB_DONE fans out into one RESULT or ERROR
+  per event (:mod:`charon.router.v2`).
 
 Photon frames are never read beyond a few KiB at each end (the de-duplication checksum).
 
@@ -37,10 +40,12 @@ from typing import Final, Protocol
 
 from charon.errors import CharonError, DeadlineExceeded, QueueFull, RetriesExhausted, WorkerProtocolError
 from charon.metrics import kind_label
-from charon.protocol import tokens, v1
+from charon.protocol import tokens, v1, v2
 from charon.protocol import worker as wp
 from charon.protocol.v1 import Frame, as_view
-from charon.settings import HeartbeatSettings, RouterSettings
+from charon.router.v2 import V2_KIND, V2Part, welcome_of
+from charon.sessions import Limits, Sessions
+from charon.settings import HeartbeatSettings, RouterSettings, V2Settings
 
 log = logging.getLogger("charon.router")
 
@@ -85,6 +90,7 @@ _OUTCOMES: Final = {
     tokens.DETECTOR_INFO: "ok",
     tokens.ACK: "ok",
     tokens.SIM_FAILED: "simulation_failed",
+    v2.MAGIC: "ok",  # a v2 JOB_DONE; its events' own outcomes travel in their RESULT / ERROR
 }
 
 
@@ -171,6 +177,8 @@ class Waiter:
     job: Job
     deadline: float = 0.0
     answered: bool = False
+    #: The v2 events this requester waits for (None for a v1 request).
+    part: V2Part | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -222,8 +230,11 @@ class RouterState:
     """The router's queue, worker pool, in-flight table and de-duplication cache."""
 
     def __init__(self, router: RouterSettings, heartbeat: HeartbeatSettings,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, v2_settings: V2Settings | None = None) -> None:
         self.settings = router
+        v2s = v2_settings or V2Settings()
+        self.sessions = Sessions(Limits(v2s.credit, v2s.max_events_per_message, v2s.max_photons_per_message,
+                                        v2s.job_max_photons), v2s.max_sessions)
         self.interval = heartbeat.interval_s
         self.expiry_s = heartbeat.interval_s * heartbeat.liveness
         self.observer: Observer = observer or NullObserver()
@@ -408,6 +419,8 @@ class RouterState:
 
         ``payload`` frames are stored and forwarded as they are (zmq frames: never copied).
         """
+        if v2.is_v2(payload):
+            return self._v2(envelope, payload, now)
         try:
             request = v1.decode_request(payload)
         except CharonError as exc:
@@ -429,6 +442,49 @@ class RouterState:
         kind = "ping" if isinstance(request, v1.Ping) else "run_begin" if isinstance(request, v1.RunBegin) else "run_end"
         self.observer.answered(kind, "ok", 0.0)
         return [ToClient([*envelope, tokens.ACK])]
+
+    def _v2(self, envelope: list[Frame], payload: list[Frame], now: float) -> list[Action]:
+        """A v2 message: HELLO answered here, SIMULATE admitted and cut into jobs, errors at once."""
+        identity = bytes(as_view(envelope[0])) if envelope else b""
+        try:
+            message = v2.decode_from_client(payload)
+        except CharonError as exc:
+            log.info("v2 message rejected (%s): %s", exc.outcome, exc)
+            self.observer.answered(V2_KIND, exc.outcome, 0.0)
+            return [ToClient([*envelope, *m]) for m in v2.rejection(exc)]
+        if isinstance(message, v2.Hello):
+            engine = next((w.engine for w in self.workers.values() if not w.legacy), None)
+            if self._pool_info is None or self._pool_fingerprint is None or engine is None:
+                self.observer.answered("hello_v2", "no_workers", 0.0)
+                return [ToClient([*envelope, *v2.error(v2.NO_TAG, v2.NO_EVENT, v2.ErrorCode.NO_WORKERS,
+                                                       "no charon worker registered yet: HELLO again later")])]
+            self.sessions.hello(identity, message)
+            self.observer.answered("hello_v2", "ok", 0.0)
+            welcome = welcome_of(self.sessions.limits, engine, self._pool_fingerprint, self._pool_info[1:4],
+                                 message.seed)
+            return [ToClient([*envelope, *v2.welcome(welcome)])]
+        admission = self.sessions.admit(identity, message)
+        actions: list[Action] = [ToClient([*envelope, *m]) for m in admission.errors]
+        if admission.errors:
+            self.observer.answered(V2_KIND, "refused", 0.0)
+        overhead = _size(payload[:2])
+        for frames, events, photons in admission.jobs:
+            nbytes = 4 * v2.N_PHOTON_FRAMES * photons + overhead + len(as_view(frames[2]))
+            job = Job(V2_KIND, frames, nbytes, photons, None, None)
+            actions.extend(self._enqueue(job, envelope, now, V2Part(identity, events, self.sessions)))
+        return actions
+
+    def _deliver(self, waiter: Waiter, payload: Sequence[Frame]) -> list[Action]:
+        """The reply messages a requester gets for its job's reply ``payload``."""
+        if waiter.part is None:
+            return [ToClient([*waiter.envelope, *payload])]
+        return [ToClient([*waiter.envelope, *m]) for m in waiter.part.replies(payload)]
+
+    def _deliver_error(self, waiter: Waiter, err: CharonError) -> list[Action]:
+        """The reply messages a requester gets when its job fails with ``err``."""
+        if waiter.part is None:
+            return [ToClient([*waiter.envelope, *v1.error_reply(err)])]
+        return [ToClient([*waiter.envelope, *m]) for m in waiter.part.errors(err)]
 
     def _photondata(self, envelope: list[Frame], payload: list[Frame], request: v1.PhotonData,
                     now: float) -> list[Action]:
@@ -463,14 +519,14 @@ class RouterState:
         log.debug("event %s resent: joined its %s twin", twin.event_id, twin.state.value)
         return []
 
-    def _enqueue(self, job: Job, envelope: list[Frame], now: float) -> list[Action]:
+    def _enqueue(self, job: Job, envelope: list[Frame], now: float, part: V2Part | None = None) -> list[Action]:
         s = self.settings
+        waiter = Waiter(envelope, now, job, now + s.queue_deadline_s, part=part)
         if self.queued >= s.queue_max_requests or self.queued_bytes + job.nbytes > s.queue_max_bytes:
             err = QueueFull(f"queue holds {self.queued} requests, {self.queued_bytes} bytes")
             log.warning("%s rejected: %s", job.kind, err)
             self.observer.answered(job.kind, err.outcome, 0.0)
-            return [ToClient([*envelope, *v1.error_reply(err)])]
-        waiter = Waiter(envelope, now, job, now + s.queue_deadline_s)
+            return self._deliver_error(waiter, err)
         job.waiters.append(waiter)
         job.enqueued = now
         self._move(job, JobState.QUEUED)
@@ -588,6 +644,8 @@ class RouterState:
                 self.observer.completed(job.n_photons, len(as_view(payload[2])) // 4, now - job.dispatched)
             else:
                 self.observer.completed(0, 0, now - job.dispatched)
+        elif job.kind == V2_KIND:
+            self.observer.completed(job.n_photons, V2Part.hits_of(payload), now - job.dispatched)
         actions = self._answer(job, payload, outcome, now)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s event %s: %s after %.3f s on a worker, %d requester(s)", job.kind, job.event_id,
@@ -602,13 +660,24 @@ class RouterState:
             self._move(job, JobState.DROPPED)
         return actions
 
+    def _fail(self, job: Job, err: CharonError, now: float) -> list[Action]:
+        """Answer every requester of ``job`` with the failure ``err``."""
+        actions: list[Action] = []
+        for waiter in job.waiters:
+            if not waiter.answered:
+                waiter.answered = True
+                self.observer.answered(job.kind, err.outcome, now - waiter.arrived)
+                actions.extend(self._deliver_error(waiter, err))
+        job.waiters.clear()
+        return actions
+
     def _answer(self, job: Job, payload: Sequence[Frame], outcome: str, now: float) -> list[Action]:
         actions: list[Action] = []
         for waiter in job.waiters:
             if not waiter.answered:
                 waiter.answered = True
                 self.observer.answered(job.kind, outcome, now - waiter.arrived)
-                actions.append(ToClient([*waiter.envelope, *payload]))
+                actions.extend(self._deliver(waiter, payload))
         job.waiters.clear()
         return actions
 
@@ -629,8 +698,13 @@ class RouterState:
                 continue
             if not self._free:
                 break
-            queue.popleft()
             worker = next(iter(self._free.values()))
+            if worker.legacy and job.kind == V2_KIND:  # a ChAR0N worker cannot take a v2 JOB
+                charon = next((w for w in self._free.values() if not w.legacy), None)
+                if charon is None:
+                    break
+                worker = charon
+            queue.popleft()
             token = self._assign(job, worker, now)
             self.observer.dispatched(now - job.enqueued)
             msg = wp.legacy_request(token, job.payload) if worker.legacy else wp.request(token, job.payload)
@@ -647,7 +721,7 @@ class RouterState:
                 err = RetriesExhausted(f"{job.kind} event {job.event_id}: {job.attempts} workers lost "
                                        "while simulating it", job.event_id)
                 log.error("%s", err)
-                actions.extend(self._answer(job, v1.error_reply(err), err.outcome, now))
+                actions.extend(self._fail(job, err, now))
                 self._move(job, JobState.DROPPED)
                 continue
             self._move(job, JobState.QUEUED)
@@ -732,7 +806,7 @@ class RouterState:
             waiter.answered = True
             job.waiters.remove(waiter)
             self.observer.answered(job.kind, err.outcome, now - waiter.arrived)
-            actions.append(ToClient([*waiter.envelope, *v1.error_reply(err)]))
+            actions.extend(self._deliver_error(waiter, err))
             if not job.waiters:
                 self._move(job, JobState.DROPPED)
         return actions

@@ -28,7 +28,7 @@ from charon.engine.batching import BatchPlanner
 from charon.errors import CharonError
 from charon.liveness import Progress
 from charon.metrics import WorkerMetrics
-from charon.protocol import tokens, v1
+from charon.protocol import tokens, v1, v2
 from charon.protocol.v1 import Frame
 from charon.service import Answer, RequestHandler
 
@@ -168,10 +168,29 @@ class SimulationThread:
             self._pending.append(item)
             self._arrived.append(time.monotonic())
 
+    def _job(self, work: Work) -> Answer:
+        """One v2 JOB: its events in one engine pass (the job is already a batch of one client's events)."""
+        start = time.perf_counter()
+        self.progress.begin(self._clock())
+        try:
+            answer = self.handler.simulate_job(work.payload)
+        finally:
+            self.progress.end()
+        self.metrics.simulation_seconds.observe(time.perf_counter() - start)
+        if answer.outcome == "ok":
+            self.metrics.photons.inc(answer.n_photons)
+            self.metrics.hits.inc(answer.n_hits)
+        else:
+            log.warning("v2 job failed: %s", answer.detail)
+        return answer
+
     def _answer(self, batch: list[Work]) -> list[tuple[Work, Answer]]:
         out: list[tuple[Work, Answer]] = []
         events: list[tuple[Work, v1.PhotonData]] = []
         for work in batch:
+            if v2.is_job(work.payload):
+                out.append((work, self._job(work)))
+                continue
             try:
                 request = v1.decode_request(work.payload)
             except CharonError:
@@ -204,7 +223,15 @@ class SimulationThread:
 
 
 def _failure(work: Work) -> Answer:
-    """SIM_FAILED for a PHOTONDATA whose event id is readable, else UNKNOWN_REQUEST."""
+    """SIM_FAILED for a PHOTONDATA whose event id is readable, else UNKNOWN_REQUEST; a v2 JOB_DONE
+    failing each event of a JOB."""
+    if v2.is_job(work.payload):
+        try:
+            job = v2.decode_job(work.payload)
+        except CharonError:
+            return Answer(v2.job_done([]), "job_v2", "simulation_failed")
+        return Answer(v2.failed_job(job, v2.ErrorCode.SIMULATION_FAILED, "the worker failed"), "job_v2",
+                      "simulation_failed")
     header = v1.header_of(work.payload)
     event_id = v1.read_event_id(work.payload[1]) if len(work.payload) > 1 else None
     if header == tokens.PHOTONDATA and event_id is not None:
@@ -213,7 +240,9 @@ def _failure(work: Work) -> Answer:
 
 
 def _photons(work: Work) -> int:
-    """Photon count from the metadata frame, without decoding the request."""
+    """Photon count from the metadata frame (a v2 JOB: its table), without decoding the request."""
+    if v2.is_job(work.payload):
+        return v2.job_photons(work.payload)
     if len(work.payload) > 1:
         meta = v1.as_view(work.payload[1])
         if len(meta) >= 8:
