@@ -26,7 +26,7 @@ from charon import sockets
 from charon.errors import GeometryMismatch, InvalidReply, RequestFailed, ServerUnavailable
 from charon.pipeline import EventResult, Pipeline
 from charon.protocol import tokens, v1, v2
-from charon.protocol.v1 import Frame, as_view
+from charon.protocol.v1 import Frame
 from charon.transport import Transport, ZmqTransport
 
 T = TypeVar("T")
@@ -289,15 +289,13 @@ def _on_reply(pipe: Pipeline, frames: Sequence[zmq.Frame]) -> EventResult | None
 
 
 def hits_of(result: v2.Result) -> Hits:
-    """The hits of a RESULT as read-only numpy views of its frames (positions when it carries them)."""
+    """The hits of a RESULT as read-only numpy views of its hits frame (positions when it has them)."""
     import numpy as np
 
     from charon.engine.base import Hits
 
-    hits = Hits.from_frames(result.hit_frames[: len(tokens.HIT_FIELDS)])
-    if not result.has_positions:
-        return hits
-    x, y, z = (np.frombuffer(as_view(f), dtype="<f4") for f in result.hit_frames[len(tokens.HIT_FIELDS):])
-    from dataclasses import replace
-
-    return replace(hits, x=x, y=y, z=z)
+    n = result.n_hits
+    block = np.frombuffer(result.hits, dtype="<u4").reshape(v2.hit_arrays(result.flags), n)
+    f = block.view("<f4")
+    positions = (f[10], f[11], f[12]) if result.has_positions else (None, None, None)
+    return Hits(block[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], block[9], *positions)

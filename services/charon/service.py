@@ -115,14 +115,11 @@ class RequestHandler:
             bad = hits.channel >= self._n_channels
             log.error("engine returned %d hits on channels >= %d; dropped", int(bad.sum()), self._n_channels)
             hits = hits.take(np.flatnonzero(~bad))
-        frames = hits.frames()
-        flags = 0
-        if hits.x is not None and hits.y is not None and hits.z is not None and len(hits):
-            frames += [frame_of(hits.x), frame_of(hits.y), frame_of(hits.z)]
-            flags = v2.HAS_POSITIONS
-        else:
-            frames += [b"", b"", b""]
-        return v2.Outcome(event, v2.ErrorCode.OK, len(hits), flags, tuple(frames))
+        arrays = hits.frames()
+        if hits.x is not None and hits.y is not None and hits.z is not None:
+            arrays += [frame_of(hits.x), frame_of(hits.y), frame_of(hits.z)]
+        frame, n_hits, flags = v2.hits_frame(arrays)
+        return v2.Outcome(event, v2.ErrorCode.OK, n_hits, flags, frame)
 
     @staticmethod
     def _failed(request: v1.PhotonData, exc: Exception) -> Answer:

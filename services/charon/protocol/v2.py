@@ -8,7 +8,8 @@ which no v1 request header equals or starts with. Every message is ``[MAGIC, com
 * ``SIMULATE``: an event table (tag, event id, photon count per event) and the twelve v1 photon
   arrays of all its events one after another, so a message is split into parts by byte offsets
   alone, without reading a photon;
-* ``RESULT`` (one per event, as each finishes) or ``ERROR`` (one per event, with a code).
+* ``RESULT`` (one per event, as each finishes: its hit arrays back to back in one frame) or
+  ``ERROR`` (one per event, with a code).
 
 ``JOB`` / ``JOB_DONE`` are what a router (or ``charon serve``) hands an engine: a part of one
 SIMULATE with the session's seed, and the per-event outcomes back. They travel inside CHARONW1
@@ -50,13 +51,13 @@ NO_TAG: Final = 2**64 - 1
 #: The event id of an ERROR that concerns no event.
 NO_EVENT: Final = 2**32 - 1
 
-#: RESULT flag: the x, y, z frames hold the detection positions (else they are empty).
+#: RESULT flag: the hits frame also holds the detection positions x, y, z.
 HAS_POSITIONS: Final = 0x1
 
-#: Hit frames of a RESULT, in wire order: the ten v1 SIM_COMPLETE arrays, then the positions.
+#: Arrays of a RESULT's hits frame, in wire order: the ten v1 SIM_COMPLETE arrays, then (with
+#: HAS_POSITIONS) the positions; each holds H 4-byte elements.
 HIT_FIELDS: Final = (*tokens.HIT_FIELDS, "x", "y", "z")
 N_PHOTON_FRAMES: Final = len(tokens.PHOTON_FIELDS)
-N_HIT_FRAMES: Final = len(HIT_FIELDS)
 #: HELLO / WELCOME bodies are small flat JSON objects.
 MAX_JSON_BYTES: Final = 4096
 
@@ -179,19 +180,29 @@ class Simulate:
         return 4 * N_PHOTON_FRAMES * self.n_photons
 
 
+def hit_arrays(flags: int) -> int:
+    """How many arrays a hits frame with ``flags`` holds (10, or 13 with HAS_POSITIONS)."""
+    return len(HIT_FIELDS) if flags & HAS_POSITIONS else len(tokens.HIT_FIELDS)
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
-    """RESULT: one event's hits; ``hit_frames`` are the 13 frames of :data:`HIT_FIELDS`."""
+    """RESULT: one event's hits, ``hits`` = the arrays of :data:`HIT_FIELDS` back to back."""
 
     tag: int
     event_id: int
     n_hits: int
     flags: int
-    hit_frames: tuple[memoryview, ...]
+    hits: memoryview
 
     @property
     def has_positions(self) -> bool:
         return bool(self.flags & HAS_POSITIONS)
+
+    def array(self, index: int) -> memoryview:
+        """Bytes of array ``index`` of :data:`HIT_FIELDS` (no copy)."""
+        n = 4 * self.n_hits
+        return self.hits[index * n : (index + 1) * n]
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,13 +236,13 @@ class Job:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One event of a JOB_DONE: ``code`` OK with its 13 hit frames, or an error with a message."""
+    """One event of a JOB_DONE: ``code`` OK with its hits frame, or an error with a message."""
 
     event: Event
     code: ErrorCode
     n_hits: int = 0
     flags: int = 0
-    frames: tuple[Frame, ...] = ()
+    hits: Frame = b""
     message: str = ""
 
 
@@ -484,16 +495,16 @@ def decode_job(frames: Sequence[Frame]) -> Job:
 
 
 def job_done(outcomes: Sequence[Outcome]) -> list[Frame]:
-    """JOB_DONE: [MAGIC, K, table (tag, event id, code, hits, flags per event), then per event its
-    13 hit frames (code OK) or one UTF-8 message frame]."""
+    """JOB_DONE: [MAGIC, K, table (tag, event id, code, hits, flags per event), then one frame per
+    event: its hits frame (code OK, as in RESULT) or a UTF-8 message]."""
     table = b"".join(_DONE_ENTRY.pack(o.event.tag, o.event.event_id & 0xFFFFFFFF, int(o.code), o.n_hits,
                                       o.flags) for o in outcomes)
     frames: list[Frame] = [MAGIC, JOB_DONE, table]
     for o in outcomes:
         if o.code is ErrorCode.OK:
-            if len(o.frames) != N_HIT_FRAMES:
-                raise ValueError(f"an OK outcome needs {N_HIT_FRAMES} hit frames, got {len(o.frames)}")
-            frames.extend(o.frames)
+            if len(as_view(o.hits)) != 4 * o.n_hits * hit_arrays(o.flags):
+                raise ValueError(f"hits frame of {len(as_view(o.hits))} bytes for {o.n_hits} hits, flags {o.flags}")
+            frames.append(o.hits)
         else:
             frames.append(o.message.encode("utf-8")[:1024])
     return frames
@@ -511,47 +522,54 @@ def decode_job_done(frames: Sequence[Frame]) -> JobDone:
     table = as_view(frames[2])
     if len(table) % _DONE_ENTRY.size:
         raise Rejected(f"JOB_DONE table is {len(table)} bytes, not a multiple of {_DONE_ENTRY.size}")
+    entries = list(_DONE_ENTRY.iter_unpack(table))
+    if len(frames) != 3 + len(entries):
+        raise Rejected(f"JOB_DONE has {len(frames) - 3} event frames for {len(entries)} events")
     outcomes: list[Outcome] = []
-    at = 3
-    for i in range(0, len(table), _DONE_ENTRY.size):
-        tag, event_id, code, n_hits, flags = _DONE_ENTRY.unpack_from(table, i)
-        try:
-            known = ErrorCode(code)
-        except ValueError:
-            known = ErrorCode.SIMULATION_FAILED
+    for (tag, event_id, code, n_hits, flags), body in zip(entries, frames[3:], strict=True):
         event = Event(tag, event_id, 0)
-        if known is ErrorCode.OK:
-            body = tuple(frames[at : at + N_HIT_FRAMES])
-            if len(body) != N_HIT_FRAMES:
-                raise Rejected("JOB_DONE ends inside an event's hit frames")
-            at += N_HIT_FRAMES
-            outcomes.append(Outcome(event, known, n_hits, flags, body))
+        if code == ErrorCode.OK:
+            if len(as_view(body)) != 4 * n_hits * hit_arrays(flags):
+                raise Rejected(f"JOB_DONE hits frame of event tag {tag} is {len(as_view(body))} bytes, "
+                               f"expected {4 * n_hits * hit_arrays(flags)}")
+            outcomes.append(Outcome(event, ErrorCode.OK, n_hits, flags, body))
         else:
-            if at >= len(frames):
-                raise Rejected("JOB_DONE ends before an error message frame")
-            text = as_view(frames[at]).tobytes().decode("utf-8", "replace")
-            at += 1
-            outcomes.append(Outcome(event, known, message=text))
-    if at != len(frames):
-        raise Rejected(f"JOB_DONE has {len(frames) - at} frames after its last event")
+            try:
+                known = ErrorCode(code)
+            except ValueError:
+                known = ErrorCode.SIMULATION_FAILED
+            outcomes.append(Outcome(event, known, message=as_view(body).tobytes().decode("utf-8", "replace")))
     return JobDone(tuple(outcomes))
+
+
+def job_done_hits(frames: Sequence[Frame]) -> int:
+    """Hits in a JOB_DONE from its table alone (0 when unreadable), for the hit counter."""
+    if len(frames) < 3:
+        return 0
+    table = as_view(frames[2])
+    if len(table) % _DONE_ENTRY.size:
+        return 0
+    return sum(entry[3] for entry in _DONE_ENTRY.iter_unpack(table) if entry[2] == ErrorCode.OK)
 
 
 # ---- replies to the client ------------------------------------------------------------------------
 
 
-def result(tag: int, event_id: int, hit_frames: Sequence[Frame], flags: int = 0) -> list[Frame]:
-    """RESULT: [MAGIC, R, head (tag, event id, hits, flags), 13 hit frames (x, y, z empty without
-    HAS_POSITIONS)]."""
-    if len(hit_frames) != N_HIT_FRAMES:
-        raise ValueError(f"RESULT needs {N_HIT_FRAMES} hit frames, got {len(hit_frames)}")
-    n = len(as_view(hit_frames[0]))
-    sizes = [len(as_view(f)) for f in hit_frames]
-    positions = sizes[len(tokens.HIT_FIELDS):]
-    if n % 4 or any(s != n for s in sizes[: len(tokens.HIT_FIELDS)]) or \
-            any(s != (n if flags & HAS_POSITIONS else 0) for s in positions):
-        raise ValueError(f"RESULT hit frames must hold 4 x H bytes each (positions only with the flag): {sizes}")
-    return [MAGIC, RESULT, _RESULT_HEAD.pack(tag, event_id & 0xFFFFFFFF, n // 4, flags), *hit_frames]
+def hits_frame(arrays: Sequence[Frame]) -> tuple[bytes, int, int]:
+    """The hits frame of 10 arrays (or 13, with positions) of H 4-byte elements each: (frame, H, flags)."""
+    if len(arrays) not in (len(tokens.HIT_FIELDS), len(HIT_FIELDS)):
+        raise ValueError(f"a hits frame holds {len(tokens.HIT_FIELDS)} or {len(HIT_FIELDS)} arrays, got {len(arrays)}")
+    sizes = {len(as_view(a)) for a in arrays}
+    if len(sizes) != 1 or next(iter(sizes)) % 4:
+        raise ValueError(f"hit arrays must share one length, a multiple of 4: {sizes}")
+    flags = HAS_POSITIONS if len(arrays) == len(HIT_FIELDS) else 0
+    return b"".join(arrays), next(iter(sizes)) // 4, flags
+
+
+def result(tag: int, event_id: int, arrays: Sequence[Frame]) -> list[Frame]:
+    """RESULT: [MAGIC, R, head (tag, event id, hits, flags), hits frame] from 10 or 13 hit arrays."""
+    hits, n, flags = hits_frame(arrays)
+    return [MAGIC, RESULT, _RESULT_HEAD.pack(tag, event_id & 0xFFFFFFFF, n, flags), hits]
 
 
 def error(tag: int, event_id: int, code: ErrorCode, message: str) -> list[Frame]:
@@ -574,7 +592,7 @@ def client_replies(done: JobDone) -> list[list[Frame]]:
     for o in done.outcomes:
         e = o.event
         if o.code is ErrorCode.OK:
-            out.append([MAGIC, RESULT, _RESULT_HEAD.pack(e.tag, e.event_id, o.n_hits, o.flags), *o.frames])
+            out.append([MAGIC, RESULT, _RESULT_HEAD.pack(e.tag, e.event_id, o.n_hits, o.flags), o.hits])
         else:
             out.append(error(e.tag, e.event_id, o.code, o.message))
     return out
@@ -596,17 +614,17 @@ def decode_from_server(frames: Sequence[Frame]) -> FromServer:
 
 
 def _decode_result(frames: Sequence[Frame]) -> Result:
-    if len(frames) != 3 + N_HIT_FRAMES:
-        raise Rejected(f"RESULT has {len(frames)} frames, needs {3 + N_HIT_FRAMES}")
+    if len(frames) != 4:
+        raise Rejected(f"RESULT has {len(frames)} frames, needs 4")
     head = as_view(frames[2])
     if len(head) != _RESULT_HEAD.size:
         raise Rejected(f"RESULT head is {len(head)} bytes, needs {_RESULT_HEAD.size}")
     tag, event_id, n_hits, flags = _RESULT_HEAD.unpack(head)
-    views = tuple(as_view(f) for f in frames[3:])
-    want = [4 * n_hits] * len(tokens.HIT_FIELDS) + [4 * n_hits if flags & HAS_POSITIONS else 0] * 3
-    if [len(v) for v in views] != want:
-        raise Rejected(f"RESULT of event tag {tag}: hit frames are not 4 x {n_hits} bytes each")
-    return Result(int(tag), int(event_id), int(n_hits), int(flags), views)
+    hits = as_view(frames[3])
+    if len(hits) != 4 * n_hits * hit_arrays(flags):
+        raise Rejected(f"RESULT of event tag {tag}: hits frame is {len(hits)} bytes, expected "
+                       f"{4 * n_hits * hit_arrays(flags)} for {n_hits} hits")
+    return Result(int(tag), int(event_id), int(n_hits), int(flags), hits)
 
 
 def _decode_error(frames: Sequence[Frame]) -> Error:
