@@ -51,6 +51,10 @@ class Sessions:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def in_flight(self) -> int:
+        """Events admitted and not yet answered, over every session."""
+        return sum(s.in_flight for s in self._sessions.values())
+
     def get(self, identity: bytes) -> Session | None:
         return self._sessions.get(identity)
 
