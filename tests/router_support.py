@@ -88,6 +88,17 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, step_s:
     return time.monotonic() - start
 
 
+def poll_until(condition: Callable[[], bool], timeout_s: float, step_s: float = 0.02) -> bool:
+    """Whether ``condition`` became true within ``timeout_s`` (no error when it did not)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step_s)
+
+
 def wait_metric(metrics_addr: str, name: str, labels: str = "", *, at_least: float, timeout_s: float = 5.0) -> str:
     """Scrape until ``name{labels}`` reaches ``at_least`` and return that scrape.
 

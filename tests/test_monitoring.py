@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from charon.client import Client
+from charon.errors import ServerUnavailable
 from charon.source import isotropic_point
 from tests import procs
 from tests.tooling import CHART, ROOT, run, tool
@@ -36,6 +37,9 @@ PROM_TESTS = ROOT / "tests" / "prometheus"
 # Metrics only an external exporter provides; their panels may be empty here.
 EXEMPT_METRICS = {"DCGM_FI_DEV_GPU_UTIL"}
 NAMESPACE = RELEASE = "charon"
+#: The live router's queue bound, and an event that can never fit in it (48 bytes per photon).
+QUEUE_MAX_BYTES = 4 * 1024**2
+TOO_BIG_PHOTONS = QUEUE_MAX_BYTES // 48 + 1000
 SELECTOR = re.compile(r"\b([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^{}]*)\}")
 
 
@@ -93,7 +97,7 @@ def test_alert_rules_pass_promtool_check(tmp_path: Path) -> None:
     _write_rules(rules, _render_rules())
     res = run(promtool, "check", "rules", str(rules))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 5 rules found" in res.stdout
+    assert "SUCCESS: 6 rules found" in res.stdout
 
 
 def test_promtool_rejects_a_broken_expression(tmp_path: Path) -> None:
@@ -154,7 +158,7 @@ def test_dashboard_structure() -> None:
     text = " ".join(e for _, e in exprs)
     for needed in ("charon_photons_total", "charon_hits_total", "charon_queue_depth", "charon_workers",
                    'phase="queue"', 'phase="service"', 'outcome!="ok"', "DCGM_FI_DEV_GPU_UTIL",
-                   "histogram_quantile(0.99", "histogram_quantile(0.5"):
+                   "histogram_quantile(0.99", "histogram_quantile(0.5", 'outcome=~"dropped_.*"'):
         assert needed in text, needed
     # Panels do not overlap on the grid.
     cells: set[tuple[int, int]] = set()
@@ -207,14 +211,19 @@ def _traffic(endpoint: str, events: int, first_event: int = 0) -> None:
             client.ping()
             if i < events:
                 client.simulate(isotropic_point(first_event + i, 2000, (0.0, 0.0, 0.0), 420.0))
-        # One request the router cannot serve, so the failures-by-outcome series exists.
+        # One request the router cannot understand, so the failures-by-outcome series exists.
         client.request([b"NONSENSE"])
+    if first_event == 0:
+        # One well-formed event larger than the router's queue bound (router.queue_max_bytes in the
+        # test): dropped without a reply, so the dropped-requests series exists.
+        with Client(endpoint, timeout_s=1.0, retries=0) as client, pytest.raises(ServerUnavailable):
+            client.simulate(isotropic_point(10**6, TOO_BIG_PHOTONS, (0.0, 0.0, 0.0), 420.0))
 
 
 @pytest.mark.timeout(150)
 def test_prometheus_scrapes_router_and_worker_and_every_query_has_data(tmp_path: Path) -> None:
     prometheus = tool("prometheus")
-    with procs.router() as router, procs.worker(router.workers_endpoint, backend="echo") as worker:
+    with procs.router(env={"CHARON_ROUTER__QUEUE_MAX_BYTES": str(QUEUE_MAX_BYTES)}) as router, procs.worker(router.workers_endpoint, backend="echo") as worker:
         rules = tmp_path / "alerts.rules.yml"
         _write_rules(rules, _render_rules())
         _write_rules(tmp_path / "dashboard.rules.yml", _dashboard_as_recording_rules())

@@ -82,8 +82,10 @@ class CheckedState(RouterState):
 
 
 def make(**router: object) -> tuple[RouterState, Recorder]:
+    """A checked router state; ChAR0N's explicit failure replies unless ``v1_failure_replies`` is given
+    (tests/test_unservable.py covers the silent default)."""
     rec = Recorder()
-    settings = RouterSettings(**{"queue_deadline_s": 10.0, **router})  # type: ignore[arg-type]
+    settings = RouterSettings(**{"queue_deadline_s": 10.0, "v1_failure_replies": "explicit", **router})  # type: ignore[arg-type]
     state = CheckedState(settings, HeartbeatSettings(interval_s=1.0, liveness=3), rec)
     return state, rec
 

@@ -28,7 +28,7 @@ from charon.settings import HeartbeatSettings, RouterSettings
 FP_A, FP_B = "a" * 64, "b" * 64
 INFO = [struct.pack("<f", 1.0), struct.pack("<f", 2.0), struct.pack("<f", 3.0), struct.pack("<i", 1)]
 ROUTER = RouterSettings(queue_max_requests=5, queue_deadline_s=3.0, max_attempts=2, dedup_window_s=2.0,
-                        dedup_max_bytes=4096)
+                        dedup_max_bytes=4096, v1_failure_replies="explicit")
 HEARTBEAT = HeartbeatSettings(interval_s=1.0, liveness=3)
 
 

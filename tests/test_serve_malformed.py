@@ -203,13 +203,17 @@ def test_legacy_pong_only_when_switched_on(context: zmq.Context[Any]) -> None:
         assert legacy.thread.is_alive()
 
 
-def test_router_without_workers(context: zmq.Context[Any]) -> None:
+@pytest.mark.parametrize("policy", ["explicit", "silent"])
+def test_router_without_workers(context: zmq.Context[Any], policy: str) -> None:
     """No worker: the router answers PING, RUN_BEGIN, RUN_END and every malformed request itself,
-    at once; work it cannot hand out gets NO_WORKERS when the queue deadline passes (its clock)."""
+    at once; work it cannot hand out gets NO_WORKERS when the queue deadline passes (its clock),
+    or, under the silent policy, no reply at all."""
     clock = inproc.FakeClock()
     router = Router(inproc.settings({"router": {"bind": inproc.endpoint("clients"), "queue_deadline_s": 0.3,
-                                                "workers_bind": inproc.endpoint("workers")}}),
+                                                "workers_bind": inproc.endpoint("workers"),
+                                                "v1_failure_replies": policy}}),
                     context=context, clock=clock)
+    dropped = 0
     with inproc.running(router) as r:
         for vector in EXCHANGES:
             request = frames(vector["request"])
@@ -228,6 +232,14 @@ def test_router_without_workers(context: zmq.Context[Any]) -> None:
                 wait_for(lambda: router.state.queued == 1, 5, f"{vector['name']} queued")
                 assert not sock.poll(50), vector["name"]
                 clock.advance(0.31)
+                if policy == "silent":
+                    dropped += 1
+                    wait_for(lambda n=dropped: sum(inproc.sample(router.registry, "charon_requests_total",
+                                                                 kind=kind, outcome="dropped_no_workers")
+                                                   for kind in ("photondata", "detector_info")) == n,
+                             5, vector["name"])
+                    assert not sock.poll(50), vector["name"]
+                    continue
                 assert sock.poll(REPLY_TIMEOUT_MS), vector["name"]
                 assert sock.recv_multipart() == [tokens.NO_WORKERS], vector["name"]
             finally:

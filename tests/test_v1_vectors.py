@@ -22,8 +22,9 @@ import yaml
 
 from charon import errors
 from charon.engine.base import DetectorInfo, Hits, Photons
-from charon.protocol import tokens, v1
+from charon.protocol import tokens, unservable, v1
 from charon.service import RequestHandler
+from charon.settings import RouterSettings, ServerSettings
 from tests import ratpac_client as rc
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,6 +186,7 @@ def test_every_vector_is_named_in_the_yaml_and_every_name_exists() -> None:
     named.update(SPEC["envelope"]["vectors"])
     named.update(SPEC["client"]["vectors"])
     named.update(SPEC["encoding_vectors"])
+    named.update(SPEC["unservable"]["vectors"])
     assert named == set(VECTORS), (named - set(VECTORS), set(VECTORS) - named)
 
 
@@ -327,6 +329,38 @@ def test_error_reply_vector_is_the_error_tree() -> None:
     for cls in (errors.SimulationFailed, errors.RetriesExhausted):
         assert cls("engine raised", v["event_id"]).reply() == frames(v["reply"])
     assert errors.SimulationFailed("x", 7).outcome == "simulation_failed"
+
+
+UNSERVABLE = of_kind("unservable")
+
+
+@pytest.mark.parametrize("vector", UNSERVABLE, ids=ids(UNSERVABLE))
+def test_unservable_vector_is_what_the_policy_decides(vector: dict[str, Any]) -> None:
+    error = getattr(errors, vector["error"])("cannot serve", vector["event_id"])
+    decoded = v1.decode_request(frames(vector["request"]))
+    assert isinstance(decoded, (v1.PhotonData, v1.DetectorInfoRequest)), "only well-formed requests"
+    for policy in ("explicit", "silent"):
+        verdict = unservable.decide(error, policy)  # type: ignore[arg-type]
+        expected = vector[policy]["reply"]
+        assert (None if verdict.reply is None else [bytes(v1.as_view(f)) for f in verdict.reply]) == (
+            None if expected is None else frames(expected)), policy
+        assert verdict.outcome == vector[policy]["outcome"], policy
+    for section in (RouterSettings, ServerSettings):
+        assert section.model_fields["v1_failure_replies"].default == SPEC["unservable"]["default"] == "silent"
+
+
+@pytest.mark.parametrize("vector", UNSERVABLE, ids=ids(UNSERVABLE))
+def test_every_explicit_failure_reply_is_one_the_client_rejects(vector: dict[str, Any]) -> None:
+    """Why silent is the default: the ratpac-two client model rejects each explicit reply."""
+    reply = frames(vector["explicit"]["reply"])
+    request = frames(vector["request"])
+    validate: Any = ((lambda r: rc.validate_photondata(r, vector["event_id"])) if request[0] == tokens.PHOTONDATA
+                     else rc.validate_detector_info)
+    with pytest.raises(rc.Rejected):
+        validate(reply)
+    known = {bytes.fromhex(h) for v in (VECTORS["client_rejects_no_workers"], VECTORS["sim_failed_engine_error"])
+             for h in v["reply"][:1]}
+    assert reply[0] in known, "explicit replies are the ones the existing vectors record"
 
 
 # ---- envelopes ------------------------------------------------------------------------------------

@@ -15,10 +15,11 @@ no frame.
     │   ├── InvalidReply               a v1 reply a client rejects (carries its header)
     │   └── WorkerProtocolError        a CHARONW1 message that breaks the worker protocol
     ├── CapacityError                  NO_CAPACITY
-    │   ├── QueueFull                                   queue_full
-    │   └── DeadlineExceeded                            deadline
-    ├── SimulationFailed               FAILED           simulation_failed
-    │   └── RetriesExhausted           (workers kept dying)  retries_exhausted
+    │   ├── QueueFull                                   queue_full            dropped_queue_full
+    │   └── DeadlineExceeded                            deadline              dropped_deadline
+    │       └── NoWorkers              (no worker registered at the deadline)  dropped_no_workers
+    ├── SimulationFailed               FAILED           simulation_failed     dropped_engine_failure
+    │   └── RetriesExhausted           (workers kept dying)  retries_exhausted  dropped_retries_exhausted
     ├── ClientError                    charon's client gave up                1
     │   ├── ServerUnavailable          no valid reply after every try
     │   ├── RequestFailed              the server answered SIM_FAILED / UNKNOWN_REQUEST
@@ -35,7 +36,10 @@ no frame.
 
 The ratpac-two client treats every PHOTONDATA reply other than SIM_COMPLETE as a failure and
 resends, so the codec answers SIM_COMPLETE wherever the physics allows (e.g. zero photons) and
-these errors are reserved for requests that really cannot be simulated.
+these errors are reserved for requests that really cannot be simulated. The errors with a
+``drop_reason`` (last column) are the ones a well-formed request meets when the service cannot
+serve it; :mod:`charon.protocol.unservable` decides whether such a request is answered (outcome
+as in the third column) or dropped (outcome ``dropped_<reason>``).
 """
 
 from __future__ import annotations
@@ -64,6 +68,9 @@ class CharonError(Exception):
     exit_status: ClassVar[int] = 1
     #: The v1 event the error concerns, when known.
     event_id: int | None = None
+    #: Set on the errors of a well-formed request the service cannot serve (capacity, deadline,
+    #: engine): the reason in the ``dropped_<reason>`` outcome when such requests go unanswered.
+    drop_reason: ClassVar[str | None] = None
 
     def reply(self, protocol: str = "v1") -> list[bytes]:
         """The payload frames answering the request that raised this, rendered by ``protocol``."""
@@ -125,17 +132,29 @@ class CapacityError(CharonError):
 
     reply_kind = ReplyKind.NO_CAPACITY
 
+    def __init__(self, message: str, event_id: int | None = None) -> None:
+        super().__init__(message)
+        self.event_id = event_id
+
 
 class QueueFull(CapacityError):
     """The router's queue is at its request or byte bound."""
 
     outcome = "queue_full"
+    drop_reason = "queue_full"
 
 
 class DeadlineExceeded(CapacityError):
     """The request waited in the queue longer than the queue deadline."""
 
     outcome = "deadline"
+    drop_reason = "deadline"
+
+
+class NoWorkers(DeadlineExceeded):
+    """The queue deadline passed while no worker at all was registered."""
+
+    drop_reason = "no_workers"
 
 
 class SimulationFailed(CharonError):
@@ -143,6 +162,7 @@ class SimulationFailed(CharonError):
 
     reply_kind = ReplyKind.FAILED
     outcome = "simulation_failed"
+    drop_reason = "engine_failure"
 
     def __init__(self, message: str, event_id: int | None = None) -> None:
         super().__init__(message)
@@ -153,6 +173,7 @@ class RetriesExhausted(SimulationFailed):
     """Every worker given the request died or left before answering, up to the attempt limit."""
 
     outcome = "retries_exhausted"
+    drop_reason = "retries_exhausted"
 
 
 class ClientError(CharonError):

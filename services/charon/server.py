@@ -9,7 +9,9 @@ thread never waits on the engine: it keeps answering PING and signals during a l
 v2 messages share the socket: HELLO is answered on the socket thread, a SIMULATE is admitted
 within its session's credit and cut into JOBs for the simulation thread, and each JOB_DONE leaves
 as one RESULT or ERROR per event the moment it comes back (v2 replies carry tags: no ordering).
-No input can stop the loop.
+No input can stop the loop. A well-formed PHOTONDATA the engine fails on is answered or dropped
+as :func:`charon.protocol.unservable.decide` says (``server.v1_failure_replies``); a v2 event the
+engine fails on always gets its ERROR.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import zmq
@@ -27,25 +29,25 @@ from prometheus_client import CollectorRegistry
 
 from charon import sockets
 from charon.engine.base import Simulator
-from charon.errors import CharonError
+from charon.errors import CharonError, SimulationFailed
 from charon.health import HealthServer
 from charon.liveness import Progress
 from charon.metrics import RequestMetrics, kind_label, new_registry
 from charon.process import Stop, open_simulator, run_service
-from charon.protocol import tokens, v1, v2
+from charon.protocol import tokens, unservable, v1, v2
 from charon.protocol.v1 import Frame
 from charon.router.v2 import V2_KIND, V2Part, welcome_of
 from charon.service import Answer, RequestHandler
 from charon.sessions import Limits, Sessions
 from charon.settings import Settings
-from charon.worker.simulation import SimulationThread, Work, unpack_head
+from charon.worker.outbox import Outbox
+from charon.worker.simulation import SimulationThread, Work
 
 log = logging.getLogger("charon.serve")
 _POLL_MS = 200
 #: Requests handed to the engine and not answered yet, beyond which no more are read (the socket's
 #: queue and the client's own timeout then hold the rest back).
 MAX_PENDING = 1024
-_results_ids = itertools.count()
 
 
 @dataclass(slots=True)
@@ -55,6 +57,8 @@ class _Pending:
     n_photons: int
     #: The reply, once known; it leaves when every earlier request of its connection has left.
     reply: list[Frame] | None = None
+    #: Known to go unanswered (an engine failure under the silent policy): leaves without a reply.
+    dropped: bool = False
 
 
 class Server:
@@ -75,7 +79,7 @@ class Server:
         self._ctx: zmq.Context[Any] | None = context
         self._own_ctx = False
         self._sock: zmq.Socket[Any] | None = None
-        self._results: zmq.Socket[Any] | None = None
+        self._outbox: Outbox | None = None
         self._sim: SimulationThread | None = None
         self._pending: dict[int, _Pending] = {}
         #: Per client connection (ROUTER identity), its requests in arrival order: replies leave in
@@ -94,12 +98,9 @@ class Server:
                  len(simulator.detector_info()))
         metrics_addr = self.http.start()
         ctx = self._context()
-        results = f"inproc://charon-serve-results-{next(_results_ids)}"
-        self._results = ctx.socket(zmq.PULL)
-        self._results.setsockopt(zmq.LINGER, 0)
-        self._results.bind(results)
+        self._outbox = Outbox()
         engine = self.settings.engine
-        self._sim = SimulationThread(self.handler, ctx, results, batch_max_photons=engine.batch_max_photons,
+        self._sim = SimulationThread(self.handler, self._outbox, batch_max_photons=engine.batch_max_photons,
                                      batch_max_delay_s=engine.batch_max_delay_s, progress=self.progress,
                                      clock=self.clock)
         self._sim.start()
@@ -111,9 +112,9 @@ class Server:
 
     def run(self, stop: Stop) -> int:
         assert self._sock is not None, "startup() first"
-        assert self._results is not None
+        assert self._outbox is not None
         poller = zmq.Poller()
-        poller.register(self._results, zmq.POLLIN)
+        poller.register(self._outbox.fd, zmq.POLLIN)
         reading = False
         while not stop.is_set():
             if reading != (self._in_hand() < MAX_PENDING):
@@ -123,7 +124,7 @@ class Server:
                 else:
                     poller.unregister(self._sock)
             ready = dict(poller.poll(_POLL_MS))
-            if self._results in ready:
+            if self._outbox.fd in ready:
                 self._forward_results()
             if self._sock in ready:
                 self._receive(self._sock)
@@ -193,19 +194,26 @@ class Server:
             self._sim.inbox.put(Work(0, token, frames))
 
     def _forward_results(self) -> None:
-        assert self._results is not None
-        while self._results.poll(0):
-            frames = self._results.recv_multipart(copy=False)
-            _, token = unpack_head(frames[0].buffer)
-            job = self._jobs.pop(token, None)
+        assert self._outbox is not None
+        for reply in self._outbox.take():
+            job = self._jobs.pop(reply.token, None)
             if job is not None:
-                self._job_done(job, [f.buffer for f in frames[1:]])
+                self._job_done(job, reply.frames)
                 continue
-            pending = self._pending.get(token)
+            pending = self._pending.get(reply.token)
             if pending is None:
                 continue
-            pending.reply = [f.buffer for f in frames[1:]]
-            self._record(_answer_of(pending.reply, pending.n_photons), time.perf_counter() - pending.arrived)
+            answer = _answer_of(reply.frames, pending.n_photons)
+            if answer.outcome != "ok":
+                event_id = v1.read_event_id(reply.frames[1]) if len(reply.frames) > 1 else None
+                verdict = unservable.decide(SimulationFailed(answer.detail, event_id),
+                                            self.settings.server.v1_failure_replies)
+                if verdict.dropped:
+                    answer = replace(answer, outcome=verdict.outcome,
+                                     detail=f"event {event_id}: {answer.detail}; dropped without a reply")
+                    pending.dropped = True
+            pending.reply = reply.frames
+            self._record(answer, time.perf_counter() - pending.arrived)
             self._release(bytes(v1.as_view(pending.envelope[0])) if pending.envelope else b"")
 
     def _job_done(self, job: tuple[list[Frame], V2Part, int, float], payload: list[Frame]) -> None:
@@ -227,7 +235,8 @@ class Server:
         while order and self._pending[order[0]].reply is not None:
             done = self._pending.pop(order.popleft())
             assert done.reply is not None
-            self._send(done.envelope, done.reply)
+            if not done.dropped:
+                self._send(done.envelope, done.reply)
         if not order:
             self._order.pop(client, None)
 
@@ -243,9 +252,11 @@ class Server:
         deadline = self.clock() + self.settings.worker.drain_grace_s
         if self._in_hand():
             log.info("finishing %d request(s) in hand", self._in_hand())
+        assert self._outbox is not None
+        poller = zmq.Poller()
+        poller.register(self._outbox.fd, zmq.POLLIN)
         while self._in_hand() and self.clock() < deadline:
-            assert self._results is not None
-            if self._results.poll(_POLL_MS):
+            if poller.poll(_POLL_MS):
                 self._forward_results()
         if self._in_hand():
             log.warning("%d request(s) unanswered at exit", self._in_hand())
@@ -274,9 +285,9 @@ class Server:
             if not self._sim.stop(timeout=1.0):
                 log.warning("simulation still running at exit")
             self._sim = None
-        if self._results is not None:
-            self._results.close(linger=0)
-            self._results = None
+        if self._outbox is not None:
+            self._outbox.close()
+            self._outbox = None
         if self._own_ctx and self._ctx is not None:
             self._ctx.term()
             self._ctx, self._own_ctx = None, False

@@ -23,6 +23,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from charon.errors import ConfigError
+from charon.protocol.unservable import FailureReplies
 
 #: Every command (e.g. ``--log-level``).
 ALL_COMMANDS: Final = ("*",)
@@ -91,6 +92,15 @@ HostPort = Annotated[
     ),
     AfterValidator(_port_in_range),
 ]
+
+
+#: ``server.v1_failure_replies`` and ``router.v1_failure_replies``: one flag for serve and router.
+_FAILURE_REPLIES_DESCRIPTION = (
+    "A well-formed v1 PHOTONDATA or DETECTOR_INFO that cannot be served (queue full, deadline "
+    "passed, no workers, workers lost, engine failure): silent = no reply (the client's retry "
+    "limit ends the event; counted as outcome dropped_<reason>), explicit = ChAR0N's NO_WORKERS / "
+    "SIM_FAILED, which the ratpac-two client rejects and may resend forever"
+)
 
 
 class _Section(BaseModel):
@@ -185,6 +195,8 @@ class ServerSettings(_Section):
     bind: Annotated[Endpoint, Flag("--bind", ("serve", "config"), "ENDPOINT")] = Field(
         "tcp://*:5555", description="Client-facing endpoint")
     legacy_pong: Annotated[bool, Flag("--legacy-pong", ("serve", "config"))] = Field(False, description="Answer PING with PONG (pre-2024 clients only)")
+    v1_failure_replies: Annotated[FailureReplies, Flag("--v1-failure-replies", ("serve", "config"))] = Field(
+        "silent", description=_FAILURE_REPLIES_DESCRIPTION)
 
 
 class RouterSettings(_Section):
@@ -216,6 +228,8 @@ class RouterSettings(_Section):
     accept_legacy_workers: bool = Field(
         True, description="Accept ChAR0N workers (bare one-byte READY) as capacity-1 workers"
     )
+    v1_failure_replies: Annotated[FailureReplies, Flag("--v1-failure-replies", ("router", "config"))] = Field(
+        "silent", description=_FAILURE_REPLIES_DESCRIPTION)
 
 
 class V2Settings(_Section):

@@ -295,6 +295,36 @@ def vectors() -> list[dict[str, Any]]:
          "description": "The engine raised while simulating well-formed event 7: [SIM_FAILED, id].",
          "error": "SimulationFailed", "event_id": 7, "reply": hexes(sim_failed(7))})
 
+    # ---- well-formed requests that cannot be served (§6.1): both policies -----------------------
+    def unservable(name: str, description: str, error: str, request: list[bytes], event_id: int | None,
+                   explicit_reply: list[bytes], explicit_outcome: str, reason: str) -> dict[str, Any]:
+        return {"name": name, "kind": "unservable", "ref": "§12", "description": description,
+                "error": error, "request": hexes(request), "event_id": event_id,
+                "explicit": {"reply": hexes(explicit_reply), "outcome": explicit_outcome},
+                "silent": {"reply": None, "outcome": f"dropped_{reason}"}}
+
+    ev7_one = photondata(7, ONE_PHOTON)
+    for error, outcome, reason, why in (
+        ("QueueFull", "queue_full", "queue_full", "the router's queue is at its bound"),
+        ("DeadlineExceeded", "deadline", "deadline", "the queue deadline passed with every worker busy"),
+        ("NoWorkers", "deadline", "no_workers", "the queue deadline passed with no worker registered"),
+    ):
+        add(unservable(f"unservable_{reason}_photondata",
+                       f"Well-formed PHOTONDATA event 7, {why}: silent (default) sends nothing, "
+                       "explicit sends NO_WORKERS.", error, ev7_one, 7, [NO_WORKERS], outcome, reason))
+        add(unservable(f"unservable_{reason}_detector_info",
+                       f"DETECTOR_INFO, {why}: silent sends nothing (the client fails it after its "
+                       "tries), explicit sends NO_WORKERS.", error, [DETECTOR_INFO], None,
+                       [NO_WORKERS], outcome, reason))
+    add(unservable("unservable_retries_exhausted_photondata",
+                   "Every worker given PHOTONDATA event 7 was lost, up to router.max_attempts: silent "
+                   "sends nothing, explicit sends SIM_FAILED with the id.", "RetriesExhausted", ev7_one, 7,
+                   sim_failed(7), "retries_exhausted", "retries_exhausted"))
+    add(unservable("unservable_engine_failure_photondata",
+                   "The engine (or a worker) failed on well-formed PHOTONDATA event 7: silent sends "
+                   "nothing, explicit sends SIM_FAILED with the id.", "SimulationFailed", ev7_one, 7,
+                   sim_failed(7), "simulation_failed", "engine_failure"))
+
     # ---- envelopes (frames as the server's ROUTER socket receives them) --------------------------
     def envelope(name: str, ref: str, description: str, received: list[bytes], n_env: int,
                  reply_payload: list[bytes] | None, **extra: Any) -> dict[str, Any]:
@@ -424,7 +454,8 @@ lowercase hex string (`""` is an empty frame). `ref` names the sections of the s
 | `exchange` | `request` (payload frames, no envelope); `decoded` (request type and fields, or the error class and event id); `reply` (exact frames) and/or `reply_shape` (`header`, `frames`, `event_id` echo, `hits_echo` = hits from the echo backend, `hits_max`, `hits_physical`); `roundtrip_frames` (leading request frames that decode -> encode reproduces byte for byte); `detector` (the reply bytes hold only for this detector); `server` (server settings the reply needs) | codec tests; a running `charon serve` via REQ, DEALER and DEALER without delimiter |
 | `envelope` | `received` (frames as the server's ROUTER socket reads them); `envelope`, `payload` (the split); `reply` (exact frames sent back) or `reply_prefix` + `reply_frames` | `split_envelope`; a running server |
 | `client_reply` | `request` (what was sent), `event_id`, `n_channels`, `reply`, `verdict` (`accept`, `reject` = resend, `die` = Log::Die, `crash` = out-of-bounds access in the client) | `check_*` validators; `tests/ratpac_client.py` |
-| `error_reply` | `error` (charon.errors class), `event_id`, `reply` | the error tree |
+| `error_reply` | `error` (charon.errors class), `event_id`, `reply` (the reply under `v1_failure_replies = explicit`) | the error tree |
+| `unservable` | `error` (charon.errors class), `request`, `event_id`, and per policy (`explicit`, `silent`) the `reply` (null = none is sent) and the `outcome` label | `charon.protocol.unservable`; router and serve on every path |
 | `encoding` | scalar `values` (dtype, value, hex) and `units` conversions | codec tests |
 
 | vector | kind | ref | description |

@@ -295,6 +295,10 @@ class WarpSimulator:
         self._out: Any = None
         self._out_arrays: dict[str, Any] = {}
         self._out_size = 0
+        #: CPU input arrays allocated once (grown when a pass needs more), and numpy views of them.
+        self._in: Any = None
+        self._host_in: dict[str, npt.NDArray[Any]] = {}
+        self._in_size = 0
         # Compile (or load from the cache) now, so the first request does not pay for it. The block
         # size is part of the module hash: it must be the one launches use (1 on CPU, 256 on CUDA).
         k.propagate.module.load(self.device, block_dim=1 if self.device == "cpu" else 256)
@@ -464,16 +468,48 @@ class WarpSimulator:
         self._host_out = {name: a.numpy() for name, a in arrays.items()} if self.device == "cpu" else {}
 
     def _inputs(self, cols: Sequence[npt.NDArray[Any]], ev: npt.NDArray[np.int32], a: int, b: int) -> Any:
+        """The kernel's input struct for photons ``a:b`` of the pass (copies on a GPU)."""
         wp = self._wp
         inp = self._k.PhotonsIn()
         keep = []
         for name, col in zip((*_IN_FIELDS, "ev"), (*cols, ev), strict=True):
             dt = {"flags": wp.uint32, "ev": wp.int32}.get(name, wp.float32)
             host = np.ascontiguousarray(col[a:b], dtype={"flags": np.uint32, "ev": np.int32}.get(name, np.float32))
-            arr = wp.array(host, dtype=dt, device=self.device, copy=self.device != "cpu")
+            arr = wp.array(host, dtype=dt, device=self.device, copy=True)
             keep.append(arr)
             setattr(inp, name, arr)
         return inp, keep
+
+    def _staged(self, per_event: Sequence[Sequence[npt.NDArray[Any]]], starts: npt.NDArray[np.int64],
+                a: int, b: int) -> Any:
+        """On the CPU: photons ``a:b`` of the pass copied straight from each event's columns into
+        input arrays allocated once (no concatenation, no Warp arrays made per pass)."""
+        m = b - a
+        if self._in is None or self._in_size < m:
+            wp = self._wp
+            size = max(m, 1)
+            inp = self._k.PhotonsIn()
+            host = {}
+            for name in (*_IN_FIELDS, "ev"):
+                dt = {"flags": wp.uint32, "ev": wp.int32}.get(name, wp.float32)
+                arr = wp.empty(size, dtype=dt, device=self.device)
+                setattr(inp, name, arr)
+                host[name] = arr.numpy()
+            self._in, self._host_in, self._in_size = inp, host, size
+        columns = [self._host_in[name] for name in _IN_FIELDS]
+        ev = self._host_in["ev"]
+        first = int(np.searchsorted(starts, a, side="right")) - 1
+        for e in range(first, len(per_event)):
+            lo, hi = max(a, int(starts[e])), min(b, int(starts[e + 1]))
+            if lo >= b:
+                break
+            if hi <= lo:
+                continue
+            src = slice(lo - int(starts[e]), hi - int(starts[e]))
+            for dst, col in zip(columns, per_event[e], strict=True):
+                dst[lo - a : hi - a] = col[src]
+            ev[lo - a : hi - a] = e
+        return self._in
 
     def _events(self, batch: Sequence[Photons], starts: npt.NDArray[np.int64]) -> tuple[Any, list[Any]]:
         ev = self._k.Events()
@@ -511,12 +547,12 @@ class WarpSimulator:
         n = int(starts[-1])
         if n >= 2**31:
             raise ValueError(f"one engine pass holds at most 2**31 - 1 photons, got {n}")
-        # One event: its own columns, no copy. Several: one concatenated copy for the pass.
-        if len(batch) == 1:
-            cols: Sequence[npt.NDArray[Any]] = batch[0].columns()
-        else:
-            per_event = [ph.columns() for ph in batch]
-            cols = [np.concatenate([c[k] for c in per_event]) for k in range(len(_IN_FIELDS))]
+        per_event = [ph.columns() for ph in batch]
+        cpu = self.device == "cpu"
+        if not cpu:  # one concatenated host copy of the pass, uploaded chunk by chunk
+            cols: Sequence[npt.NDArray[Any]] = (
+                per_event[0] if len(batch) == 1
+                else [np.concatenate([c[k] for c in per_event]) for k in range(len(_IN_FIELDS))])
         ev = np.repeat(np.arange(len(batch), dtype=np.int32), sizes)
         events, _keep_events = self._events(batch, starts)
         parts: list[list[Hits]] = [[] for _ in batch]
@@ -525,7 +561,10 @@ class WarpSimulator:
             b = min(n, a + self.chunk_photons)
             m = b - a
             self._ensure_out(m)
-            inp, _keep = self._inputs(cols, ev, a, b)
+            if cpu:
+                inp, _keep = self._staged(per_event, starts, a, b), None
+            else:
+                inp, _keep = self._inputs(cols, ev, a, b)
             self._launch(inp, events, m, a, write_all=keep_all)
             if keep_all:
                 full.append({name: self._out_arrays[name].numpy()[:m].copy() for name, _ in _OUT_FIELDS})

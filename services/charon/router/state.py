@@ -8,7 +8,10 @@ send. Everything the router decides lives here, so it is tested exhaustively wit
   enforced by :meth:`RouterState.on_tick`, not only when a worker frees up;
 * workers are served least-recently-ready first and only while they have free capacity;
 * every dispatched request is tracked per worker under a router-assigned token; a lost worker's
-  requests go back to the head of the queue, up to ``max_attempts`` workers, then SIM_FAILED;
+  requests go back to the head of the queue, up to ``max_attempts`` workers;
+* a well-formed request that cannot be served (queue full, deadline, workers lost, engine failure)
+  is dropped or answered as :func:`charon.protocol.unservable.decide` says
+  (``router.v1_failure_replies``);
 * a resent PHOTONDATA (same header, metadata, frame lengths and end-of-frame checksums, confirmed
   by comparing bytes) joins its queued, in-flight or recently completed twin, so one simulation
   answers every requester exactly once;
@@ -38,9 +41,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from charon.errors import CharonError, DeadlineExceeded, QueueFull, RetriesExhausted, WorkerProtocolError
+from charon.errors import (
+    CharonError,
+    DeadlineExceeded,
+    NoWorkers,
+    QueueFull,
+    RetriesExhausted,
+    SimulationFailed,
+    WorkerProtocolError,
+)
 from charon.metrics import kind_label
-from charon.protocol import tokens, v1, v2
+from charon.protocol import tokens, unservable, v1, v2
 from charon.protocol import worker as wp
 from charon.protocol.v1 import Frame, as_view
 from charon.router.v2 import V2_KIND, V2Part, welcome_of
@@ -480,10 +491,13 @@ class RouterState:
             return [ToClient([*waiter.envelope, *payload])]
         return [ToClient([*waiter.envelope, *m]) for m in waiter.part.replies(payload)]
 
-    def _deliver_error(self, waiter: Waiter, err: CharonError) -> list[Action]:
-        """The reply messages a requester gets when its job fails with ``err``."""
+    def _deliver_error(self, waiter: Waiter, err: CharonError, now: float) -> list[Action]:
+        """What a requester gets when its job fails with ``err``: for v1 as the failure-reply policy
+        says (a reply, or none); for v2 always one ERROR per event, with the failure's code."""
         if waiter.part is None:
-            return [ToClient([*waiter.envelope, *v1.error_reply(err)])]
+            return self._unservable(waiter.job.kind, err, waiter.envelope, now - waiter.arrived)
+        self.observer.answered(waiter.job.kind, err.outcome, now - waiter.arrived)
+        log.warning("%s job of %d event(s) failed (%s): %s", waiter.job.kind, len(waiter.part.events), err.outcome, err)
         return [ToClient([*waiter.envelope, *m]) for m in waiter.part.errors(err)]
 
     def _photondata(self, envelope: list[Frame], payload: list[Frame], request: v1.PhotonData,
@@ -523,10 +537,8 @@ class RouterState:
         s = self.settings
         waiter = Waiter(envelope, now, job, now + s.queue_deadline_s, part=part)
         if self.queued >= s.queue_max_requests or self.queued_bytes + job.nbytes > s.queue_max_bytes:
-            err = QueueFull(f"queue holds {self.queued} requests, {self.queued_bytes} bytes")
-            log.warning("%s rejected: %s", job.kind, err)
-            self.observer.answered(job.kind, err.outcome, 0.0)
-            return self._deliver_error(waiter, err)
+            err = QueueFull(f"queue holds {self.queued} requests, {self.queued_bytes} bytes", job.event_id)
+            return self._deliver_error(waiter, err, now)
         job.waiters.append(waiter)
         job.enqueued = now
         self._move(job, JobState.QUEUED)
@@ -536,6 +548,26 @@ class RouterState:
             self._live.setdefault(job.key, []).append(job)
         actions = self._dispatch(now)
         self._trim_deadlines()
+        return actions
+
+    def _unservable(self, kind: str, err: CharonError, envelope: list[Frame], waited_s: float) -> list[Action]:
+        """One requester of a request that cannot be served: answered or dropped, as the policy says."""
+        verdict = unservable.decide(err, self.settings.v1_failure_replies)
+        self.observer.answered(kind, verdict.outcome, waited_s)
+        if verdict.reply is None:
+            log.warning("%s event %s dropped without a reply (%s): %s", kind, err.event_id, verdict.outcome, err)
+            return []
+        log.warning("%s rejected (%s): %s", kind, verdict.outcome, err)
+        return [ToClient([*envelope, *verdict.reply])]
+
+    def _fail(self, job: Job, err: CharonError, now: float) -> list[Action]:
+        """Every requester of ``job`` meets ``err``."""
+        actions: list[Action] = []
+        for waiter in job.waiters:
+            if not waiter.answered:
+                waiter.answered = True
+                actions.extend(self._deliver_error(waiter, err, now))
+        job.waiters.clear()
         return actions
 
     def _trim_deadlines(self) -> None:
@@ -639,6 +671,8 @@ class RouterState:
     def _complete(self, job: Job, payload: list[Frame], now: float) -> list[Action]:
         header = v1.header_of(payload)
         outcome = _OUTCOMES.get(header, "error")
+        failed = outcome != "ok" and unservable.decide(
+            SimulationFailed("", job.event_id), self.settings.v1_failure_replies).dropped
         if job.kind == "photondata":
             if header == tokens.SIM_COMPLETE and len(payload) >= tokens.SIM_COMPLETE_FRAMES:
                 self.observer.completed(job.n_photons, len(as_view(payload[2])) // 4, now - job.dispatched)
@@ -646,7 +680,11 @@ class RouterState:
                 self.observer.completed(0, 0, now - job.dispatched)
         elif job.kind == V2_KIND:
             self.observer.completed(job.n_photons, V2Part.hits_of(payload), now - job.dispatched)
-        actions = self._answer(job, payload, outcome, now)
+        if failed:  # the worker answered SIM_FAILED (or another reply the client rejects)
+            err = SimulationFailed(f"the worker answered {header[:32]!r}", job.event_id)
+            actions = self._fail(job, err, now)
+        else:
+            actions = self._answer(job, payload, outcome, now)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s event %s: %s after %.3f s on a worker, %d requester(s)", job.kind, job.event_id,
                       outcome, now - job.dispatched, len(actions))
@@ -658,17 +696,6 @@ class RouterState:
             self._completed.append(job)
         else:
             self._move(job, JobState.DROPPED)
-        return actions
-
-    def _fail(self, job: Job, err: CharonError, now: float) -> list[Action]:
-        """Answer every requester of ``job`` with the failure ``err``."""
-        actions: list[Action] = []
-        for waiter in job.waiters:
-            if not waiter.answered:
-                waiter.answered = True
-                self.observer.answered(job.kind, err.outcome, now - waiter.arrived)
-                actions.extend(self._deliver_error(waiter, err))
-        job.waiters.clear()
         return actions
 
     def _answer(self, job: Job, payload: Sequence[Frame], outcome: str, now: float) -> list[Action]:
@@ -794,7 +821,8 @@ class RouterState:
         return actions
 
     def _expire_deadlines(self, now: float) -> list[Action]:
-        """NO_WORKERS to every queued requester whose deadline passed; a job nobody waits for is dropped."""
+        """Every queued requester whose deadline passed is refused (NO_WORKERS) or dropped, as the
+        policy says; a job nobody waits for any more is dropped."""
         actions: list[Action] = []
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now:
@@ -802,11 +830,13 @@ class RouterState:
             job = waiter.job
             if waiter.answered or job.state is not JobState.QUEUED or waiter.deadline != deadline:
                 continue
-            err = DeadlineExceeded(f"no worker free within {self.settings.queue_deadline_s:g} s")
+            waited = f"{self.settings.queue_deadline_s:g} s"
+            err: DeadlineExceeded = (DeadlineExceeded(f"no worker free within {waited}", job.event_id)
+                                     if self.workers else NoWorkers(f"no worker registered within {waited}",
+                                                                    job.event_id))
             waiter.answered = True
             job.waiters.remove(waiter)
-            self.observer.answered(job.kind, err.outcome, now - waiter.arrived)
-            actions.extend(self._deliver_error(waiter, err))
+            actions.extend(self._deliver_error(waiter, err, now))
             if not job.waiters:
                 self._move(job, JobState.DROPPED)
         return actions

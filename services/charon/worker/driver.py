@@ -10,7 +10,6 @@ backoff, and on a stop request drains (DISCONNECT, finish what it holds, exit wi
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -30,13 +29,13 @@ from charon.protocol import worker as wp
 from charon.service import RequestHandler
 from charon.settings import Settings
 from charon.worker.lifecycle import Backoff, Drain, Link, backoff_for, link_for
-from charon.worker.simulation import SimulationThread, Work, unpack_head
+from charon.worker.outbox import Outbox, Reply
+from charon.worker.simulation import SimulationThread, Work
 
 log = logging.getLogger("charon.worker")
 _MAX_POLL_S = 0.1
 #: How long the last messages of a drained connection (replies, DISCONNECT exit) may take to leave.
 _DRAIN_LINGER_MS = 500
-_results_ids = itertools.count()
 
 #: How one connection ended: the router is lost or refused us (reconnect), or we leave (exit).
 Verdict = Literal["reconnect", "exit"]
@@ -56,8 +55,7 @@ class Worker:
         self.metrics = WorkerMetrics(self.registry)
         self._ctx: zmq.Context[Any] | None = context
         self._own_ctx = False
-        self.results_endpoint = f"inproc://charon-worker-results-{next(_results_ids)}"
-        self.results: zmq.Socket[Any] | None = None
+        self.outbox: Outbox | None = None
         #: When the engine pass in progress began: the liveness behind /healthz.
         self.progress = Progress()
         self.sim: SimulationThread | None = None
@@ -79,11 +77,9 @@ class Worker:
         metrics_addr = self.http.start()
         if self._ctx is None:
             self._ctx, self._own_ctx = zmq.Context(), True
-        self.results = self._ctx.socket(zmq.PULL)
-        self.results.setsockopt(zmq.LINGER, 0)
-        self.results.bind(self.results_endpoint)
+        self.outbox = Outbox()
         engine = self.settings.engine
-        self.sim = SimulationThread(self.handler, self._ctx, self.results_endpoint,
+        self.sim = SimulationThread(self.handler, self.outbox,
                                     batch_max_photons=engine.batch_max_photons,
                                     batch_max_delay_s=engine.batch_max_delay_s, progress=self.progress,
                                     metrics=self.metrics, clock=self.clock)
@@ -107,14 +103,15 @@ class Worker:
     def shutdown(self) -> None:
         self.http.health.set_ready(False)
         stopped = self.sim is None or self.sim.stop(timeout=1.0)
-        if self.results is not None:
-            self.results.close(linger=0)
-            self.results = None
         if not stopped:
             log.warning("simulation still running at exit")
-        elif self._own_ctx and self._ctx is not None:
-            self._ctx.term()
-            self._ctx, self._own_ctx = None, False
+        else:
+            if self.outbox is not None:  # a simulation still running may yet put its answer
+                self.outbox.close()
+                self.outbox = None
+            if self._own_ctx and self._ctx is not None:
+                self._ctx.term()
+                self._ctx, self._own_ctx = None, False
         self.http.stop()
 
     def _sleep(self, seconds: float, stop: Stop) -> bool:
@@ -127,9 +124,8 @@ class Worker:
         return False
 
     def _drop_results(self) -> None:
-        assert self.results is not None
-        while self.results.poll(0):
-            self.results.recv_multipart(copy=False)
+        assert self.outbox is not None
+        self.outbox.take()
 
     # ---- one connection --------------------------------------------------------------------------
 
@@ -154,18 +150,18 @@ class Worker:
             sock.close(linger=0 if self.drain is None else _DRAIN_LINGER_MS)
 
     def _serve(self, sock: zmq.Socket[Any], link: Link, backoff: Backoff, stop: Stop) -> Verdict:
-        assert self.results is not None
+        assert self.outbox is not None
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
-        poller.register(self.results, zmq.POLLIN)
+        poller.register(self.outbox.fd, zmq.POLLIN)
         while True:
             if stop.is_set() and self.drain is None:
                 self._start_drain(sock, self.clock())
             timeout = min(max(link.next_wakeup() - self.clock(), 0.0), _MAX_POLL_S)
             ready = dict(poller.poll(int(timeout * 1000.0) + 1))
-            if self.results in ready:
-                while self.results.poll(0):
-                    self._forward_result(sock, self.results.recv_multipart(copy=False))
+            if self.outbox.fd in ready:
+                for reply in self.outbox.take():
+                    self._forward_result(sock, reply)
             if sock in ready:
                 while sock.poll(0):
                     verdict = self._from_router(sock.recv_multipart(copy=False), link, backoff)
@@ -199,12 +195,11 @@ class Worker:
         self.http.health.set_ready(False)
         sock.send_multipart(wp.disconnect(wp.REASON_DRAIN))
 
-    def _forward_result(self, sock: zmq.Socket[Any], frames: list[zmq.Frame]) -> None:
-        generation, token = unpack_head(frames[0].buffer)
-        if generation != self.generation or token not in self.in_flight:
+    def _forward_result(self, sock: zmq.Socket[Any], reply: Reply) -> None:
+        if reply.generation != self.generation or reply.token not in self.in_flight:
             return
-        self.in_flight.discard(token)
-        sock.send_multipart([wp.PROTOCOL, wp.REPLY, wp.token_frame(token), *frames[1:]], copy=False)
+        self.in_flight.discard(reply.token)
+        sock.send_multipart([wp.PROTOCOL, wp.REPLY, wp.token_frame(reply.token), *reply.frames], copy=False)
 
     def _from_router(self, frames: list[zmq.Frame], link: Link, backoff: Backoff) -> Verdict | None:
         try:

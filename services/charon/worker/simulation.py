@@ -3,11 +3,11 @@
 It runs the engine off the socket thread so heartbeats continue during long simulations. Several
 queued PHOTONDATA requests (a worker with capacity > 1) are passed to one ``simulate`` call up to
 ``engine.batch_max_photons`` photons, waiting at most ``engine.batch_max_delay_s`` for more; the
-hits come back per request. Replies travel to the socket thread over an inproc PUSH socket, which
-wakes its poller at once; every reply is tagged with the connection generation it belongs to, so
+hits come back per request. Replies go to the socket thread through an :class:`~charon.worker.outbox.Outbox`,
+which wakes its poller at once; every reply is tagged with the connection generation it belongs to, so
 work taken on a connection that has since been replaced is skipped. The socket thread announces a
 new connection through the same inbox as the work (:meth:`SimulationThread.new_generation`), so
-the two threads share nothing but that queue and the reply socket.
+the two threads share nothing but that queue and the outbox.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import zmq
 from prometheus_client import CollectorRegistry
 
 from charon.engine.batching import BatchPlanner
@@ -29,13 +28,10 @@ from charon.errors import CharonError
 from charon.liveness import Progress
 from charon.metrics import WorkerMetrics
 from charon.protocol import tokens, v1, v2
-from charon.protocol.v1 import Frame
 from charon.service import Answer, RequestHandler
+from charon.worker.outbox import Outbox, Reply
 
 log = logging.getLogger("charon.worker")
-
-_HEAD = struct.Struct("<QQ")
-_SEND_TIMEOUT_MS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,19 +51,10 @@ class Generation:
 Inbox = Work | Generation | None
 
 
-def pack_head(generation: int, token: int) -> bytes:
-    return _HEAD.pack(generation, token)
-
-
-def unpack_head(frame: Frame) -> tuple[int, int]:
-    generation, token = _HEAD.unpack(v1.as_view(frame))
-    return int(generation), int(token)
-
-
 class SimulationThread:
     """Owns the engine; one ``simulate`` call at a time, as the Simulator protocol requires."""
 
-    def __init__(self, handler: RequestHandler, ctx: zmq.Context[Any], results: str, *,
+    def __init__(self, handler: RequestHandler, outbox: Outbox, *,
                  batch_max_photons: int, batch_max_delay_s: float, progress: Progress | None = None,
                  metrics: WorkerMetrics | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.handler = handler
@@ -76,8 +63,7 @@ class SimulationThread:
         self._clock = clock
         self.inbox: queue.Queue[Inbox] = queue.Queue()
         self._generation = 0  # the socket thread's current connection (this thread's copy)
-        self._ctx = ctx
-        self._results = results
+        self.outbox = outbox
         self._planner = BatchPlanner(batch_max_photons, batch_max_delay_s)
         self._pending: list[Work] = []
         self._arrived: list[float] = []
@@ -104,33 +90,18 @@ class SimulationThread:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
-        push: zmq.Socket[Any] = self._ctx.socket(zmq.PUSH)
-        push.setsockopt(zmq.LINGER, 1000)
-        push.setsockopt(zmq.SNDHWM, 0)
-        # A send blocks only once the socket thread's results socket is gone (the worker left
-        # while an engine pass outlived its drain): then the answer is dropped, not waited on.
-        push.setsockopt(zmq.SNDTIMEO, _SEND_TIMEOUT_MS)
-        push.connect(self._results)
         self._ready.set()
-        try:
-            while True:
-                batch = self._take()
-                if batch is None:
-                    return
-                try:
-                    answers = self._answer(batch)
-                except Exception:  # a bug must not leave requests unanswered or stop the thread
-                    log.exception("answering %d request(s) failed", len(batch))
-                    answers = [(work, _failure(work)) for work in batch]
-                for work, answer in answers:
-                    try:
-                        push.send_multipart([pack_head(work.generation, work.token), *answer.reply], copy=False)
-                    except zmq.Again:
-                        log.info("answer to request %d dropped: the worker has left", work.token)
-        except zmq.ContextTerminated:
-            log.info("simulation thread ended with its worker; the last answers were not delivered")
-        finally:
-            push.close(linger=0)
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            try:
+                answers = self._answer(batch)
+            except Exception:  # a bug must not leave requests unanswered or stop the thread
+                log.exception("answering %d request(s) failed", len(batch))
+                answers = [(work, _failure(work)) for work in batch]
+            for work, answer in answers:
+                self.outbox.put(Reply(work.generation, work.token, list(answer.reply)))
 
     def _take(self) -> list[Work] | None:
         """The next engine pass as the batch planner chooses it; None once stopped and drained."""
