@@ -207,3 +207,19 @@ def test_the_run_seed_keys_the_random_streams(context: zmq.Context[Any]) -> None
             assert not (len(five) == len(zero) and np.array_equal(five.time, zero.time))
     finally:
         simulator.close()
+
+
+def test_charon_simulate_protocol_v2_pipelines_through_the_router(context: zmq.Context[Any],
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from charon import cli
+
+    with router_with_workers(context) as (router, r):
+        status = cli.main(["simulate", "--endpoint", r.endpoint, "--protocol", "v2", "--events", "200",
+                           "--photons", "300", "--run-seed", "8"])
+        out = capsys.readouterr().out
+        assert status == 0
+        assert "(v2, credit 512 events)" in out
+        assert "photons/s (wall)" in out
+        assert inproc.sample(router.registry, "charon_photons_total") == 200 * 300
+        assert cli.main(["simulate", "--endpoint", r.endpoint, "--protocol", "v2", "--concurrency", "4"]) == 2
+        assert "v2 pipelines by itself" in capsys.readouterr().err
