@@ -189,6 +189,9 @@ def vectors() -> list[dict[str, Any]]:
                          [(NO_TAG, NO_EVENT, "MALFORMED")], hello_first=False))
     out.append(rejection("hello_without_body", "§2.4, §6", "HELLO without its body frame: MALFORMED.",
                          [MAGIC, HELLO], [(NO_TAG, NO_EVENT, "MALFORMED")], hello_first=False))
+    out.append(rejection("hello_extra_frame", "§2.4, §6", "HELLO with a fourth frame (v2 does not ignore "
+                         "extra frames): MALFORMED.", [MAGIC, HELLO, body({"version": 2}), b""],
+                         [(NO_TAG, NO_EVENT, "MALFORMED")], hello_first=False))
     out.append(rejection("unknown_command", "§2.4, §6", "Command X: UNKNOWN_COMMAND.",
                          [MAGIC, b"X"], [(NO_TAG, NO_EVENT, "UNKNOWN_COMMAND")]))
     out.append(rejection("job_from_a_client", "§2.4, §7", "A JOB sent to the client port: UNKNOWN_COMMAND "

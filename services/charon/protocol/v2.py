@@ -331,8 +331,8 @@ def hello(h: Hello) -> list[Frame]:
 
 def decode_hello(frames: Sequence[Frame]) -> Hello:
     """HELLO: ``version`` (must be 2), ``seed`` (0..2^64-1, default 0), ``client`` (optional text)."""
-    if len(frames) < 3:
-        raise Rejected("HELLO needs a JSON body frame")
+    if len(frames) != 3:
+        raise Rejected(f"HELLO has {len(frames)} frames, needs 3 (magic, command, JSON body)")
     body = _read_json(frames[2], "HELLO")
     version = _int_field(body, "version", "HELLO", 0, 2**32 - 1)
     if version != VERSION:
@@ -351,8 +351,8 @@ def welcome(w: Welcome) -> list[Frame]:
 
 
 def decode_welcome(frames: Sequence[Frame]) -> Welcome:
-    if len(frames) < 3:
-        raise Rejected("WELCOME needs a JSON body frame")
+    if len(frames) != 3:
+        raise Rejected(f"WELCOME has {len(frames)} frames, needs 3 (magic, command, JSON body)")
     body = _read_json(frames[2], "WELCOME")
     positions = body.get("hit_positions", False)
     if not isinstance(positions, bool):

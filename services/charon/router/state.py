@@ -666,7 +666,9 @@ class RouterState:
             log.info("late reply (token %d) from worker %s dropped", token, worker.identity.hex())
             return []
         actions = self._complete(job, payload, now)
-        return actions + self._dispatch(now)
+        # The freed slot's next request goes out before the replies: the worker starts on it while
+        # the router sends them (a v2 job's replies are one message per event).
+        return self._dispatch(now) + actions
 
     def _complete(self, job: Job, payload: list[Frame], now: float) -> list[Action]:
         header = v1.header_of(payload)

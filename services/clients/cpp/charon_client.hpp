@@ -309,7 +309,10 @@ class Client {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms_);
     int pause_ms = 50;
     for (;;) {
-      std::string body = "{\"client\":\"" + client_name + "\",\"seed\":" + std::to_string(seed) + ",\"version\":2}";
+      std::string name;
+      for (char c : client_name.substr(0, 128))
+        if (c != '"' && c != '\\' && static_cast<unsigned char>(c) >= 0x20) name.push_back(c);
+      std::string body = "{\"client\":\"" + name + "\",\"seed\":" + std::to_string(seed) + ",\"version\":2}";
       send({std::string(kMagic, 8), "H", body});
       std::vector<std::string> reply;
       if (!receive(reply, remaining_ms(deadline))) throw Error(endpoint_ + ": no WELCOME within the timeout");
