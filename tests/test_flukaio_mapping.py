@@ -104,10 +104,13 @@ def test_zero_spin_gets_a_random_transverse_polarisation() -> None:
     assert abs(ph.polx[1]) < 1e-6  # spin along the direction carries no polarisation
 
 
-def test_unusable_energy_gives_nan_wavelength() -> None:
-    ph = photons_of([Particle(tz=1.0, pc=0.0, pdgid=22), Particle(tz=1.0, pc=-1.0, pdgid=22),
-                     Particle(tz=1.0, pc=float("inf"), pdgid=22)], Layout.CURRENT)
-    assert np.isnan(ph.wavelength).all()
+def test_unusable_energy_is_not_propagated_but_counted() -> None:
+    unusable = [Particle(tz=1.0, pc=0.0, pdgid=22), Particle(tz=1.0, pc=-1.0, pdgid=22),
+                Particle(tz=1.0, pc=float("inf"), pdgid=22)]
+    conversion = mapping.convert(mapping.records([block([*unusable, Particle(tz=1.0, pc=PC_420, pdgid=22)],
+                                                        Layout.CURRENT)], Layout.CURRENT), Layout.CURRENT, 1, 0)
+    assert conversion.dropped["bad_momentum"] == 3
+    assert conversion.photons.wavelength.tolist() == [pytest.approx(420.0, rel=1e-6)]
 
 
 def test_empty_batch() -> None:

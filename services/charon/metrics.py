@@ -105,3 +105,12 @@ _KINDS: Final = {
 def kind_label(header: bytes) -> str:
     """The bounded ``kind`` label of a request header."""
     return _KINDS.get(header, "unknown")
+
+
+#: Connections refused because the peer is not allowed (an allow-list, a failed authentication),
+#: by the socket that refused them. One process-wide family: each service that refuses peers
+#: registers it in its own registry.
+AUTH_REFUSED: Final = Counter(
+    "charon_auth_refused_total", "Peers refused by authentication or an allow-list, by socket", ["socket"],
+    registry=None,
+)

@@ -13,6 +13,7 @@ name the flag and the environment variable of a setting (:func:`describe_setting
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,22 @@ def _port_in_range(value: str) -> str:
     port = value.rsplit(":", 1)[-1]
     if port.isdigit() and int(port) > 65535:
         raise ValueError(f"port above 65535 (got {port})")
+    return value
+
+
+def parse_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``"10.0.0.0/8, ::1"`` -> the networks (a bare address is a /32 or /128); raises ValueError."""
+    networks = []
+    for item in value.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IPv4 or IPv6 network (e.g. 10.0.0.0/8 or ::1/128)") from None
+    return tuple(networks)
+
+
+def _networks(value: str) -> str:
+    parse_networks(value)
     return value
 
 
@@ -293,13 +310,36 @@ class GatewaySettings(_Section):
     layout: Annotated[Literal["auto", "current", "legacy"], Flag("--layout", ("flukaio-gateway",))] = Field(
         "auto", description="FlukaIO particle layout: 121-byte current, 95-byte legacy, or detect"
     )
-    idle_timeout_s: float = Field(3000.0, gt=0, le=864_000, description="Read timeout per connection")
+    gen: Annotated[Literal["generation", "flags"], Flag("--gen", ("flukaio-gateway",))] = Field(
+        "generation", description="What a particle's gen field holds: generation data such as a parent "
+        "id (xcoll; only its CHERENKOV/SCINTILLATION bits become photon flags), or flags (the client sends "
+        "Chroma history bits; photons with a terminal bit are not propagated)"
+    )
+    allow: Annotated[str, AfterValidator(_networks)] = Field(
+        "", description="Client networks allowed to connect, comma-separated, e.g. 10.0.0.0/8,::1/128; "
+        "other peers are closed at once and counted; empty = every client"
+    )
+    idle_timeout_s: float = Field(
+        600.0, gt=0, le=864_000, description="Close a connection that sends nothing this long")
     write_timeout_s: float = Field(3000.0, gt=0, le=864_000, description="Write timeout per connection")
     max_batch_particles: int = Field(
         1_000_000, ge=1, le=100_000_000,
         description="Largest batch accepted before the connection is closed (about 120 B per particle)",
     )
     max_connections: int = Field(64, ge=1, le=100_000, description="Concurrent FlukaIO connections")
+    reap_idle_s: float = Field(
+        30.0, ge=0, le=864_000, description="At max_connections, a new client closes the connection idle "
+        "longest if it has been idle at least this long (instead of being refused)"
+    )
+    max_inflight_particles: int = Field(
+        2_000_000, ge=1, le=1_000_000_000, description="Particles held by all connections together (batches "
+        "being received or simulated); above it no connection is read until memory is freed (about 500 B "
+        "of memory per particle at the peak)"
+    )
+    chunk_photons: int = Field(
+        100_000, ge=1, le=100_000_000, description="Photons per engine call; a batch whose client has gone "
+        "is abandoned between calls (batches of up to this many photons are one call)"
+    )
     drain_grace_s: float = Field(
         25.0, ge=0, le=86_400, description="After SIGTERM: longest wait for batches whose EOB has arrived "
         "(new connections and batches are refused meanwhile)"

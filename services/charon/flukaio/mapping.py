@@ -5,10 +5,16 @@ message (header included), so decoding and encoding a batch is one ``frombuffer`
 The unit and field mapping is the table in proto-spec/flukaio.md:
 
 * photons: current layout ``pdgid == 22``; legacy layout (no pdgid) ``m == 0, aa == 0, zz == 0``;
-* position cm -> mm; direction cosines normalised; time s -> ns; ``gen`` carries Chroma flags;
+* position cm -> mm; direction cosines normalised; time s -> ns;
+* ``gen``: the library calls it the particle generation, and trackers (xcoll) write the parent
+  id there (1, 2, 3, ...), so by default only its origin bits (CHERENKOV, SCINTILLATION) become
+  photon flags; with ``gen_flags`` the whole field is taken as Chroma history bits, and a photon
+  carrying a terminal bit (NO_HIT, BULK_ABSORB, ...) is finished and not propagated;
 * energy: trackers put the total energy in GeV into ``pc``; wavelength [nm] = hc / E with
-  hc = 1239.84198 eV nm (a non-positive or non-finite ``pc`` gives a NaN wavelength, which every
-  engine answers with NAN_ABORT);
+  hc = 1239.84198 eV nm;
+* not propagated, and counted by reason (:data:`NOT_PROPAGATED`): particles that are not
+  photons, photons whose ``pc`` is not a finite positive energy, photons with a non-finite
+  position or time or a direction that is not finite and non-zero, and finished photons;
 * polarisation: the current layout's spin vector, made transverse to the direction; the legacy
   layout has none, and a spin that is zero or parallel to the direction carries none either, so
   those photons get a random transverse polarisation, drawn from a generator keyed by
@@ -18,6 +24,7 @@ The unit and field mapping is the table in proto-spec/flukaio.md:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -26,6 +33,7 @@ import numpy.typing as npt
 from charon.engine import optics
 from charon.engine.base import DetectorInfo, Hits, Photons
 from charon.flukaio.codec import Layout, MessageType, ParticleBlock
+from charon.protocol.tokens import ORIGIN_FLAGS, TERMINAL_FLAGS
 
 #: Planck constant times the speed of light, eV nm.
 HC_EV_NM: Final = 1239.84198
@@ -33,6 +41,9 @@ PHOTON_PDGID: Final = 22
 CM_TO_MM: Final = 10.0
 S_TO_NS: Final = 1e9
 GEV_TO_EV: Final = 1e9
+#: Why a particle of a batch is not propagated, in the order they are tested (each particle
+#: counts once, under the first reason that applies).
+NOT_PROPAGATED: Final = ("not_photon", "bad_momentum", "bad_kinematics", "finished")
 
 _HEADER = [("size", "<u2"), ("type", "u1"), ("id", "<u4"), ("gen", "<u4")]
 _KINEMATICS = [(name, "<f8") for name in ("x", "y", "z", "tx", "ty", "tz", "m", "pc", "t")]
@@ -66,23 +77,80 @@ def photon_mask(particles: Records, layout: Layout) -> npt.NDArray[np.bool_]:
     return np.asarray((particles["m"] == 0.0) & (particles["aa"] == 0) & (particles["zz"] == 0))
 
 
-def to_photons(particles: Records, layout: Layout, event_id: int, seed: int) -> Photons:
-    """The photons among ``particles`` (see :func:`photon_mask`) as one event."""
-    p = particles[photon_mask(particles, layout)]
+def _unit(v: F64) -> F64:
+    """Unit vectors, scaled first so that tiny or huge finite components do not under/overflow."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.abs(v).max(axis=1, initial=0.0)
+        return optics.normalize(v / scale[:, None])
+
+
+def _flags(particles: Records, gen_flags: bool) -> npt.NDArray[np.uint32]:
+    gen = np.asarray(particles["gen"], np.uint32)
+    return gen if gen_flags else gen & np.uint32(int(ORIGIN_FLAGS))
+
+
+def _reasons(particles: Records, layout: Layout, gen_flags: bool) -> list[npt.NDArray[np.bool_]]:
+    """One mask per :data:`NOT_PROPAGATED` reason (a particle may match several).
+
+    Checked on the values the engine would get (float32 mm, ns, nm), so nothing overflows later.
+    """
+    p = particles
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        wavelength = (HC_EV_NM / (p["pc"] * GEV_TO_EV)).astype(np.float32)
+        where = np.stack([p["x"] * CM_TO_MM, p["y"] * CM_TO_MM, p["z"] * CM_TO_MM, p["t"] * S_TO_NS],
+                         axis=1).astype(np.float32)
+        direction = _unit(np.stack([p["tx"], p["ty"], p["tz"]], axis=1)).astype(np.float32)
+        return [
+            ~photon_mask(p, layout),
+            ~(np.isfinite(wavelength) & (wavelength > 0)),
+            ~(np.isfinite(where).all(axis=1) & np.isfinite(direction).all(axis=1)),
+            (_flags(p, gen_flags) & np.uint32(int(TERMINAL_FLAGS))) != 0,
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """A batch's photons to propagate, and how many particles were left out, by reason."""
+
+    photons: Photons
+    dropped: dict[str, int]
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.dropped.values())
+
+
+def convert(particles: Records, layout: Layout, event_id: int, seed: int, *,
+            gen_flags: bool = False) -> Conversion:
+    """The propagatable photons among ``particles`` as one event, and the rest counted by reason."""
+    keep = np.ones(len(particles), np.bool_)
+    dropped: dict[str, int] = {}
+    for reason, mask in zip(NOT_PROPAGATED, _reasons(particles, layout, gen_flags), strict=True):
+        left_out = keep & mask
+        dropped[reason] = int(np.count_nonzero(left_out))
+        keep &= ~mask
+    return Conversion(_photons(particles[keep], layout, event_id, seed, gen_flags), dropped)
+
+
+def to_photons(particles: Records, layout: Layout, event_id: int, seed: int, *,
+               gen_flags: bool = False) -> Photons:
+    """The propagatable photons among ``particles`` (see :func:`convert`) as one event."""
+    return convert(particles, layout, event_id, seed, gen_flags=gen_flags).photons
+
+
+def _photons(p: Records, layout: Layout, event_id: int, seed: int, gen_flags: bool) -> Photons:
     pos = np.stack([p["x"], p["y"], p["z"]], axis=1) * CM_TO_MM
-    direction = optics.normalize(np.stack([p["tx"], p["ty"], p["tz"]], axis=1))
+    direction = _unit(np.stack([p["tx"], p["ty"], p["tz"]], axis=1))
     if layout is Layout.CURRENT:
-        spin = optics.normalize(np.stack([p["sx"], p["sy"], p["sz"]], axis=1))
+        spin = _unit(np.stack([p["sx"], p["sy"], p["sz"]], axis=1))
     else:
         spin = np.zeros_like(direction)
     # A spin that is missing, zero or along the direction gets a random transverse polarisation.
     azimuth = np.random.default_rng([seed, event_id]).uniform(0.0, 1.0, len(p))
     pol = optics.transverse_polarization(np.nan_to_num(direction), np.nan_to_num(spin), azimuth)
-    energy_ev = p["pc"] * GEV_TO_EV
-    with np.errstate(divide="ignore", invalid="ignore"):
-        wavelength = np.where((energy_ev > 0) & np.isfinite(energy_ev), HC_EV_NM / energy_ev, np.nan)
+    wavelength = HC_EV_NM / (p["pc"] * GEV_TO_EV)
     return Photons.from_arrays(event_id, pos, direction, pol, wavelength, p["t"] * S_TO_NS,
-                               p["gen"].astype(np.uint32))
+                               _flags(p, gen_flags))
 
 
 def hits_to_bytes(hits: Hits, info: DetectorInfo, layout: Layout) -> bytes:
