@@ -71,14 +71,14 @@ def test_example_runs_against_serve(context: zmq.Context[Any], example: Path) ->
 
 def test_example_runs_against_router_and_worker(context: zmq.Context[Any], example: Path) -> None:
     settings = inproc.settings({"router": {"bind": "tcp://127.0.0.1:*", "workers_bind": inproc.endpoint("cpp-w")},
-                                "v2": {"job_max_photons": 5000}})
+                                "v2": {"job_max_photons": 5000, "credit": 16, "max_events_per_message": 5}})
     router = Router(settings, context=context)
     with inproc.running(router) as r, inproc.running(Worker(
             inproc.settings({"worker": {"router": r.workers_endpoint, "capacity": 2}}), inproc.echo(), context=context)):
         wait_for(lambda: router.state.idle_workers == 1, 10, "the worker")
         done = run(example, r.endpoint, "200", "1000", "--echo")
         assert done.returncode == 0, done.stderr
-        assert "events=200 answered=200 photons=200000 hits=200000 failed=0 bad=0" in done.stdout
+        assert "credit=16 events=200 answered=200 photons=200000 hits=200000 failed=0 bad=0" in done.stdout
         router.state.check_invariants()
 
 

@@ -358,6 +358,7 @@ class Client {
     std::deque<std::size_t> todo;
     for (std::size_t i = 0; i < events.size(); ++i) todo.push_back(i);
     std::vector<int> attempts(events.size(), 0);
+    std::vector<bool> pending(events.size(), false);  // sent and not yet answered
     std::size_t in_flight = 0, finished = 0;
     while (finished < events.size()) {
       while (!todo.empty() && in_flight < welcome_.credit) {
@@ -384,7 +385,7 @@ class Client {
         }
         if (batch.empty()) break;
         send_simulate(events, batch);
-        for (std::size_t i : batch) ++attempts[i];
+        for (std::size_t i : batch) { ++attempts[i]; pending[i] = true; }
         in_flight += batch.size();
       }
       if (finished == events.size()) break;
@@ -397,8 +398,9 @@ class Client {
       if (reply[1] == "E") {
         if (reply[2].size() != 16) throw Error("invalid ERROR head");
         if (tag == kNoTag) throw Error("the server rejected a message: " + reply[3]);
-        if (tag >= events.size()) continue;
+        if (tag >= events.size() || !pending[tag]) continue;  // not an event of ours in flight
         auto code = static_cast<ErrorCode>(detail::get_u32(head + 12));
+        pending[tag] = false;
         --in_flight;
         if (code == ErrorCode::no_session) hello(seed_);
         if (retryable(code) && attempts[tag] <= retries_) {
@@ -413,6 +415,8 @@ class Client {
         done(tag, r);
       } else if (reply[1] == "R") {
         if (reply[2].size() != 20 || tag >= events.size()) throw Error("invalid RESULT head");
+        if (!pending[tag]) continue;
+        pending[tag] = false;
         --in_flight;
         ++finished;
         done(tag, decode_result(head, reply[3]));
