@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from charon.engine.base import Hits, Photons
 from charon.errors import RequestFailed
-from charon.pipeline import Pipeline
+from charon.pipeline import BACKOFF_S, Pipeline
 from charon.protocol import v2
 from charon.sessions import Limits, Sessions
 
@@ -142,31 +142,33 @@ def welcome(credit: int = 4, max_events: int = 3, max_photons: int = 10) -> v2.W
     return v2.Welcome("echo", "0" * 64, "1" * 64, 2, credit, max_events, max_photons, True, 0)
 
 
-def test_pipeline_keeps_the_window_full_and_resends_retryable_errors() -> None:
+def test_pipeline_keeps_the_window_full_and_resends_retryable_errors_after_a_backoff() -> None:
     pipe = Pipeline([2, 2, 2, 2, 2, 20], list(range(6)), welcome(), retries=1)
-    assert pipe.next_batch() == [0, 1, 2]  # max_events_per_message
-    assert pipe.next_batch() == [3]  # credit 4
-    assert pipe.next_batch() == []
-    assert pipe.on_reply(v2.Error(1, 1, v2.ErrorCode.QUEUE_FULL, "full")) is None  # resent
-    got = pipe.on_reply(v2.Result(0, 0, 0, 0, memoryview(b"")), Hits.empty())
+    assert pipe.next_batch(0.0) == [0, 1, 2]  # max_events_per_message
+    assert pipe.next_batch(0.0) == [3]  # credit 4
+    assert pipe.next_batch(0.0) == []
+    assert pipe.on_reply(v2.Error(1, 1, v2.ErrorCode.QUEUE_FULL, "full"), now=1.0) is None  # resent later
+    assert pipe.next_wakeup() == pytest.approx(1.0 + BACKOFF_S)
+    got = pipe.on_reply(v2.Result(0, 0, 0, 0, memoryview(b"")), Hits.empty(), 1.0)
     assert got is not None
     assert got.ok
     assert got.index == 0
-    assert pipe.next_batch() == [1, 4]  # the resend first
-    assert pipe.local_results() == []
-    assert pipe.on_reply(v2.Error(1, 1, v2.ErrorCode.QUEUE_FULL, "full")) is not None  # retries used up
-    failed = pipe.on_reply(v2.Error(2, 2, v2.ErrorCode.SIMULATION_FAILED, "engine"))
-    assert failed is not None
-    assert not failed.ok
-    assert pipe.on_reply(v2.Error(2, 2, v2.ErrorCode.SIMULATION_FAILED, "again")) is None  # not in flight
-    for tag in (3, 4):
-        assert pipe.on_reply(v2.Result(tag, tag, 0, 0, memoryview(b"")), Hits.empty()) is not None
-    assert not pipe.complete()
-    assert pipe.next_batch() == []  # event 5 (20 photons) can never be sent: it fails here
+    assert pipe.next_batch(1.0) == [4]  # not the resend yet; event 5 (20 photons) can never be sent
     [too_large] = pipe.local_results()
     assert too_large.index == 5
     assert too_large.error is not None
     assert too_large.error.code is v2.ErrorCode.TOO_LARGE
+    assert pipe.next_batch(1.0 + BACKOFF_S) == [1]  # its backoff has passed
+    assert pipe.next_wakeup() is None
+    assert pipe.on_reply(v2.Error(1, 1, v2.ErrorCode.QUEUE_FULL, "full"), now=2.0) is not None  # retries used up
+    failed = pipe.on_reply(v2.Error(2, 2, v2.ErrorCode.SIMULATION_FAILED, "engine"))
+    assert failed is not None
+    assert not failed.ok
+    assert pipe.on_reply(v2.Error(2, 2, v2.ErrorCode.SIMULATION_FAILED, "again")) is None  # not in flight
+    assert pipe.on_reply(v2.Error(3, 3, v2.ErrorCode.CREDIT_EXCEEDED, "window")) is None
+    assert pipe.next_batch(0.0) == [3]  # a credit refusal is resent at once
+    for tag in (3, 4):
+        assert pipe.on_reply(v2.Result(tag, tag, 0, 0, memoryview(b"")), Hits.empty()) is not None
     assert pipe.complete()
     with pytest.raises(RequestFailed, match="UNKNOWN_COMMAND"):
         pipe.on_reply(v2.Error(v2.NO_TAG, v2.NO_EVENT, v2.ErrorCode.UNKNOWN_COMMAND, "x"))

@@ -223,3 +223,18 @@ def test_charon_simulate_protocol_v2_pipelines_through_the_router(context: zmq.C
         assert inproc.sample(router.registry, "charon_photons_total") == 200 * 300
         assert cli.main(["simulate", "--endpoint", r.endpoint, "--protocol", "v2", "--concurrency", "4"]) == 2
         assert "v2 pipelines by itself" in capsys.readouterr().err
+
+
+def test_queue_full_events_are_resent_after_a_backoff_until_they_are_simulated(context: zmq.Context[Any]) -> None:
+    settings = inproc.settings({"router": {"bind": inproc.endpoint("qf"), "workers_bind": inproc.endpoint("qfw"),
+                                           "queue_max_requests": 3},
+                                "v2": {"job_max_photons": 300}})
+    router = Router(settings, context=context)
+    with inproc.running(router) as r, inproc.running(Worker(
+            inproc.settings({"worker": {"router": r.workers_endpoint}}), inproc.echo(delay_s=0.002), context=context)):
+        wait_for(lambda: router.state.idle_workers == 1, 10, "worker")
+        sent = events(24)
+        results = list(Client(r.endpoint, timeout_s=10, retries=40, context=context).simulate_many(sent))
+        check_echo(sent, results)
+        assert inproc.sample(router.registry, "charon_requests_total", kind="simulate_v2", outcome="queue_full") > 0
+        router.state.check_invariants()

@@ -123,7 +123,8 @@ class Client:
         """Simulate many events over v2, yielding each event's result as it arrives (any order;
         ``index`` says which event). ``fingerprint`` / ``pmt_digest``, when given, must match the
         server's WELCOME or :class:`GeometryMismatch` is raised before anything is sent. Retryable
-        errors are resent up to ``retries`` times; silence for ``timeout_s`` raises ServerUnavailable.
+        errors are resent up to ``retries`` times (after a backoff when the server had no room);
+        silence for ``timeout_s`` with events in flight raises ServerUnavailable.
         """
         batch = list(events)
         sock = sockets.client_dealer(self._ctx or zmq.Context.instance(), self.endpoint)
@@ -132,19 +133,20 @@ class Client:
             welcome = self._hello(sock, seed, fingerprint, pmt_digest)
             pipe = Pipeline([len(e) for e in batch], [e.event_id for e in batch], welcome,
                             retries=self.retries, max_events=max_events)
+            heard = time.monotonic()
             while not pipe.complete():
                 if pipe.needs_hello:
                     pipe.hello_again(self._hello(sock, seed, fingerprint, pmt_digest))
-                while indices := pipe.next_batch():
+                while indices := pipe.next_batch(time.monotonic()):
                     sock.send_multipart(simulate_frames(pipe, batch, indices), copy=False)
                 yield from pipe.local_results()
                 if pipe.complete():
                     break
-                if not sock.poll(int(self.timeout_s * 1000), zmq.POLLIN):
-                    raise ServerUnavailable(f"{self.endpoint}: no v2 reply within {self.timeout_s:g} s "
-                                            f"({pipe.in_flight} events in flight)")
+                if not sock.poll(_poll_ms(self.endpoint, self.timeout_s, pipe, heard), zmq.POLLIN):
+                    continue
+                heard = time.monotonic()
                 while True:
-                    result = _on_reply(pipe, sock.recv_multipart(copy=False))
+                    result = _on_reply(pipe, sock.recv_multipart(copy=False), heard)
                     if result is not None:
                         yield result
                     if not sock.poll(0, zmq.POLLIN):
@@ -194,19 +196,20 @@ class AsyncClient:
             welcome = await self._hello(sock, seed, fingerprint, pmt_digest)
             pipe = Pipeline([len(e) for e in batch], [e.event_id for e in batch], welcome,
                             retries=self.retries, max_events=max_events)
+            heard = time.monotonic()
             while not pipe.complete():
                 if pipe.needs_hello:
                     pipe.hello_again(await self._hello(sock, seed, fingerprint, pmt_digest))
-                while indices := pipe.next_batch():
+                while indices := pipe.next_batch(time.monotonic()):
                     await sock.send_multipart(simulate_frames(pipe, batch, indices), copy=False)
                 for local in pipe.local_results():
                     yield local
                 if pipe.complete():
                     break
-                if not await sock.poll(int(self.timeout_s * 1000)):
-                    raise ServerUnavailable(f"{self.endpoint}: no v2 reply within {self.timeout_s:g} s "
-                                            f"({pipe.in_flight} events in flight)")
-                result = _on_reply(pipe, await sock.recv_multipart(copy=False))
+                if not await sock.poll(_poll_ms(self.endpoint, self.timeout_s, pipe, heard)):
+                    continue
+                heard = time.monotonic()
+                result = _on_reply(pipe, await sock.recv_multipart(copy=False), heard)
                 if result is not None:
                     yield result
         finally:
@@ -276,7 +279,19 @@ def _payload(frames: Sequence[zmq.Frame]) -> list[memoryview]:
     return views[1:] if views and len(views[0]) == 0 else views  # a DEALER peer may have sent a delimiter
 
 
-def _on_reply(pipe: Pipeline, frames: Sequence[zmq.Frame]) -> EventResult | None:
+def _poll_ms(endpoint: str, timeout_s: float, pipe: Pipeline, heard: float) -> int:
+    """How long to wait for a reply: until the next resend is due, and never past ``timeout_s`` of
+    silence with events in flight (then the server is taken for gone: ServerUnavailable)."""
+    now = time.monotonic()
+    limit = heard + timeout_s
+    if pipe.in_flight and now >= limit:
+        raise ServerUnavailable(f"{endpoint}: no v2 reply within {timeout_s:g} s ({pipe.in_flight} events in flight)")
+    wake = pipe.next_wakeup()
+    until = limit if wake is None else min(limit, wake) if pipe.in_flight else wake
+    return max(int((until - now) * 1000), 0) + 1
+
+
+def _on_reply(pipe: Pipeline, frames: Sequence[zmq.Frame], now: float) -> EventResult | None:
     payload = _payload(frames)
     if not v2.is_v2(payload):
         raise RequestFailed(f"non-v2 reply {v1.header_of(payload)!r} on a v2 connection", v1.header_of(payload))
@@ -284,8 +299,8 @@ def _on_reply(pipe: Pipeline, frames: Sequence[zmq.Frame]) -> EventResult | None
     if isinstance(reply, v2.Welcome):
         return None
     if isinstance(reply, v2.Result):
-        return pipe.on_reply(reply, hits_of(reply))
-    return pipe.on_reply(reply)
+        return pipe.on_reply(reply, hits_of(reply), now)
+    return pipe.on_reply(reply, now=now)
 
 
 def hits_of(result: v2.Result) -> Hits:

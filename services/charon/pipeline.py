@@ -3,12 +3,15 @@
 :class:`Pipeline` holds one run's events by index (the index is the event's v2 tag). It hands out
 the next SIMULATE's events (:meth:`Pipeline.next_batch`: as many as the server's credit, its
 per-message limits and ``max_events`` allow), and turns each RESULT or ERROR into a finished
-:class:`EventResult` or a resend (a retryable code, within ``retries`` resends per event). The
-sync and asyncio clients in :mod:`charon.client` are thin loops around it; no sockets, no clock.
+:class:`EventResult` or a resend (a retryable code, within ``retries`` resends per event). A resend
+after the server ran out of room (queue full, deadline, no worker, workers lost) waits a backoff
+that doubles per attempt; one after a credit or session refusal goes at once. The sync and asyncio
+clients in :mod:`charon.client` are thin loops around it; no sockets, and time is an argument.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +22,13 @@ from charon.protocol import v2
 
 if TYPE_CHECKING:
     from charon.engine.base import Hits
+
+
+#: First pause before resending an event the server had no room for; doubles per attempt.
+BACKOFF_S = 0.05
+MAX_BACKOFF_S = 2.0
+#: Refusals a resend answers at once (the credit came back, or a new HELLO was sent).
+_AT_ONCE = frozenset({v2.ErrorCode.CREDIT_EXCEEDED, v2.ErrorCode.NO_SESSION})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +61,7 @@ class Pipeline:
         self._attempts = [0] * len(sizes)
         self._in_flight: set[int] = set()
         self._local: deque[EventResult] = deque()
+        self._delayed: list[tuple[float, int]] = []  # (not before, index): resends after a backoff
         self.finished = 0
         #: Set when the server lost the session (NO_SESSION): HELLO again before sending more.
         self.needs_hello = False
@@ -66,9 +77,15 @@ class Pipeline:
     def events(self, batch: Sequence[int]) -> list[v2.Event]:
         return [v2.Event(i, self.event_ids[i], self.sizes[i]) for i in batch]
 
-    def next_batch(self) -> list[int]:
+    def next_wakeup(self) -> float | None:
+        """When the first resend waiting for its backoff may go (None: none waits)."""
+        return self._delayed[0][0] if self._delayed else None
+
+    def next_batch(self, now: float = 0.0) -> list[int]:
         """The indices of the next SIMULATE's events, in order; [] when the window is full or
-        nothing is left to send."""
+        nothing is left to send (resends whose backoff has passed by ``now`` go first)."""
+        while self._delayed and self._delayed[0][0] <= now:
+            self._todo.appendleft(heapq.heappop(self._delayed)[1])
         if self.needs_hello:
             return []
         room = min(self.welcome.credit - len(self._in_flight), self.max_events)
@@ -101,7 +118,8 @@ class Pipeline:
         self._local.clear()
         return out
 
-    def on_reply(self, reply: v2.Result | v2.Error, hits: Hits | None = None) -> EventResult | None:
+    def on_reply(self, reply: v2.Result | v2.Error, hits: Hits | None = None, now: float = 0.0
+                 ) -> EventResult | None:
         """A RESULT (``hits`` already decoded from it) or ERROR: the finished event, or None when
         the event goes back to be resent (or the reply was for no event in flight)."""
         if reply.tag == v2.NO_TAG:
@@ -112,7 +130,11 @@ class Pipeline:
             return None
         self._in_flight.discard(i)
         if isinstance(reply, v2.Error) and reply.code.retryable and self._attempts[i] <= self.retries:
-            self._todo.appendleft(i)
+            if reply.code in _AT_ONCE:
+                self._todo.appendleft(i)
+            else:
+                backoff = min(BACKOFF_S * 2 ** (self._attempts[i] - 1), MAX_BACKOFF_S)
+                heapq.heappush(self._delayed, (now + backoff, i))
             if reply.code is v2.ErrorCode.NO_SESSION:
                 self.needs_hello = True
             return None
