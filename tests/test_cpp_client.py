@@ -88,3 +88,18 @@ def test_example_refuses_another_geometry(context: zmq.Context[Any], example: Pa
         assert done.returncode == 3
         assert "geometry mismatch" in done.stderr
         assert inproc.sample(service.registry, "charon_photons_total") == 0
+
+
+def test_example_rides_out_a_full_router_queue(context: zmq.Context[Any], example: Path) -> None:
+    """QUEUE_FULL events are resent after a backoff until every one is simulated."""
+    settings = inproc.settings({"router": {"bind": "tcp://127.0.0.1:*", "workers_bind": inproc.endpoint("cpp-q"),
+                                           "queue_max_requests": 3}, "v2": {"job_max_photons": 100}})
+    router = Router(settings, context=context)
+    with inproc.running(router) as r, inproc.running(Worker(
+            inproc.settings({"worker": {"router": r.workers_endpoint}}), inproc.echo(delay_s=0.002), context=context)):
+        wait_for(lambda: router.state.idle_workers == 1, 10, "the worker")
+        done = run(example, r.endpoint, "12", "100", "--echo", "--retries", "40")
+        assert done.returncode == 0, done.stderr
+        assert "events=12 answered=12 photons=1200 hits=1200 failed=0 bad=0" in done.stdout
+        assert inproc.sample(router.registry, "charon_requests_total", kind="simulate_v2", outcome="queue_full") > 0
+

@@ -360,7 +360,14 @@ class Client {
     std::vector<int> attempts(events.size(), 0);
     std::vector<bool> pending(events.size(), false);  // sent and not yet answered
     std::size_t in_flight = 0, finished = 0;
+    using Clock = std::chrono::steady_clock;
+    // Resends after the server had no room wait a backoff (50 ms doubling to 2 s): (due, index).
+    std::vector<std::pair<Clock::time_point, std::size_t>> delayed;
+    Clock::time_point heard = Clock::now();
     while (finished < events.size()) {
+      for (auto it = delayed.begin(); it != delayed.end();) {
+        if (it->first <= Clock::now()) { todo.push_front(it->second); it = delayed.erase(it); } else { ++it; }
+      }
       while (!todo.empty() && in_flight < welcome_.credit) {
         std::vector<std::size_t> batch;
         std::uint64_t photons = 0;
@@ -390,8 +397,15 @@ class Client {
       }
       if (finished == events.size()) break;
       std::vector<std::string> reply;
-      if (!receive(reply, timeout_ms_))
-        throw Error(endpoint_ + ": no v2 reply within the timeout (" + std::to_string(in_flight) + " in flight)");
+      auto limit = heard + std::chrono::milliseconds(timeout_ms_);
+      auto until = in_flight ? limit : Clock::time_point::max();
+      for (const auto& d : delayed) until = std::min(until, d.first);
+      if (!receive(reply, remaining_ms(until) + 1)) {
+        if (in_flight && Clock::now() >= limit)
+          throw Error(endpoint_ + ": no v2 reply within the timeout (" + std::to_string(in_flight) + " in flight)");
+        continue;
+      }
+      heard = Clock::now();
       if (reply.size() != 4 || reply[0] != std::string(kMagic, 8)) throw Error("non-v2 reply on a v2 connection");
       const unsigned char* head = bytes(reply[2]);
       std::uint64_t tag = detail::get_u64(head);
@@ -404,7 +418,12 @@ class Client {
         --in_flight;
         if (code == ErrorCode::no_session) hello(seed_);
         if (retryable(code) && attempts[tag] <= retries_) {
-          todo.push_front(tag);
+          if (code == ErrorCode::credit_exceeded || code == ErrorCode::no_session) {
+            todo.push_front(tag);
+          } else {
+            int backoff_ms = std::min(50 << std::min(attempts[tag] - 1, 6), 2000);
+            delayed.emplace_back(Clock::now() + std::chrono::milliseconds(backoff_ms), tag);
+          }
           continue;
         }
         Result r;
@@ -431,7 +450,7 @@ class Client {
 
   static int remaining_ms(std::chrono::steady_clock::time_point deadline) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    return static_cast<int>(std::max<long long>(left.count(), 0));
+    return static_cast<int>(std::clamp<long long>(left.count(), 0, 1 << 30));
   }
 
   static Welcome parse_welcome(const std::string& body) {

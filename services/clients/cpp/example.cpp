@@ -46,7 +46,7 @@ charon::Event make_event(std::uint32_t id, std::size_t n) {
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: %s ENDPOINT EVENTS PHOTONS [--echo] [--seed N] [--expect-digest HEX]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s ENDPOINT EVENTS PHOTONS [--echo] [--seed N] [--retries N] [--expect-digest HEX]\n", argv[0]);
     return 1;
   }
   std::string endpoint = argv[1];
@@ -54,16 +54,18 @@ int main(int argc, char** argv) {
   std::size_t n_photons = std::strtoul(argv[3], nullptr, 10);
   bool echo = false;
   std::uint64_t seed = 0;
+  int retries = 3;
   std::string expect_digest;
   for (int i = 4; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--echo") echo = true;
     else if (a == "--seed" && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
     else if (a == "--expect-digest" && i + 1 < argc) expect_digest = argv[++i];
+    else if (a == "--retries" && i + 1 < argc) retries = std::atoi(argv[++i]);
     else { std::fprintf(stderr, "unknown argument %s\n", a.c_str()); return 1; }
   }
   try {
-    charon::Client client(endpoint, 20000, 3);
+    charon::Client client(endpoint, 20000, retries);
     charon::Welcome w = client.hello(seed, "charon-v2-example");
     std::vector<float> x, y, z;
     std::vector<std::int32_t> type;
