@@ -238,3 +238,26 @@ def test_queue_full_events_are_resent_after_a_backoff_until_they_are_simulated(c
         check_echo(sent, results)
         assert inproc.sample(router.registry, "charon_requests_total", kind="simulate_v2", outcome="queue_full") > 0
         router.state.check_invariants()
+
+
+def test_a_lost_session_is_opened_again_mid_run(context: zmq.Context[Any]) -> None:
+    """The server forgets the session (another client's HELLO evicts it from a table of one): the
+    next SIMULATE gets NO_SESSION, the client says HELLO again and resends; results of events
+    still in flight that arrive meanwhile are not lost."""
+    service = Server(inproc.settings({"server": {"bind": inproc.endpoint("lost")},
+                                      "v2": {"max_sessions": 1, "credit": 6, "max_events_per_message": 3}}),
+                     inproc.echo(delay_s=0.002), context=context)
+    with inproc.running(service) as s, Client(s.endpoint, timeout_s=10, context=context) as client:
+        sent = events(40)
+        stream = client.simulate_many(sent)
+        results = [next(stream)]
+        other = context.socket(zmq.DEALER)
+        other.setsockopt(zmq.LINGER, 0)
+        other.connect(s.endpoint)
+        other.send_multipart(v2.hello(v2.Hello()))
+        assert other.poll(5000)
+        other.recv_multipart()
+        other.close(linger=0)
+        results.extend(stream)
+        check_echo(sent, results)
+        assert inproc.sample(service.registry, "charon_requests_total", kind="hello_v2", outcome="ok") >= 3

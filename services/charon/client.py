@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, cast
 
 import zmq
 import zmq.asyncio
@@ -136,7 +136,9 @@ class Client:
             heard = time.monotonic()
             while not pipe.complete():
                 if pipe.needs_hello:
-                    pipe.hello_again(self._hello(sock, seed, fingerprint, pmt_digest))
+                    meanwhile: list[EventResult] = []
+                    pipe.hello_again(self._hello(sock, seed, fingerprint, pmt_digest, pipe, meanwhile))
+                    yield from meanwhile
                 while indices := pipe.next_batch(time.monotonic()):
                     sock.send_multipart(simulate_frames(pipe, batch, indices), copy=False)
                 yield from pipe.local_results()
@@ -154,23 +156,34 @@ class Client:
         finally:
             sock.close(linger=0)
 
-    def _hello(self, sock: zmq.Socket[Any], seed: int, fingerprint: str | None, pmt_digest: str | None
-               ) -> v2.Welcome:
+    def _hello(self, sock: zmq.Socket[Any], seed: int, fingerprint: str | None, pmt_digest: str | None,
+               pipe: Pipeline | None = None, results: list[EventResult] | None = None) -> v2.Welcome:
+        """HELLO until WELCOME (again while the answer is NO_WORKERS). During a run (``pipe``), the
+        replies of events still in flight that arrive meanwhile go to ``pipe`` and ``results``."""
         deadline = time.monotonic() + self.timeout_s
         pause = 0.05
+        sock.send_multipart(v2.hello(v2.Hello(seed=seed, client="charon-python")))
         while True:
-            sock.send_multipart(v2.hello(v2.Hello(seed=seed, client="charon-python")))
             left = deadline - time.monotonic()
             if left <= 0 or not sock.poll(int(left * 1000) + 1, zmq.POLLIN):
                 raise ServerUnavailable(f"{self.endpoint}: no WELCOME within {self.timeout_s:g} s")
-            reply = _welcome_or_none(sock.recv_multipart(copy=False))
-            if reply is not None:
+            frames = sock.recv_multipart(copy=False)
+            reply = _hello_reply(frames, pipe)
+            if isinstance(reply, v2.Welcome):
                 self.welcome = _check_welcome(self.endpoint, reply, fingerprint, pmt_digest)
                 return reply
+            if reply == "event":
+                assert pipe is not None
+                assert results is not None
+                result = _on_reply(pipe, frames, time.monotonic())
+                if result is not None:
+                    results.append(result)
+                continue
             if time.monotonic() + pause > deadline:
                 raise ServerUnavailable(f"{self.endpoint}: no worker behind the server within {self.timeout_s:g} s")
             self._sleep(pause)
             pause = min(pause * 2, 1.0)
+            sock.send_multipart(v2.hello(v2.Hello(seed=seed, client="charon-python")))
 
 
 class AsyncClient:
@@ -199,7 +212,10 @@ class AsyncClient:
             heard = time.monotonic()
             while not pipe.complete():
                 if pipe.needs_hello:
-                    pipe.hello_again(await self._hello(sock, seed, fingerprint, pmt_digest))
+                    meanwhile: list[EventResult] = []
+                    pipe.hello_again(await self._hello(sock, seed, fingerprint, pmt_digest, pipe, meanwhile))
+                    for early in meanwhile:
+                        yield early
                 while indices := pipe.next_batch(time.monotonic()):
                     await sock.send_multipart(simulate_frames(pipe, batch, indices), copy=False)
                 for local in pipe.local_results():
@@ -215,23 +231,34 @@ class AsyncClient:
         finally:
             sock.close(linger=0)
 
-    async def _hello(self, sock: zmq.asyncio.Socket, seed: int, fingerprint: str | None, pmt_digest: str | None
-                     ) -> v2.Welcome:
+    async def _hello(self, sock: zmq.asyncio.Socket, seed: int, fingerprint: str | None, pmt_digest: str | None,
+                     pipe: Pipeline | None = None, results: list[EventResult] | None = None) -> v2.Welcome:
+        """As :meth:`Client._hello`."""
         deadline = time.monotonic() + self.timeout_s
         pause = 0.05
+        hello = v2.hello(v2.Hello(seed=seed, client="charon-python-asyncio"))
+        await sock.send_multipart(hello)
         while True:
-            await sock.send_multipart(v2.hello(v2.Hello(seed=seed, client="charon-python-asyncio")))
             left = deadline - time.monotonic()
             if left <= 0 or not await sock.poll(int(left * 1000) + 1):
                 raise ServerUnavailable(f"{self.endpoint}: no WELCOME within {self.timeout_s:g} s")
-            reply = _welcome_or_none(await sock.recv_multipart(copy=False))
-            if reply is not None:
+            frames = await sock.recv_multipart(copy=False)
+            reply = _hello_reply(frames, pipe)
+            if isinstance(reply, v2.Welcome):
                 self.welcome = _check_welcome(self.endpoint, reply, fingerprint, pmt_digest)
                 return reply
+            if reply == "event":
+                assert pipe is not None
+                assert results is not None
+                result = _on_reply(pipe, frames, time.monotonic())
+                if result is not None:
+                    results.append(result)
+                continue
             if time.monotonic() + pause > deadline:
                 raise ServerUnavailable(f"{self.endpoint}: no worker behind the server within {self.timeout_s:g} s")
             await asyncio.sleep(pause)
             pause = min(pause * 2, 1.0)
+            await sock.send_multipart(hello)
 
 
 def simulate_frames(pipe: Pipeline, events: Sequence[Photons], indices: Sequence[int]) -> list[Frame]:
@@ -248,16 +275,20 @@ def simulate_frames(pipe: Pipeline, events: Sequence[Photons], indices: Sequence
     return v2.simulate(pipe.events(indices), arrays)
 
 
-def _welcome_or_none(frames: Sequence[zmq.Frame]) -> v2.Welcome | None:
-    """WELCOME, or None for a retryable ERROR (no worker yet); anything else raises."""
+def _hello_reply(frames: Sequence[zmq.Frame], pipe: Pipeline | None) -> v2.Welcome | Literal["retry", "event"]:
+    """What a message received while waiting for WELCOME is: the WELCOME; "retry" (HELLO refused for
+    now: no worker yet); "event" (the reply of an event of ``pipe`` still in flight). Anything else
+    raises."""
     payload = _payload(frames)
     reply = v2.decode_from_server(payload) if v2.is_v2(payload) else None
     if isinstance(reply, v2.Welcome):
         if reply.version != v2.VERSION:
             raise RequestFailed(f"WELCOME of version {reply.version}, expected {v2.VERSION}", v2.MAGIC)
         return reply
+    if pipe is not None and isinstance(reply, v2.Result | v2.Error) and reply.tag != v2.NO_TAG:
+        return "event"
     if isinstance(reply, v2.Error) and reply.code.retryable:
-        return None
+        return "retry"
     if isinstance(reply, v2.Error):
         raise RequestFailed(f"HELLO refused: {reply.code.name}: {reply.message}", v2.MAGIC)
     header = v1.header_of(payload)

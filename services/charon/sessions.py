@@ -63,13 +63,16 @@ class Sessions:
         old = self._sessions.pop(identity, None)
         session = Session(hello.seed, old.in_flight if old else 0)
         self._sessions[identity] = session
-        self._trim()
+        self._trim(identity)
         return session
 
-    def _trim(self) -> None:
+    def _trim(self, keep: bytes) -> None:
+        """Forget sessions beyond the bound: the least recently used idle one first, else the least
+        recently used one; never ``keep`` (the session just opened)."""
         while len(self._sessions) > self.max_sessions:
-            idle = next((k for k, s in self._sessions.items() if s.in_flight == 0), None)
-            self._sessions.pop(idle if idle is not None else next(iter(self._sessions)))
+            others = [k for k in self._sessions if k != keep]
+            idle = next((k for k in others if self._sessions[k].in_flight == 0), None)
+            self._sessions.pop(idle if idle is not None else others[0])
 
     def admit(self, identity: bytes, message: v2.Simulate) -> Admission:
         """Admit a prefix of the message's events within the session's credit and the limits."""
