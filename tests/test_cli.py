@@ -76,7 +76,7 @@ PAIRS = list(command_flags())
                          ids=[f"{c}{d.flag.name}={d.path}" for c, d in PAIRS])
 def test_every_flag_of_every_command_reaches_its_setting(command: str, declared: FlagField) -> None:
     words, expected = example(declared)
-    positional = {"cluster": ["check"], "detector": ["info"]}.get(command, [])
+    positional = {"cluster": ["check"], "detector": ["info"], "keys": ["generate", "DIR", "NAME"]}.get(command, [])
     args = cli.build_parser().parse_args([command, *positional, *words])
     settings = cli.settings_from_args(command, args)
     assert getattr(getattr(settings, declared.section), declared.field) == expected

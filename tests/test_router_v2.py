@@ -143,3 +143,23 @@ def test_a_char0n_worker_is_never_given_a_job() -> None:
     assert to_workers(s.on_tick(1.5)) == []
     assert [identity for identity, _ in to_workers(register(s, b"w2", now=2.0))] == [b"w2"]
     s.check_invariants()
+
+
+def test_a_worker_whose_job_done_is_wrong_is_expelled_and_its_job_goes_to_another() -> None:
+    """A JOB_DONE for other events, or with a channel beyond the detector, never reaches the client."""
+    for bad in ("tags", "channel"):
+        s = state()
+        register(s, b"w1")
+        hello(s)
+        [(_, request)] = to_workers(s.on_client(ENV, simulate([1, 1]), 1.0))
+        job = v2.decode_job(request.payload)
+        if bad == "tags":
+            outcomes = [v2.Outcome(v2.Event(e.tag + 100, e.event_id, 1), v2.ErrorCode.OK) for e in job.events]
+        else:
+            frame, n, flags = v2.hits_frame([struct.pack("<I", 2)] + [b"\0" * 4] * 9)  # channel 2 of P = 2
+            outcomes = [v2.Outcome(e, v2.ErrorCode.OK, n, flags, frame) for e in job.events]
+        actions = s.on_worker(b"w1", wp.reply(request.token, v2.job_done(outcomes)), 2.0)
+        assert to_client(actions) == [], bad
+        assert b"w1" not in s.workers, bad
+        assert [i for i, _ in to_workers(register(s, b"w2", now=3.0))] == [b"w2"], bad  # requeued whole
+        s.check_invariants()

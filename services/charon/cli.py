@@ -181,6 +181,17 @@ def _detector(settings: Settings, args: argparse.Namespace) -> int:
     return detector_commands.plot(path, Path(args.out), settings.engine)
 
 
+def _keys(_settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from charon.curve import generate
+
+    public, secret = generate(Path(args.directory), args.name)
+    print(f"wrote {public} (public: give it to the peers that must accept this one)")
+    print(f"wrote {secret} (secret, mode 0600: only this service or client may read it)")
+    return 0
+
+
 def _clients(settings: Settings, args: argparse.Namespace) -> int:
     from charon import commands
 
@@ -238,6 +249,14 @@ def _detector_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="PNG", help="plot: image to write")
 
 
+def _keys_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["generate"],
+                   help="generate: a CURVE key pair as ZeroMQ certificates DIR/NAME.key (public) and "
+                   "DIR/NAME.key_secret (secret), as zmq.auth.create_certificates writes them")
+    p.add_argument("directory", metavar="DIR", help="directory to write to (created if missing)")
+    p.add_argument("name", metavar="NAME", help="certificate name, e.g. router, worker-0 or alice")
+
+
 COMMANDS: dict[str, Command] = {
     "serve": Command("one process that simulates every request itself", _serve),
     "router": Command("queue requests and balance them over workers", _router),
@@ -252,4 +271,5 @@ COMMANDS: dict[str, Command] = {
     "detector": Command("import a Geant4/RAT-PAC GDML detector; summarise or draw a detector", _detector,
                         _detector_args),
     "cluster": Command("Kubernetes preflight and release status", _cluster, _cluster_args),
+    "keys": Command("make CURVE certificates for encrypted, authenticated sockets", _keys, _keys_args),
 }

@@ -32,26 +32,31 @@ from charon.transport import Transport, ZmqTransport
 T = TypeVar("T")
 
 if TYPE_CHECKING:  # numpy is imported only where arrays are made: `charon ping` needs none
+    from charon.curve import ClientKeys
     from charon.engine.base import DetectorInfo, Hits, Photons
 
 
 class Client:
     """Talks v1 to ``charon serve`` or ``charon router`` (or ChAR0N).
 
-    ``transport`` replaces the ZeroMQ REQ socket (tests use :class:`charon.transport.MockTransport`);
-    ``sleep`` is how the pause after a NO_WORKERS reply is waited.
+    ``curve`` (from :func:`charon.curve.client_keys`) makes the socket a CURVE client of a server
+    whose public key it holds; ``transport`` replaces the ZeroMQ REQ socket (tests use
+    :class:`charon.transport.MockTransport`); ``sleep`` is how the pause after a NO_WORKERS reply
+    is waited. A server that refuses the key sends nothing: the request ends as a timeout.
     """
 
     def __init__(self, endpoint: str, *, timeout_s: float = 30.0, retries: int = 3,
                  context: zmq.Context[Any] | None = None, transport: Transport | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, curve: ClientKeys | None = None) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.retries = retries
         self._ctx = context
+        self.curve = curve
         #: The WELCOME of the last v2 run (engine, fingerprint, PMT digest, limits).
         self.welcome: v2.Welcome | None = None
-        self.transport: Transport = transport if transport is not None else ZmqTransport(endpoint, context)
+        self.transport: Transport = (transport if transport is not None
+                                     else ZmqTransport(endpoint, context, curve))
         self._sleep = sleep
 
     def __enter__(self) -> Self:
@@ -79,7 +84,9 @@ class Client:
             last = "NO_WORKERS"
             if attempt + 1 < tries:
                 self._sleep(min(0.1 * 2**attempt, 2.0))
-        raise ServerUnavailable(f"{self.endpoint}: {last} after {tries} tries")
+        hint = ("; with CURVE a server that refuses this client's key sends nothing: check "
+                "security.curve_server_key and that the server allows this key") if self.curve else ""
+        raise ServerUnavailable(f"{self.endpoint}: {last} after {tries} tries{hint}")
 
     def ping(self) -> float:
         """Round-trip time in seconds of one PING."""
@@ -127,7 +134,7 @@ class Client:
         silence for ``timeout_s`` with events in flight raises ServerUnavailable.
         """
         batch = list(events)
-        sock = sockets.client_dealer(self._ctx or zmq.Context.instance(), self.endpoint)
+        sock = sockets.client_dealer(self._ctx or zmq.Context.instance(), self.endpoint, self.curve)
         sock.connect(self.endpoint)
         try:
             welcome = self._hello(sock, seed, fingerprint, pmt_digest)
@@ -190,11 +197,12 @@ class AsyncClient:
     """The asyncio v2 client (``zmq.asyncio``): :meth:`simulate_many` is an async iterator."""
 
     def __init__(self, endpoint: str, *, timeout_s: float = 30.0, retries: int = 3,
-                 context: zmq.asyncio.Context | None = None) -> None:
+                 context: zmq.asyncio.Context | None = None, curve: ClientKeys | None = None) -> None:
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.retries = retries
         self._ctx = context
+        self.curve = curve
         self.welcome: v2.Welcome | None = None
 
     async def simulate_many(self, events: Iterable[Photons], *, seed: int = 0, fingerprint: str | None = None,
@@ -203,7 +211,8 @@ class AsyncClient:
         """As :meth:`Client.simulate_many`, without blocking the event loop."""
         batch = list(events)
         ctx = self._ctx or zmq.asyncio.Context.instance()
-        sock = cast(zmq.asyncio.Socket, sockets.client_dealer(cast("zmq.Context[Any]", ctx), self.endpoint))
+        sock = cast(zmq.asyncio.Socket, sockets.client_dealer(cast("zmq.Context[Any]", ctx), self.endpoint,
+                                                               self.curve))
         sock.connect(self.endpoint)
         try:
             welcome = await self._hello(sock, seed, fingerprint, pmt_digest)

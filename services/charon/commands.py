@@ -37,8 +37,10 @@ _CHILD_START_TIMEOUT_S = 120.0
 def run(command: str, settings: Settings, args: argparse.Namespace) -> int:
     if command == "demo":
         return demo(settings, args)
+    from charon.curve import client_keys
+
     with Client(settings.client.endpoint, timeout_s=settings.client.timeout_s,
-                retries=settings.client.retries) as client:
+                retries=settings.client.retries, curve=client_keys(settings.security)) as client:
         if command == "ping":
             rtt = client.ping()
             print(f"ACK from {settings.client.endpoint} in {rtt * 1e3:.2f} ms")
@@ -227,7 +229,8 @@ def _concurrent(client: Client, make: Callable[[int], Photons], n: int, window: 
     def one(i: int) -> tuple[Photons, Hits]:
         mine: Client | None = getattr(local, "client", None)
         if mine is None:
-            mine = local.client = Client(client.endpoint, timeout_s=client.timeout_s, retries=client.retries)
+            mine = local.client = Client(client.endpoint, timeout_s=client.timeout_s, retries=client.retries,
+                                         curve=client.curve)
             with lock:
                 clients.append(mine)
         photons = make(i)
@@ -295,9 +298,10 @@ def demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def child_environment(settings: Settings) -> dict[str, str]:
     """The embedded server's environment: this process's, with every setting of ``settings``
-    (so each flag given to ``demo`` reaches it), on a free loopback port, logging only warnings."""
+    (so each flag given to ``demo`` reaches it), on a free loopback port, logging only warnings,
+    and plain: the demo's own client on loopback holds no CURVE keys."""
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHARON_")}
-    env.update(environment(settings))
+    env.update({k: v for k, v in environment(settings).items() if not k.startswith("CHARON_SECURITY__")})
     env["CHARON_SERVER__BIND"] = "tcp://127.0.0.1:*"
     env["CHARON_METRICS__ADDR"] = "127.0.0.1:0"
     if settings.log.level == "info":

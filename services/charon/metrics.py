@@ -39,10 +39,21 @@ def new_registry() -> CollectorRegistry:
     return registry
 
 
+def auth_refused(registry: CollectorRegistry) -> Counter:
+    """``charon_auth_refused_total{socket}``: connections refused at the CURVE handshake or by an
+    allow-list (the peer gets no reply). Every service that refuses peers exports it, under this one
+    definition, in its own registry."""
+    return Counter("charon_auth_refused_total",
+                   "Connection attempts refused at the CURVE handshake (no CURVE, another server key, or a "
+                   "client key not allowed) or by an allow-list of networks, by server socket", ["socket"],
+                   registry=registry)
+
+
 class RequestMetrics:
     """Client requests answered by ``charon serve`` or ``charon router``, and the router's queue."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.auth_refused = auth_refused(registry)
         self.requests = Counter("charon_requests_total", "Client requests answered, by request kind and outcome",
                                 ["kind", "outcome"], registry=registry)
         self.photons = Counter("charon_photons_total", "Photons of PHOTONDATA requests answered with SIM_COMPLETE and of v2 events simulated",
@@ -105,12 +116,3 @@ _KINDS: Final = {
 def kind_label(header: bytes) -> str:
     """The bounded ``kind`` label of a request header."""
     return _KINDS.get(header, "unknown")
-
-
-#: Connections refused because the peer is not allowed (an allow-list, a failed authentication),
-#: by the socket that refused them. One process-wide family: each service that refuses peers
-#: registers it in its own registry.
-AUTH_REFUSED: Final = Counter(
-    "charon_auth_refused_total", "Peers refused by authentication or an allow-list, by socket", ["socket"],
-    registry=None,
-)

@@ -11,7 +11,8 @@ within its session's credit and cut into JOBs for the simulation thread, and eac
 as one RESULT or ERROR per event the moment it comes back (v2 replies carry tags: no ordering).
 No input can stop the loop. A well-formed PHOTONDATA the engine fails on is answered or dropped
 as :func:`charon.protocol.unservable.decide` says (``server.v1_failure_replies``); a v2 event the
-engine fails on always gets its ERROR.
+engine fails on always gets its ERROR. With ``security.curve_secret_key`` the socket is a CURVE
+server guarded by :class:`charon.auth.Guard`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any
 import zmq
 from prometheus_client import CollectorRegistry
 
-from charon import sockets
+from charon import curve, sockets
+from charon.auth import Guard
 from charon.engine.base import Simulator
 from charon.errors import CharonError, SimulationFailed
 from charon.health import HealthServer
@@ -72,6 +74,7 @@ class Server:
         self.handler = RequestHandler(simulator, legacy_pong=settings.server.legacy_pong)
         self.registry = registry if registry is not None else new_registry()
         self.metrics = RequestMetrics(self.registry)
+        self.metrics.auth_refused.labels(sockets.CLIENTS)  # 0 with CURVE off: nothing is refused
         self.progress = Progress()
         self.clock = clock
         self.http = HealthServer(settings.metrics, 9100, self.registry)
@@ -81,6 +84,7 @@ class Server:
         self._sock: zmq.Socket[Any] | None = None
         self._outbox: Outbox | None = None
         self._sim: SimulationThread | None = None
+        self._guard: Guard | None = None
         self._pending: dict[int, _Pending] = {}
         #: Per client connection (ROUTER identity), its requests in arrival order: replies leave in
         #: that order, as a DEALER client pipelining v1 requests (which carry no request id) needs.
@@ -93,6 +97,7 @@ class Server:
         self._jobs: dict[int, tuple[list[Frame], V2Part, int, float]] = {}
 
     def startup(self) -> dict[str, object]:
+        keys = curve.server_keys(self.settings.security)
         simulator = self.handler.simulator
         log.info("engine %s ready, detector %s, %d channels", simulator.name, simulator.fingerprint[:12],
                  len(simulator.detector_info()))
@@ -104,10 +109,14 @@ class Server:
                                      batch_max_delay_s=engine.batch_max_delay_s, progress=self.progress,
                                      clock=self.clock)
         self._sim.start()
-        self._sock = sockets.serve_socket(ctx)
+        self._sock = sockets.serve_socket(ctx, keys)
+        if keys is not None:
+            self._guard = Guard(ctx, self.metrics.auth_refused)
+            self._guard.protect(self._sock, sockets.CLIENTS, keys)
+            self._guard.start()
         endpoint = sockets.bind(self._sock, self.settings.server.bind)
         self.http.health.set_ready(True)
-        log.info("serving on %s", endpoint)
+        log.info("serving on %s%s", endpoint, _curve_note(keys))
         return {"endpoint": endpoint, "metrics": metrics_addr, "fingerprint": simulator.fingerprint}
 
     def run(self, stop: Stop) -> int:
@@ -281,6 +290,9 @@ class Server:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+        if self._guard is not None:
+            self._guard.stop()
+            self._guard = None
         if self._sim is not None:
             if not self._sim.stop(timeout=1.0):
                 log.warning("simulation still running at exit")
@@ -302,6 +314,13 @@ class Server:
 def main(settings: Settings) -> int:
     with open_simulator(settings.engine) as simulator:
         return run_service(Server(settings, simulator))
+
+
+def _curve_note(keys: curve.ServerKeys | None) -> str:
+    if keys is None:
+        return " (plain: no CURVE)"
+    who = "any client key" if keys.allowed is None else f"{len(keys.allowed)} allowed client key(s)"
+    return f" (CURVE, {who})"
 
 
 def _photon_count(payload: Sequence[Frame]) -> int:

@@ -36,6 +36,10 @@ METRICS_COMMANDS: Final = ("serve", "router", "worker", "config", "flukaio-gatew
 DETECTOR_COMMANDS: Final = (*ENGINE_COMMANDS, "detector")
 #: Commands that talk v1 to a server through the client library.
 CLIENT_COMMANDS: Final = ("ping", "info", "simulate", "config")
+#: Commands that bind a client-facing CURVE server socket.
+CURVE_SERVER_COMMANDS: Final = ("serve", "router", "config")
+#: Commands that connect to a CURVE server: the v1 clients, the worker and the gateway's upstream.
+CURVE_CLIENT_COMMANDS: Final = (*CLIENT_COMMANDS, "worker", "flukaio-gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +352,33 @@ class GatewaySettings(_Section):
         False, description="Answer like the FlukaIO sample server (echo particles)")
 
 
+class SecuritySettings(_Section):
+    """CURVE encryption and authentication of the ZeroMQ sockets (``docs/security.md``).
+
+    Off unless keys are given: plain sockets, as ChAR0N clients expect. Keys are ZeroMQ
+    certificate files as ``charon keys generate`` and ``zmq.auth.create_certificates`` write them
+    (``NAME.key`` public, ``NAME.key_secret`` secret).
+    """
+
+    curve_secret_key: Annotated[Path | None, Flag("--curve-secret-key", ("serve", "router", *CURVE_CLIENT_COMMANDS),
+                                                      "FILE")] = Field(
+        None, description="CURVE secret certificate (NAME.key_secret): the server's own for serve and router "
+        "(both router sockets), this process's own for a worker, a client or the gateway's upstream"
+    )
+    curve_server_key: Annotated[Path | None, Flag("--curve-server-key", CURVE_CLIENT_COMMANDS, "FILE")] = Field(
+        None, description="CURVE public certificate (NAME.key) of the server this process connects to (the "
+        "router for a worker and the gateway); a client without --curve-secret-key uses a fresh key pair"
+    )
+    curve_clients: Annotated[Path | None, Flag("--curve-clients", CURVE_SERVER_COMMANDS, "DIR")] = Field(
+        None, description="Directory of the allowed clients' public certificates (*.key); unset = any client "
+        "key (encrypted, not authenticated); needs --curve-secret-key"
+    )
+    curve_workers: Annotated[Path | None, Flag("--curve-workers", ("router", "config"), "DIR")] = Field(
+        None, description="router: directory of the allowed workers' public certificates (*.key); required "
+        "with --curve-secret-key, an unlisted worker never registers"
+    )
+
+
 class Settings(BaseSettings):
     """The whole configuration; sections map to ``CHARON_<SECTION>__<FIELD>``."""
 
@@ -369,6 +400,7 @@ class Settings(BaseSettings):
     v2: V2Settings = V2Settings()
     client: ClientSettings = ClientSettings()
     gateway: GatewaySettings = GatewaySettings()
+    security: SecuritySettings = SecuritySettings()
 
 
 def env_name(path: tuple[str | int, ...]) -> str:

@@ -8,11 +8,14 @@ test that plays it. Endpoint helpers for connecting and reporting live here too.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from charon.errors import StartupError
+
+if TYPE_CHECKING:
+    from charon.curve import ClientKeys, ServerKeys
 
 
 def _socket(ctx: zmq.Context[Any], kind: int) -> zmq.Socket[Any]:
@@ -21,54 +24,93 @@ def _socket(ctx: zmq.Context[Any], kind: int) -> zmq.Socket[Any]:
     return sock
 
 
-def serve_socket(ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
+#: ZAP domains of the CURVE server sockets: the ``socket`` label of ``charon_auth_refused_total``.
+CLIENTS: str = "clients"
+WORKERS: str = "workers"
+
+
+def _curve_server(sock: zmq.Socket[Any], keys: ServerKeys | None, domain: str) -> None:
+    """CURVE server options (before bind); the ZAP handler decides per ``domain`` who may connect."""
+    if keys is None:
+        return
+    sock.setsockopt(zmq.CURVE_SERVER, 1)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, keys.keys.secret)
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.keys.public)
+    sock.setsockopt(zmq.ZAP_DOMAIN, domain.encode())
+
+
+def _curve_client(sock: zmq.Socket[Any], keys: ClientKeys | None) -> None:
+    """CURVE client options (before connect): the server's public key and this peer's key pair."""
+    if keys is None:
+        return
+    sock.setsockopt(zmq.CURVE_SERVERKEY, keys.server_public)
+    sock.setsockopt(zmq.CURVE_PUBLICKEY, keys.keys.public)
+    sock.setsockopt(zmq.CURVE_SECRETKEY, keys.keys.secret)
+
+
+def serve_socket(ctx: zmq.Context[Any], curve: ServerKeys | None = None) -> zmq.Socket[Any]:
     """``charon serve``'s client-facing ROUTER (binds; IPv6 endpoints too, IPv4 where it must)."""
     sock = _socket(ctx, zmq.ROUTER)
     sock.setsockopt(zmq.IPV6, 1)
+    _curve_server(sock, curve, CLIENTS)
     return sock
 
 
-def router_frontend(ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
+def router_frontend(ctx: zmq.Context[Any], curve: ServerKeys | None = None) -> zmq.Socket[Any]:
     """The router's client-facing ROUTER. The state machine bounds the queue: zmq must never
     drop silently at a high-water mark."""
     sock = _socket(ctx, zmq.ROUTER)
     sock.setsockopt(zmq.IPV6, 1)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
+    _curve_server(sock, curve, CLIENTS)
     return sock
 
 
-def router_backend(ctx: zmq.Context[Any]) -> zmq.Socket[Any]:
+def router_backend(ctx: zmq.Context[Any], curve: ServerKeys | None = None) -> zmq.Socket[Any]:
     """The router's worker-facing ROUTER: as the frontend, and a send to a worker whose connection
     closed fails (EHOSTUNREACH) instead of vanishing, so its requests are requeued at once."""
-    sock = router_frontend(ctx)
+    sock = _socket(ctx, zmq.ROUTER)
+    sock.setsockopt(zmq.IPV6, 1)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    _curve_server(sock, curve, WORKERS)
     return sock
 
 
-def worker_dealer(ctx: zmq.Context[Any], router: str) -> zmq.Socket[Any]:
-    """A worker's DEALER to the router (a new one, with a new identity, for every connection)."""
+def worker_dealer(ctx: zmq.Context[Any], router: str, curve: ClientKeys | None = None) -> zmq.Socket[Any]:
+    """A worker's DEALER to the router (a new one, with a new identity, for every connection).
+
+    Sends never wait: with no high-water mark they only could when the connection is gone for
+    good (libzmq stops reconnecting after the router refused the CURVE key), and then raise
+    ``zmq.Again`` for the driver to start a fresh connection instead of hanging.
+    """
     sock = _socket(ctx, zmq.DEALER)
     sock.setsockopt(zmq.IPV6, connect_ipv6(router))
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.SNDTIMEO, 0)
+    _curve_client(sock, curve)
     return sock
 
 
-def client_req(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
+def client_req(ctx: zmq.Context[Any], endpoint: str, curve: ClientKeys | None = None) -> zmq.Socket[Any]:
     """The client library's REQ socket (a fresh one per Lazy Pirate try after a timeout)."""
     sock = _socket(ctx, zmq.REQ)
     sock.setsockopt(zmq.IPV6, connect_ipv6(endpoint))
+    _curve_client(sock, curve)
     return sock
 
 
-def client_dealer(ctx: zmq.Context[Any], endpoint: str) -> zmq.Socket[Any]:
+def client_dealer(ctx: zmq.Context[Any], endpoint: str, curve: ClientKeys | None = None) -> zmq.Socket[Any]:
     """A v2 client's DEALER (not yet connected): many events in flight on one connection, so no
     high-water mark may drop or block what the credit window already bounds."""
     sock = _socket(ctx, zmq.DEALER)
     sock.setsockopt(zmq.IPV6, connect_ipv6(endpoint))
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
+    _curve_client(sock, curve)
     return sock
 
 

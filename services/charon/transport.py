@@ -10,12 +10,15 @@ client's retries, timeouts and reply checks are unit-tested without sockets or w
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import zmq
 
 from charon import sockets
 from charon.protocol.v1 import Frame, as_view
+
+if TYPE_CHECKING:
+    from charon.curve import ClientKeys
 
 
 class Transport(Protocol):
@@ -37,16 +40,19 @@ class Transport(Protocol):
 
 
 class ZmqTransport:
-    """A REQ socket to ``endpoint``, replaced after every abandoned try (ratpac-two does the same)."""
+    """A REQ socket to ``endpoint``, replaced after every abandoned try (ratpac-two does the same);
+    with ``curve``, a CURVE client of the server whose public key it holds."""
 
-    def __init__(self, endpoint: str, context: zmq.Context[Any] | None = None) -> None:
+    def __init__(self, endpoint: str, context: zmq.Context[Any] | None = None,
+                 curve: ClientKeys | None = None) -> None:
         self.endpoint = endpoint
+        self.curve = curve
         self._ctx = context or zmq.Context.instance()
         self._sock: zmq.Socket[Any] | None = None
 
     def send(self, frames: Sequence[Frame]) -> None:
         if self._sock is None:
-            self._sock = sockets.client_req(self._ctx, self.endpoint)
+            self._sock = sockets.client_req(self._ctx, self.endpoint, self.curve)
             self._sock.connect(self.endpoint)
         self._sock.send_multipart(list(frames), copy=False)
 

@@ -183,6 +183,7 @@ affinity:
 
 {{/* Mutually exclusive toggles fail the render with one clear message. */}}
 {{- define "charon.validate" -}}
+{{- include "charon.curve.validate" . }}
 {{- if and .Values.autoscaling.keda.enabled .Values.autoscaling.hpa.enabled }}
 {{- fail "autoscaling.keda.enabled and autoscaling.hpa.enabled are mutually exclusive: enable one" }}
 {{- end }}
@@ -211,4 +212,114 @@ affinity:
 - action: replace
   sourceLabels: [__meta_kubernetes_pod_name]
   targetLabel: pod
+{{- end }}
+
+{{/*
+CURVE (docs/security.md): certificates come from Secrets the user creates (the chart makes no
+keys) and are mounted under /etc/charon/curve; the role's CHARON_SECURITY__* settings point at
+them. Roles: router (own certificate, allowed workers and clients), worker (own certificate, the
+router's public one), client (the gateway's upstream and the helm test pod: the router's public
+certificate, and the client certificate when one is given).
+*/}}
+{{- define "charon.curve.dir" -}}/etc/charon/curve{{- end }}
+
+{{/* Usage: include "charon.curve.env" (dict "ctx" $ "role" "router" "env" $defaults): adds to $defaults. */}}
+{{- define "charon.curve.env" -}}
+{{- $c := .ctx.Values.security.curve }}
+{{- $dir := include "charon.curve.dir" . }}
+{{- if $c.enabled }}
+{{- if eq .role "router" }}
+{{- $_ := set .env "CHARON_SECURITY__CURVE_SECRET_KEY" (printf "%s/own/router.key_secret" $dir) }}
+{{- $_ := set .env "CHARON_SECURITY__CURVE_WORKERS" (printf "%s/workers" $dir) }}
+{{- if $c.clients.secretName }}
+{{- $_ := set .env "CHARON_SECURITY__CURVE_CLIENTS" (printf "%s/clients" $dir) }}
+{{- end }}
+{{- else }}
+{{- $_ := set .env "CHARON_SECURITY__CURVE_SERVER_KEY" (printf "%s/server/router.key" $dir) }}
+{{- $own := ternary $c.worker.secretName $c.client.secretName (eq .role "worker") }}
+{{- if $own }}
+{{- $_ := set .env "CHARON_SECURITY__CURVE_SECRET_KEY" (printf "%s/own/%s.key_secret" $dir .role) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Usage: include "charon.curve.mounts" (dict "ctx" $ "role" "worker") */}}
+{{- define "charon.curve.mounts" -}}
+{{- $c := .ctx.Values.security.curve }}
+{{- $dir := include "charon.curve.dir" . }}
+{{- if $c.enabled }}
+{{- $own := ternary $c.router.secretName (ternary $c.worker.secretName $c.client.secretName (eq .role "worker")) (eq .role "router") }}
+{{- if $own }}
+- name: curve-own
+  mountPath: {{ $dir }}/own
+  readOnly: true
+{{- end }}
+{{- if eq .role "router" }}
+- name: curve-workers
+  mountPath: {{ $dir }}/workers
+  readOnly: true
+{{- if $c.clients.secretName }}
+- name: curve-clients
+  mountPath: {{ $dir }}/clients
+  readOnly: true
+{{- end }}
+{{- else }}
+- name: curve-server
+  mountPath: {{ $dir }}/server
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Usage: include "charon.curve.volumes" (dict "ctx" $ "role" "worker") */}}
+{{- define "charon.curve.volumes" -}}
+{{- $c := .ctx.Values.security.curve }}
+{{- if $c.enabled }}
+{{- $own := ternary $c.router.secretName (ternary $c.worker.secretName $c.client.secretName (eq .role "worker")) (eq .role "router") }}
+{{- if $own }}
+- name: curve-own
+  secret:
+    secretName: {{ $own }}
+    defaultMode: 0440
+    items:
+      - key: {{ .role }}.key_secret
+        path: {{ .role }}.key_secret
+{{- end }}
+{{- if eq .role "router" }}
+- name: curve-workers
+  secret:
+    secretName: {{ $c.workers.secretName }}
+    defaultMode: 0444
+{{- if $c.clients.secretName }}
+- name: curve-clients
+  secret:
+    secretName: {{ $c.clients.secretName }}
+    defaultMode: 0444
+{{- end }}
+{{- else }}
+{{- /* only the router's public certificate: its secret key never leaves the router pod */}}
+- name: curve-server
+  secret:
+    secretName: {{ $c.router.secretName }}
+    defaultMode: 0444
+    items:
+      - key: router.key
+        path: router.key
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "charon.curve.validate" -}}
+{{- $c := .Values.security.curve }}
+{{- if $c.enabled }}
+{{- range $key, $why := dict "router" "the router's certificate (keys router.key, router.key_secret)" "workers" "the allowed workers' public certificates (*.key): with CURVE on, an unlisted worker never registers" "worker" "the workers' own certificate (key worker.key_secret)" }}
+{{- if not (get (get $c $key) "secretName") }}
+{{- fail (printf "security.curve.%s.secretName is needed with security.curve.enabled: the Secret holding %s (see docs/security.md; the chart makes no keys)" $key $why) }}
+{{- end }}
+{{- end }}
+{{- if and $c.clients.secretName (not $c.client.secretName) (or $.Values.gateway.enabled $.Values.tests.enabled) }}
+{{- fail "security.curve.client.secretName is needed with security.curve.clients.secretName: the certificate (key client.key_secret) of the in-cluster clients the chart runs (gateway, helm test); list its client.key in the clients Secret" }}
+{{- end }}
+{{- end }}
 {{- end }}

@@ -41,6 +41,7 @@ from typing import Any, Protocol, cast
 
 from prometheus_client import CollectorRegistry
 
+from charon.curve import ClientKeys
 from charon.engine.base import DetectorInfo, Hits, Photons, Simulator
 from charon.errors import SimulationFailed, StartupError
 from charon.flukaio import codec, limits, mapping
@@ -120,10 +121,11 @@ class _DetectorCache:
 class RouterBackend:
     """One Lazy Pirate client per connection (its REQ socket is used only by that connection)."""
 
-    def __init__(self, endpoint: str, timeout_s: float, retries: int, cache: _DetectorCache) -> None:
+    def __init__(self, endpoint: str, timeout_s: float, retries: int, cache: _DetectorCache,
+                 curve: ClientKeys | None = None) -> None:
         from charon.client import Client
 
-        self._client = Client(endpoint, timeout_s=timeout_s, retries=retries)
+        self._client = Client(endpoint, timeout_s=timeout_s, retries=retries, curve=curve)
         self._cache = cache
 
     def detector_info(self) -> DetectorInfo:
@@ -668,12 +670,16 @@ def _peer_name(writer: asyncio.StreamWriter) -> str:
 
 
 def router_backend_factory(settings: Settings) -> Callable[[], Backend]:
-    """A Lazy Pirate client per connection to ``gateway.router``, sharing one detector-info fetch."""
+    """A Lazy Pirate client per connection to ``gateway.router``, sharing one detector-info fetch
+    (a CURVE client of the router when ``security.curve_server_key`` is set)."""
+    from charon.curve import client_keys
+
     router = settings.gateway.router
     assert router is not None
     cache = _DetectorCache()
     timeout_s, retries = settings.client.timeout_s, settings.client.retries
-    return lambda: RouterBackend(router, timeout_s, retries, cache)
+    keys = client_keys(settings.security)
+    return lambda: RouterBackend(router, timeout_s, retries, cache, keys)
 
 
 def _no_backend() -> Backend:

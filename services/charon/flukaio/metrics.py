@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from charon.flukaio.codec import REASONS
 from charon.flukaio.mapping import NOT_PROPAGATED
-from charon.metrics import AUTH_REFUSED
+from charon.metrics import auth_refused
 
 #: Reasons a gateway connection ends abnormally: every codec/session reason plus the driver's.
 ERROR_REASONS: Final[tuple[str, ...]] = (
@@ -67,8 +67,7 @@ class GatewayMetrics:
             "charon_gateway_errors_total", "FlukaIO connections closed because of an error", ["reason"],
             registry=registry,
         )
-        registry.register(AUTH_REFUSED)
-        self.refused = AUTH_REFUSED.labels(socket=AUTH_SOCKET)
+        self.refused = auth_refused(registry).labels(socket=AUTH_SOCKET)
         for kind in PARTICLE_KINDS:
             self.particles.labels(kind=kind)
         for reason in NOT_PROPAGATED:

@@ -3,7 +3,9 @@
 It binds a client-facing ROUTER (v1) and a worker-facing ROUTER (CHARONW1), hands every message
 and timer tick to the state machine and sends the actions it returns. Messages are received with
 ``copy=False`` and the received ``zmq.Frame`` objects themselves are stored and forwarded, so
-photon frames cross the router without being copied or parsed. No numpy is imported here.
+photon frames cross the router without being copied or parsed. No numpy is imported here. With
+``security.curve_secret_key`` both sockets are CURVE servers (:mod:`charon.curve`); a
+:class:`charon.auth.Guard` admits the listed keys and counts the refused handshakes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any, cast
 import zmq
 from prometheus_client import CollectorRegistry
 
-from charon import sockets
+from charon import curve, sockets
+from charon.auth import Guard
 from charon.health import HealthServer
 from charon.metrics import RouterMetrics, new_registry
 from charon.process import Stop, run_service
@@ -149,6 +152,8 @@ class Router:
         self.registry = registry if registry is not None else new_registry()
         self.metrics = RouterMetrics(self.registry)
         self.observer = PrometheusObserver(self.metrics)
+        for socket in (sockets.CLIENTS, sockets.WORKERS):  # 0 with CURVE off: nothing is refused
+            self.metrics.auth_refused.labels(socket)
         self.state = RouterState(settings.router, settings.heartbeat, self.observer, settings.v2)
         export_gauges(self.metrics, self.state)
         self.clock = clock
@@ -157,13 +162,24 @@ class Router:
         self._own_ctx = False
         self.frontend: zmq.Socket[Any] | None = None
         self.backend: zmq.Socket[Any] | None = None
+        self._guard: Guard | None = None
 
     def startup(self) -> dict[str, object]:
+        keys = curve.router_keys(self.settings.security)
         metrics_addr = self.http.start()
         if self._ctx is None:
             self._ctx, self._own_ctx = zmq.Context(), True
-        self.frontend = sockets.router_frontend(self._ctx)
-        self.backend = sockets.router_backend(self._ctx)
+        self.frontend = sockets.router_frontend(self._ctx, keys.clients if keys else None)
+        self.backend = sockets.router_backend(self._ctx, keys.workers if keys else None)
+        if keys is not None:
+            self._guard = Guard(self._ctx, self.metrics.auth_refused)
+            self._guard.protect(self.frontend, sockets.CLIENTS, keys.clients)
+            self._guard.protect(self.backend, sockets.WORKERS, keys.workers)
+            self._guard.start()
+            allowed = keys.clients.allowed
+            log.info("CURVE on both sockets: %s, %d allowed worker key(s)",
+                     "any client key" if allowed is None else f"{len(allowed)} allowed client key(s)",
+                     len(keys.workers.allowed or ()))
         r = self.settings.router
         endpoint = sockets.bind(self.frontend, r.bind)
         workers_endpoint = sockets.bind(self.backend, r.workers_bind)
@@ -216,6 +232,9 @@ class Router:
             if sock is not None:
                 sock.close()
         self.frontend = self.backend = None
+        if self._guard is not None:
+            self._guard.stop()
+            self._guard = None
         if self._own_ctx and self._ctx is not None:
             self._ctx.term()
             self._ctx, self._own_ctx = None, False

@@ -16,6 +16,8 @@ send. Everything the router decides lives here, so it is tested exhaustively wit
   by comparing bytes) joins its queued, in-flight or recently completed twin, so one simulation
   answers every requester exactly once;
 * PING, RUN_BEGIN and RUN_END are answered here; DETECTOR_INFO from the workers' READY;
+* a worker reply is forwarded only when it is a valid answer to its request
+  (:func:`charon.router.replies.reply_problem`); a worker that sends another is treated as lost;
 * a v2 HELLO is answered here too; a v2 SIMULATE is admitted within its session's credit and cut
   into JOBs by byte offsets (:mod:`charon.sessions`); a JOB_DONE fans out into one RESULT or ERROR
   per event (:mod:`charon.router.v2`).
@@ -54,6 +56,7 @@ from charon.metrics import kind_label
 from charon.protocol import tokens, unservable, v1, v2
 from charon.protocol import worker as wp
 from charon.protocol.v1 import Frame, as_view
+from charon.router.replies import reply_problem
 from charon.router.v2 import V2_KIND, V2Part, welcome_of
 from charon.sessions import Limits, Sessions
 from charon.settings import HeartbeatSettings, RouterSettings, V2Settings
@@ -661,14 +664,38 @@ class RouterState:
         return actions + self._dispatch(now)
 
     def _reply(self, worker: WorkerEntry, token: int, payload: list[Frame], now: float) -> list[Action]:
-        job = self._release(worker, token)
-        if job is None:
+        held = worker.in_flight.get(token)
+        if held is None:
             log.info("late reply (token %d) from worker %s dropped", token, worker.identity.hex())
             return []
+        part = held.waiters[0].part if held.waiters else None
+        problem = reply_problem(held.kind, held.event_id, payload, self._pool_channels(),
+                                part.events if part is not None else ())
+        if problem is not None:
+            return self._expel(worker, f"invalid reply to {held.kind} event {held.event_id}: {problem}", now)
+        job = self._release(worker, token)
+        assert job is held
         actions = self._complete(job, payload, now)
         # The freed slot's next request goes out before the replies: the worker starts on it while
         # the router sends them (a v2 job's replies are one message per event).
         return self._dispatch(now) + actions
+
+    def _pool_channels(self) -> int | None:
+        """P, the PMT count of the pool's detector (None while no CHARONW1 worker has told it)."""
+        if self._pool_info is None:
+            return None
+        return len(as_view(self._pool_info[1])) // 4
+
+    def _expel(self, worker: WorkerEntry, why: str, now: float) -> list[Action]:
+        """A worker that sent what no working worker sends is treated as failed: removed (counted
+        as expired), its requests requeued under the max_attempts rule, told to reconnect."""
+        log.error("worker %s expelled: %s; its %d request(s) go back to the queue", worker.identity.hex(), why,
+                  len(worker.in_flight))
+        self.observer.expired()
+        actions = self._remove(worker, now)
+        if not worker.legacy:
+            actions.append(ToWorker([worker.identity, *wp.disconnect(wp.REASON_PROTOCOL)]))
+        return actions + self._dispatch(now)
 
     def _complete(self, job: Job, payload: list[Frame], now: float) -> list[Action]:
         header = v1.header_of(payload)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import zmq
 from prometheus_client import CollectorRegistry
 
-from charon import sockets
+from charon import curve, sockets
 from charon.engine.base import Simulator
 from charon.errors import WorkerProtocolError
 from charon.health import HealthServer
@@ -37,6 +37,10 @@ _MAX_POLL_S = 0.1
 #: How long the last messages of a drained connection (replies, DISCONNECT exit) may take to leave.
 _DRAIN_LINGER_MS = 500
 
+#: A CURVE router that refuses this worker sends nothing at all: say where to look.
+_CURVE_HINT = (" (CURVE: a router that refuses this worker's key answers nothing; check that its public "
+               "certificate is in the router's security.curve_workers and security.curve_server_key is the "
+               "router's)")
 #: How one connection ended: the router is lost or refused us (reconnect), or we leave (exit).
 Verdict = Literal["reconnect", "exit"]
 
@@ -67,10 +71,12 @@ class Worker:
         self.generation = 0
         self.in_flight: set[int] = set()
         self.drain: Drain | None = None
+        self.curve: curve.ClientKeys | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
     def startup(self) -> dict[str, object]:
+        self.curve = curve.worker_keys(self.settings.security)
         simulator = self.handler.simulator
         log.info("engine %s ready, detector %s, %d channels", simulator.name, simulator.fingerprint[:16],
                  len(simulator.detector_info()))
@@ -134,7 +140,7 @@ class Worker:
         assert self._ctx is not None, "startup() first"
         assert self.sim is not None
         router = self.settings.worker.router
-        sock = sockets.worker_dealer(self._ctx, router)
+        sock = sockets.worker_dealer(self._ctx, router, self.curve)
         self.generation += 1
         self.sim.new_generation(self.generation)
         self.in_flight.clear()
@@ -142,8 +148,13 @@ class Worker:
         try:
             sock.connect(router)
             sock.send_multipart(self.ready_msg)
-            log.info("READY sent to %s (capacity %d)", router, self.settings.worker.capacity)
+            log.info("READY sent to %s (capacity %d%s)", router, self.settings.worker.capacity,
+                     ", CURVE" if self.curve else "")
             return self._serve(sock, link_for(self.settings.heartbeat, self.clock()), backoff, stop)
+        except zmq.Again:  # no connection left to queue on: the router refused the handshake for good
+            log.warning("router %s closed this connection for good%s", router,
+                        " (it refused this worker's CURVE key)" if self.curve else "")
+            return "exit" if self.drain is not None else "reconnect"
         finally:
             self.metrics.connected.set(0)
             self.http.health.set_ready(False)
@@ -181,8 +192,8 @@ class Worker:
             sock.send_multipart(wp.disconnect(wp.REASON_EXIT))
             return "exit"
         if link.router_dead(now):
-            log.warning("router %s silent for %.1f s: reconnecting", self.settings.worker.router,
-                        now - link.last_heard)
+            log.warning("router %s silent for %.1f s: reconnecting%s", self.settings.worker.router,
+                        now - link.last_heard, _CURVE_HINT if self.curve else "")
             return "reconnect"
         if link.heartbeat_due(now):
             sock.send_multipart(wp.heartbeat())
