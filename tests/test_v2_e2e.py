@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ import zmq.asyncio
 from charon.client import AsyncClient, Client
 from charon.engine.base import Photons
 from charon.engine.registry import make_simulator
-from charon.errors import GeometryMismatch
+from charon.errors import GeometryMismatch, ServerUnavailable
 from charon.pipeline import EventResult
 from charon.protocol import v2
 from charon.protocol import worker as wp
@@ -261,3 +263,31 @@ def test_a_lost_session_is_opened_again_mid_run(context: zmq.Context[Any]) -> No
         results.extend(stream)
         check_echo(sent, results)
         assert inproc.sample(service.registry, "charon_requests_total", kind="hello_v2", outcome="ok") >= 3
+
+
+def test_v2_over_curve_serves_a_listed_client_key_only(tmp_path: Path) -> None:
+    from charon.curve import ClientKeys, generate, load_public, load_secret
+
+    for name in ("server", "alice", "mallory"):
+        generate(tmp_path / "secret", name)
+    (tmp_path / "clients").mkdir()
+    shutil.copy(tmp_path / "secret" / "alice.key", tmp_path / "clients")
+    security = {"security": {"curve_secret_key": str(tmp_path / "secret" / "server.key_secret"),
+                             "curve_clients": str(tmp_path / "clients")}}
+    server_public = load_public(tmp_path / "secret" / "server.key")
+
+    def keys(name: str) -> ClientKeys:
+        return ClientKeys(server_public, load_secret(tmp_path / "secret" / f"{name}.key_secret"))
+
+    ctx: zmq.Context[Any] = zmq.Context()
+    service = Server(inproc.settings({"server": {"bind": "tcp://127.0.0.1:*"}}, security), inproc.echo(), context=ctx)
+    try:
+        with inproc.running(service) as s:
+            sent = events(30)
+            alice = Client(s.endpoint, timeout_s=10, context=ctx, curve=keys("alice"))
+            check_echo(sent, list(alice.simulate_many(sent)))
+            mallory = Client(s.endpoint, timeout_s=0.5, context=ctx, curve=keys("mallory"))
+            with pytest.raises(ServerUnavailable, match="no WELCOME"):
+                list(mallory.simulate_many(sent))
+    finally:
+        ctx.destroy(linger=0)
