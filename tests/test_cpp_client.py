@@ -10,6 +10,8 @@ CHARON_REQUIRE_TOOLS=1).
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,3 +105,31 @@ def test_example_rides_out_a_full_router_queue(context: zmq.Context[Any], exampl
         assert "events=12 answered=12 photons=1200 hits=1200 failed=0 bad=0" in done.stdout
         assert inproc.sample(router.registry, "charon_requests_total", kind="simulate_v2", outcome="queue_full") > 0
 
+
+
+def test_example_speaks_curve_with_a_listed_key_only(example: Path, tmp_path: Path) -> None:
+    from charon.curve import generate
+
+    for name in ("server", "alice", "mallory"):
+        generate(tmp_path / "secret", name)
+    (tmp_path / "clients").mkdir()
+    shutil.copy(tmp_path / "secret" / "alice.key", tmp_path / "clients")
+    security = {"security": {"curve_secret_key": str(tmp_path / "secret" / "server.key_secret"),
+                             "curve_clients": str(tmp_path / "clients")}}
+    ctx: zmq.Context[Any] = zmq.Context()
+    service = Server(inproc.settings({"server": {"bind": "tcp://127.0.0.1:*"}}, security), inproc.echo(), context=ctx)
+    try:
+        with inproc.running(service) as s:
+            server_key = str(tmp_path / "secret" / "server.key")
+            ok = run(example, s.endpoint, "20", "50", "--echo", "--curve-server-key", server_key,
+                     "--curve-secret-key", str(tmp_path / "secret" / "alice.key_secret"))
+            assert ok.returncode == 0, ok.stderr
+            assert "events=20 answered=20 photons=1000 hits=1000 failed=0 bad=0" in ok.stdout
+            refused = subprocess.run([str(example), s.endpoint, "2", "5", "--curve-server-key", server_key,
+                                      "--curve-secret-key", str(tmp_path / "secret" / "mallory.key_secret")],
+                                     capture_output=True, text=True, timeout=60, check=False, env={
+                                         **os.environ, "CHARON_CPP_TIMEOUT_MS": "500"})
+            assert refused.returncode == 1
+            assert "no WELCOME" in refused.stderr
+    finally:
+        ctx.destroy(linger=0)

@@ -21,7 +21,9 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <fstream>
 #include <functional>
+#include <sstream>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -84,6 +86,25 @@ struct Result {
 
   bool ok() const { return code == ErrorCode::ok; }
   std::size_t size() const { return channel.size(); }
+};
+
+// CURVE keys of a client of a server with security.curve_secret_key set: the server's public key and
+// the client's own pair, Z85 text (40 characters each), as charon's certificate files hold them.
+struct CurveKeys {
+  std::string server_public, public_key, secret_key;
+
+  // From ZeroMQ certificate files: the server's NAME.key and this client's NAME.key_secret
+  // (`charon keys generate` writes both).
+  static CurveKeys from_files(const std::string& server_cert, const std::string& client_secret_cert) {
+    CurveKeys k;
+    k.server_public = read_key(server_cert, "public-key");
+    k.public_key = read_key(client_secret_cert, "public-key");
+    k.secret_key = read_key(client_secret_cert, "secret-key");
+    return k;
+  }
+
+ private:
+  static std::string read_key(const std::string& path, const std::string& name);
 };
 
 struct Welcome {
@@ -268,6 +289,20 @@ class Sha256 {
 
 }  // namespace detail
 
+inline std::string CurveKeys::read_key(const std::string& path, const std::string& name) {
+  std::ifstream in(path);
+  if (!in) throw Error("cannot read CURVE certificate " + path);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string s = text.str();
+  std::size_t at = s.find(name + " = \"");
+  if (at == std::string::npos) throw Error(path + " holds no " + name);
+  at += name.size() + 4;
+  std::size_t end = s.find('"', at);
+  if (end == std::string::npos || end - at != 40) throw Error(path + ": " + name + " is not 40 Z85 characters");
+  return s.substr(at, 40);
+}
+
 // The PMT positions digest WELCOME carries: sha256 of the x, y, z float32 arrays (mm, channel order,
 // little-endian) one after another. Compare it with Welcome::pmt_digest before a run.
 inline std::string pmt_digest(const std::vector<float>& x, const std::vector<float>& y, const std::vector<float>& z) {
@@ -285,7 +320,8 @@ class Client {
  public:
   using Callback = std::function<void(std::size_t index, const Result& result)>;
 
-  explicit Client(const std::string& endpoint, int timeout_ms = 30000, int retries = 3)
+  explicit Client(const std::string& endpoint, int timeout_ms = 30000, int retries = 3,
+                  const CurveKeys* curve = nullptr)
       : endpoint_(endpoint), timeout_ms_(timeout_ms), retries_(retries) {
     ctx_ = zmq_ctx_new();
     if (!ctx_) throw Error("zmq_ctx_new failed");
@@ -294,6 +330,14 @@ class Client {
     zmq_setsockopt(sock_, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(sock_, ZMQ_SNDHWM, &zero, sizeof zero);
     zmq_setsockopt(sock_, ZMQ_RCVHWM, &zero, sizeof zero);
+    if (curve) {  // Z85 text with its terminating NUL (41 bytes), as libzmq takes it
+      if (zmq_setsockopt(sock_, ZMQ_CURVE_SERVERKEY, curve->server_public.c_str(), 41) != 0 ||
+          zmq_setsockopt(sock_, ZMQ_CURVE_PUBLICKEY, curve->public_key.c_str(), 41) != 0 ||
+          zmq_setsockopt(sock_, ZMQ_CURVE_SECRETKEY, curve->secret_key.c_str(), 41) != 0) {
+        close();
+        throw Error(std::string("CURVE keys refused by libzmq: ") + zmq_strerror(zmq_errno()));
+      }
+    }
     if (zmq_connect(sock_, endpoint.c_str()) != 0) {
       close();
       throw Error("cannot connect to " + endpoint + ": " + zmq_strerror(zmq_errno()));

@@ -46,7 +46,8 @@ charon::Event make_event(std::uint32_t id, std::size_t n) {
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr, "usage: %s ENDPOINT EVENTS PHOTONS [--echo] [--seed N] [--retries N] [--expect-digest HEX]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s ENDPOINT EVENTS PHOTONS [--echo] [--seed N] [--retries N] [--expect-digest HEX]\n"
+                 "       [--curve-server-key SERVER.key --curve-secret-key CLIENT.key_secret]\n", argv[0]);
     return 1;
   }
   std::string endpoint = argv[1];
@@ -55,17 +56,23 @@ int main(int argc, char** argv) {
   bool echo = false;
   std::uint64_t seed = 0;
   int retries = 3;
-  std::string expect_digest;
+  std::string expect_digest, server_cert, client_cert;
   for (int i = 4; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--echo") echo = true;
     else if (a == "--seed" && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
     else if (a == "--expect-digest" && i + 1 < argc) expect_digest = argv[++i];
     else if (a == "--retries" && i + 1 < argc) retries = std::atoi(argv[++i]);
+    else if (a == "--curve-server-key" && i + 1 < argc) server_cert = argv[++i];
+    else if (a == "--curve-secret-key" && i + 1 < argc) client_cert = argv[++i];
     else { std::fprintf(stderr, "unknown argument %s\n", a.c_str()); return 1; }
   }
   try {
-    charon::Client client(endpoint, 20000, retries);
+    charon::CurveKeys curve;
+    if (!server_cert.empty() || !client_cert.empty()) curve = charon::CurveKeys::from_files(server_cert, client_cert);
+    const char* timeout = std::getenv("CHARON_CPP_TIMEOUT_MS");  // reply timeout, default 20 s
+    charon::Client client(endpoint, timeout ? std::atoi(timeout) : 20000, retries,
+                          server_cert.empty() ? nullptr : &curve);
     charon::Welcome w = client.hello(seed, "charon-v2-example");
     std::vector<float> x, y, z;
     std::vector<std::int32_t> type;
