@@ -206,6 +206,11 @@ def test_the_run_seed_keys_the_random_streams(context: zmq.Context[Any]) -> None
             assert np.array_equal(zero.channel, v1_hits.channel)
             assert np.array_equal(zero.time, v1_hits.time)
             assert np.array_equal(five.time, five_again.time)
+            assert zero.x is not None  # the engine's detection positions travel with the hits
+            assert len(zero.x) == len(zero)
+            assert np.all(np.isfinite(zero.x))
+            assert client.welcome is not None
+            assert client.welcome.hit_positions
             assert not (len(five) == len(zero) and np.array_equal(five.time, zero.time))
     finally:
         simulator.close()

@@ -24,7 +24,7 @@ log = logging.getLogger("charon.router")
 #: The job kind (and ``kind`` metric label) of a v2 job.
 V2_KIND: Final = "simulate_v2"
 #: Engines that fill hit positions (``Hits.x, y, z``).
-POSITION_ENGINES: Final = frozenset({"echo", "builtin", "numpy", "warp"})
+POSITION_ENGINES: Final = frozenset({"echo", "builtin", "numpy"})
 
 
 def welcome_of(limits: Limits, engine: str, fingerprint: str, detector_info: Sequence[Frame], seed: int
