@@ -192,3 +192,43 @@ def test_photons_of_a_job_become_views_with_the_session_seed_as_stream() -> None
     assert len(p) == 2
     assert p.x.tobytes() == per_event[1][0]
     assert p.flags.dtype == np.dtype("<u4")
+
+
+class Recorder:
+    """The echo engine, recording each engine call's events' (event id, stream)."""
+
+    def __init__(self) -> None:
+        from tests import inproc
+
+        self.inner = inproc.echo()
+        self.name = "echo"
+        self.fingerprint = self.inner.fingerprint
+        self.calls: list[list[tuple[int, int]]] = []
+
+    def detector_info(self) -> object:
+        return self.inner.detector_info()
+
+    def simulate(self, batch: list[Photons]) -> list[Hits]:
+        self.calls.append([(p.event_id, p.stream) for p in batch])
+        return self.inner.simulate(batch)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_jobs_of_one_batch_share_one_engine_pass_each_with_its_seed() -> None:
+    from charon.service import RequestHandler
+
+    engine = Recorder()
+    handler = RequestHandler(engine)  # type: ignore[arg-type]
+    events_a, _, frames_a = message([2, 1])
+    _, _, frames_b = message([3], seed=5)
+    job_a = v2.job(11, events_a, frames_a[3:])
+    job_b = v2.job(22, [v2.Event(7, 70, 3)], frames_b[3:])
+    answers = handler.simulate_jobs([job_a, [v2.MAGIC, v2.JOB, b"short"], job_b])
+    assert [a.outcome for a in answers] == ["ok", "malformed", "ok"]
+    assert engine.calls == [[(0, 11), (7, 11), (70, 22)]]  # one pass, each event with its job's seed
+    done_a = v2.decode_job_done(answers[0].reply)
+    assert [(o.event.tag, o.n_hits) for o in done_a.outcomes] == [(100, 2), (101, 1)]
+    assert v2.decode_job_done(answers[1].reply).outcomes == ()
+    assert [(o.event.tag, o.n_hits) for o in v2.decode_job_done(answers[2].reply).outcomes] == [(7, 3)]

@@ -88,27 +88,41 @@ class RequestHandler:
         return Answer(reply, "photondata", "ok", request.n_photons, len(hits))
 
     def simulate_job(self, payload: Sequence[Frame]) -> Answer:
-        """Answer a v2 JOB with its JOB_DONE: every event simulated in one engine call, with the
-        session's seed as the events' stream; a failing engine fails each event with a code."""
-        try:
-            job = v2.decode_job(payload)
-        except CharonError as exc:
-            return Answer(v2.job_done([]), "job_v2", "malformed", detail=str(exc))
+        """Answer a v2 JOB with its JOB_DONE (see :meth:`simulate_jobs`)."""
+        return self.simulate_jobs([payload])[0]
+
+    def simulate_jobs(self, payloads: Sequence[Sequence[Frame]]) -> list[Answer]:
+        """Answer v2 JOBs with their JOB_DONEs, every event of every job in one engine call, each
+        with its session's seed as its stream; a failing engine fails each event with a code, a
+        malformed JOB gets an empty JOB_DONE. One answer per payload, in order."""
+        answers: list[Answer | None] = [None] * len(payloads)
+        jobs: list[tuple[int, v2.Job]] = []
+        for k, payload in enumerate(payloads):
+            try:
+                jobs.append((k, v2.decode_job(payload)))
+            except CharonError as exc:
+                answers[k] = Answer(v2.job_done([]), "job_v2", "malformed", detail=str(exc))
         events = [Photons.from_arrays_view(e.event_id, job.photon_arrays(i), job.seed)
-                  for i, e in enumerate(job.events)]
+                  for _, job in jobs for i, e in enumerate(job.events)]
         try:
             hits = self.simulator.simulate(events) if any(len(e) for e in events) else \
                 [Hits.empty() for _ in events]
             if len(hits) != len(events):
                 raise RuntimeError(f"engine returned {len(hits)} hit sets for {len(events)} events")
-            outcomes = [self._outcome(e, h) for e, h in zip(job.events, hits, strict=True)]
+            at = 0
+            for k, job in jobs:
+                outcomes = [self._outcome(e, h) for e, h in zip(job.events, hits[at : at + len(job.events)],
+                                                                 strict=True)]
+                at += len(job.events)
+                answers[k] = Answer(v2.job_done(outcomes), "job_v2", "ok", job.n_photons,
+                                    sum(o.n_hits for o in outcomes))
         except Exception as exc:  # the engine's failure must not take the service down
-            log.exception("simulation of a job of %d event(s) failed", len(events))
+            log.exception("simulation of %d job(s), %d event(s) failed", len(jobs), len(events))
             detail = f"{type(exc).__name__}: {exc}"
-            return Answer(v2.failed_job(job, v2.ErrorCode.SIMULATION_FAILED, detail), "job_v2",
-                          "simulation_failed", job.n_photons, detail=detail)
-        n_hits = sum(o.n_hits for o in outcomes)
-        return Answer(v2.job_done(outcomes), "job_v2", "ok", job.n_photons, n_hits)
+            for k, job in jobs:
+                answers[k] = Answer(v2.failed_job(job, v2.ErrorCode.SIMULATION_FAILED, detail), "job_v2",
+                                    "simulation_failed", job.n_photons, detail=detail)
+        return [a for a in answers if a is not None]
 
     def _outcome(self, event: v2.Event, hits: Hits) -> v2.Outcome:
         if len(hits) and int(hits.channel.max()) >= self._n_channels:

@@ -139,28 +139,31 @@ class SimulationThread:
             self._pending.append(item)
             self._arrived.append(time.monotonic())
 
-    def _job(self, work: Work) -> Answer:
-        """One v2 JOB: its events in one engine pass (the job is already a batch of one client's events)."""
+    def _jobs(self, works: list[Work]) -> list[Answer]:
+        """v2 JOBs of one batch: all their events in one engine pass."""
         start = time.perf_counter()
         self.progress.begin(self._clock())
         try:
-            answer = self.handler.simulate_job(work.payload)
+            answers = self.handler.simulate_jobs([w.payload for w in works])
         finally:
             self.progress.end()
         self.metrics.simulation_seconds.observe(time.perf_counter() - start)
-        if answer.outcome == "ok":
-            self.metrics.photons.inc(answer.n_photons)
-            self.metrics.hits.inc(answer.n_hits)
-        else:
-            log.warning("v2 job failed: %s", answer.detail)
-        return answer
+        for answer in answers:
+            if answer.outcome == "ok":
+                self.metrics.photons.inc(answer.n_photons)
+                self.metrics.hits.inc(answer.n_hits)
+            else:
+                log.warning("v2 job failed: %s", answer.detail)
+        return answers
 
     def _answer(self, batch: list[Work]) -> list[tuple[Work, Answer]]:
         out: list[tuple[Work, Answer]] = []
         events: list[tuple[Work, v1.PhotonData]] = []
+        jobs = [work for work in batch if v2.is_job(work.payload)]
+        if jobs:
+            out.extend(zip(jobs, self._jobs(jobs), strict=True))
         for work in batch:
             if v2.is_job(work.payload):
-                out.append((work, self._job(work)))
                 continue
             try:
                 request = v1.decode_request(work.payload)
