@@ -163,3 +163,21 @@ def test_a_worker_whose_job_done_is_wrong_is_expelled_and_its_job_goes_to_anothe
         assert b"w1" not in s.workers, bad
         assert [i for i, _ in to_workers(register(s, b"w2", now=3.0))] == [b"w2"], bad  # requeued whole
         s.check_invariants()
+
+
+def test_v1_work_behind_a_waiting_v2_job_goes_to_a_free_char0n_worker() -> None:
+    s = state()
+    register(s, b"w1")
+    hello(s)
+    [(_, first)] = to_workers(s.on_client(ENV, simulate([1]), 1.0))  # w1 busy
+    assert to_workers(s.on_client(ENV, simulate([1]), 1.0)) == []  # a v2 job waits for w1
+    s.on_worker(b"legacy", [tokens.PPP_READY], 1.5)
+    photons = [tokens.PHOTONDATA, struct.pack("<II", 9, 1), *[b"\0" * 4] * 12]
+    actions = s.on_client([b"\x00v1", b""], photons, 2.0)
+    given = [a for a in actions if isinstance(a, ToWorker) and bytes(a.frames[0]) == b"legacy"]
+    assert len(given) == 1  # the v1 request did not wait behind the v2 job
+    assert bytes(given[0].frames[3]) == tokens.PHOTONDATA
+    assert s.queued == 1  # the v2 job still waits for a charon worker
+    s.check_invariants()
+    assert [i for i, _ in to_workers(answer(s, b"w1", first, 3.0))] == [b"w1"]
+    s.check_invariants()

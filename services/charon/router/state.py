@@ -758,14 +758,29 @@ class RouterState:
             if worker.legacy and job.kind == V2_KIND:  # a ChAR0N worker cannot take a v2 JOB
                 charon = next((w for w in self._free.values() if not w.legacy), None)
                 if charon is None:
-                    break
+                    if not self._v1_behind_v2(worker, now, actions):
+                        break
+                    continue
                 worker = charon
             queue.popleft()
-            token = self._assign(job, worker, now)
-            self.observer.dispatched(now - job.enqueued)
-            msg = wp.legacy_request(token, job.payload) if worker.legacy else wp.request(token, job.payload)
-            actions.append(ToWorker([worker.identity, *msg]))
+            actions.append(self._give(job, worker, now))
         return actions
+
+    def _give(self, job: Job, worker: WorkerEntry, now: float) -> ToWorker:
+        token = self._assign(job, worker, now)
+        self.observer.dispatched(now - job.enqueued)
+        msg = wp.legacy_request(token, job.payload) if worker.legacy else wp.request(token, job.payload)
+        return ToWorker([worker.identity, *msg])
+
+    def _v1_behind_v2(self, legacy: WorkerEntry, now: float, actions: list[Action]) -> bool:
+        """Only ChAR0N workers are free and v2 jobs head the queue: give ``legacy`` the first v1 job
+        queued behind them (False when there is none), so v2 work never holds v1 work back."""
+        job = next((j for j in self._queue if j.state is JobState.QUEUED and j.kind != V2_KIND), None)
+        if job is None:
+            return False
+        self._queue.remove(job)
+        actions.append(self._give(job, legacy, now))
+        return True
 
     def _remove(self, worker: WorkerEntry, now: float) -> list[Action]:
         """Forget a worker; its in-flight requests go back to the head of the queue (or fail)."""
