@@ -79,7 +79,7 @@ def test_serve_answers_v2_and_v1_on_one_port(context: zmq.Context[Any]) -> None:
         sent = events(150)
         info = client.detector_info()  # v1 on the same port
         results = list(client.simulate_many(sent, seed=7, fingerprint=service.handler.simulator.fingerprint,
-                                            pmt_digest=v2.pmt_digest(*info.frames()[:3])))
+                                            pmt_digest=info.pmt_digest()))
         check_echo(sent, results)
         assert client.welcome is not None
         assert (client.welcome.engine, client.welcome.n_channels, client.welcome.seed) == ("echo", N_CHANNELS, 7)

@@ -192,6 +192,12 @@ class DetectorInfo:
     def positions(self) -> npt.NDArray[np.float32]:
         return np.stack([self.x, self.y, self.z], axis=1)
 
+    def pmt_digest(self) -> str:
+        """The digest of these PMT positions a v2 WELCOME carries (compare before a run)."""
+        from charon.protocol.v2 import pmt_digest
+
+        return pmt_digest(*self.frames()[:3])
+
 
 def frame_of(array: npt.NDArray[Any]) -> Frame:
     """A contiguous little-endian array as a wire frame (no copy when it already is one)."""
