@@ -342,3 +342,33 @@ class RatpacClient:
         if not ok:
             self.warnings.append("RUN_END failed")
         return ok
+
+
+# ---- ROOTFILE replay (the async workflow's second pass) --------------------------------------------
+
+
+def read_rootfile(path: Any, rat_pmt_positions: npt.NDArray[Any]) -> tuple[list[EventPEs], list[int]]:
+    """``init_rootfile`` / ``eventAction_rootfile``: match ``detinfo``'s PMTs to RAT's, then read
+    ``output`` entry by entry, in index order, into the PEs of the i-th event of the RAT file.
+
+    As the client, it reads ``pmt_x/y/z`` only, takes ``nchannel_id`` as the hit count, and never
+    compares ``event_id`` with the event it fills (the entry order is the contract). Returns the
+    events and the entries' event ids (for the test to check what the client does not).
+    """
+    import uproot  # only the replay needs it
+
+    with uproot.open(path) as f:
+        det = f["detinfo"].arrays(["pmt_x", "pmt_y", "pmt_z"], library="np")
+        chroma = np.stack([det["pmt_x"], det["pmt_y"], det["pmt_z"]], axis=1)
+        rat_pmt_id, unmatched = match_pmts(chroma, rat_pmt_positions)
+        if unmatched:
+            log.warning("ROOTFILE: %d Chroma channels match no RAT PMT", len(unmatched))
+        names = ("channel_id", "u", "v", "w", "pol_x", "pol_y", "pol_z", "wavelength", "time", "flag")
+        out = f["output"].arrays(["event_id", "nchannel_id", *names], library="np")
+    events: list[EventPEs] = []
+    for i in range(len(out["event_id"])):
+        n = int(out["nchannel_id"][i])
+        frames = [np.asarray(out[name][i], dtype="<u4" if name in ("channel_id", "flag") else "<f4")[:n].tobytes()
+                  for name in names]
+        events.append(write_pes(frames, i, rat_pmt_id))
+    return events, [int(e) for e in out["event_id"]]

@@ -328,9 +328,9 @@ def test_pods_are_locked_down(variant: str) -> None:
             assert "add" not in sc["capabilities"]
             assert sc["runAsUser"] != 0
             for mount in ctr.get("volumeMounts", []):
-                # writable: emptyDirs, and the import cache volume a user names for it
+                # writable: emptyDirs, and the import cache and run-file volumes a user names for them
                 assert mount["name"] in mounts_ok or mount.get("readOnly") is True \
-                    or mount["mountPath"] == "/var/cache/charon/detectors", mount
+                    or mount["mountPath"] in ("/var/cache/charon/detectors", "/var/lib/charon/runs"), mount
 
 
 def test_worker_kernel_cache_is_a_writable_emptydir() -> None:
@@ -361,9 +361,29 @@ def test_worker_detector_and_import_cache_come_from_the_named_volumes() -> None:
     assert all(m["mountPath"] != "/etc/charon/detector" for m in plain["volumeMounts"])
 
 
+def test_async_mode_workers_write_run_files_to_the_named_claim() -> None:
+    docs = render("async-values.yaml")
+    deploy = one(docs, "Deployment", "charon-worker")
+    ctr = container(deploy)
+    env = env_of(ctr)
+    assert env["CHARON_RUNS__OUTDIR"] == "/var/lib/charon/runs"
+    assert env["CHARON_RUNS__ASYNC_MODE"] == "true"
+    volumes = {v["name"]: v for v in deploy["spec"]["template"]["spec"]["volumes"]}
+    mount = next(m for m in ctr["volumeMounts"] if m["mountPath"] == env["CHARON_RUNS__OUTDIR"])
+    assert volumes[mount["name"]]["persistentVolumeClaim"]["claimName"] == "charon-runs"
+    assert not mount.get("readOnly")
+    router = env_of(container(one(docs, "Deployment", "charon-router")))
+    assert router["CHARON_RUNS__ASYNC_MODE"] == "true"
+    assert "CHARON_RUNS__OUTDIR" not in router  # the router writes no files
+    plain = container(one(render(), "Deployment", "charon-worker"))
+    assert "CHARON_RUNS__OUTDIR" not in env_of(plain)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--set", "worker.detector.file=geo.gdml"], "worker.detector.volume"),
+    [(["--set", "config.runs.async_mode=true"], "worker.runs.claimName"),
+     (["--set", "worker.runs.mountPath=relative"], "worker.runs.mountPath"),
+     (["--set", "worker.detector.file=geo.gdml"], "worker.detector.volume"),
      (["--set", "worker.detector.ratdb=pmt.json"], "worker.detector.file"),
      (["--set", "worker.detector.file=/abs/geo.gdml"], "worker.detector.file")],
 )

@@ -10,7 +10,7 @@ and GC collectors the default registry would have. Router and simple server expo
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import (
     CollectorRegistry,
@@ -64,6 +64,14 @@ class RequestMetrics:
             "Request latency by phase: queue wait, service (simulation incl. transfer), total",
             ["phase"], buckets=_DURATION_BUCKETS, registry=registry,
         )
+        self.runs_open = Gauge("charon_runs_open", "Async-mode runs open (RUN_BEGIN seen, file not closed yet)",
+                               registry=registry)
+        self.run_events_written = Counter("charon_run_events_written_total",
+                                          "Async-mode events written (flushed and fsynced) to run files",
+                                          registry=registry)
+        self.runs_closed = Counter("charon_runs_closed_total",
+                                   "Async-mode runs closed, by reason (run_end, idle, replaced)", ["reason"],
+                                   registry=registry)
 
 
 class RouterMetrics(RequestMetrics):
@@ -102,6 +110,8 @@ class WorkerMetrics:
                                             buckets=_DURATION_BUCKETS, registry=registry)
         self.connected = Gauge("charon_worker_connected", "1 while this worker is registered with a router",
                                registry=registry)
+        self.run_events_written = Counter("charon_worker_run_events_written_total",
+                                          "Async-mode events this worker wrote to run files", registry=registry)
 
 
 _KINDS: Final = {
@@ -116,3 +126,27 @@ _KINDS: Final = {
 def kind_label(header: bytes) -> str:
     """The bounded ``kind`` label of a request header."""
     return _KINDS.get(header, "unknown")
+
+
+class RunCounts:
+    """Keeps the async-run families of :class:`RequestMetrics` in step with a run ledger
+    (:class:`charon.runs.ledger.RunLedger`, which counts in plain integers): call :meth:`sync`
+    after handing the ledger work."""
+
+    def __init__(self, metrics: RequestMetrics, ledger: object) -> None:
+        self.metrics = metrics
+        self.ledger: Any = ledger
+        self._written = 0
+        self._closed: dict[str, int] = {}
+        metrics.runs_open.set_function(lambda: self.ledger.open_runs)
+
+    def sync(self) -> None:
+        written = self.ledger.events_written
+        if written > self._written:
+            self.metrics.run_events_written.inc(written - self._written)
+            self._written = written
+        for reason, n in self.ledger.closed_runs.items():
+            before = self._closed.get(reason, 0)
+            if n > before:
+                self.metrics.runs_closed.labels(reason).inc(n - before)
+                self._closed[reason] = n

@@ -9,7 +9,9 @@ thread never waits on the engine: it keeps answering PING and signals during a l
 v2 messages share the socket: HELLO is answered on the socket thread, a SIMULATE is admitted
 within its session's credit and cut into JOBs for the simulation thread, and each JOB_DONE leaves
 as one RESULT or ERROR per event the moment it comes back (v2 replies carry tags: no ordering).
-No input can stop the loop. A well-formed PHOTONDATA the engine fails on is answered or dropped
+No input can stop the loop. With ``runs.async_mode`` RUN_BEGIN, PHOTONDATA and RUN_END of a run go
+to a :class:`charon.runs.ledger.RunLedger` and the simulation thread writes the run file
+(``runs.outdir``). A well-formed PHOTONDATA the engine fails on is answered or dropped
 as :func:`charon.protocol.unservable.decide` says (``server.v1_failure_replies``); a v2 event the
 engine fails on always gets its ERROR. With ``security.curve_secret_key`` the socket is a CURVE
 server guarded by :class:`charon.auth.Guard`.
@@ -34,14 +36,16 @@ from charon.engine.base import Simulator
 from charon.errors import CharonError, SimulationFailed
 from charon.health import HealthServer
 from charon.liveness import Progress
-from charon.metrics import RequestMetrics, kind_label, new_registry
+from charon.metrics import RequestMetrics, RunCounts, kind_label, new_registry
 from charon.process import Stop, open_simulator, run_service
 from charon.protocol import tokens, unservable, v1, v2
 from charon.protocol.v1 import Frame
 from charon.router.v2 import V2_KIND, V2Part, welcome_of
+from charon.runs import ledger as runs
+from charon.runs.recorder import CLOSED, Recorder, RunClose, RunOpen, RunRecord, unpack_report
 from charon.service import Answer, RequestHandler
 from charon.sessions import Limits, Sessions
-from charon.settings import Settings
+from charon.settings import Settings, invalid_setting
 from charon.worker.outbox import Outbox
 from charon.worker.simulation import SimulationThread, Work
 
@@ -95,6 +99,17 @@ class Server:
                                         v2s.job_max_photons), v2s.max_sessions)
         #: v2 jobs handed to the engine: their requester's envelope and events, by token.
         self._jobs: dict[int, tuple[list[Frame], V2Part, int, float]] = {}
+        r = settings.runs
+        self.runs: runs.RunLedger | None = None
+        self._recorder: Recorder | None = None
+        if r.async_mode:
+            if r.outdir is None:
+                raise invalid_setting("runs.outdir", None, "async mode (--async-mode) writes run files: "
+                                      "give the directory with --outdir")
+            self.runs = runs.RunLedger(flush_events=r.flush_events, flush_bytes=r.flush_bytes,
+                                       idle_timeout_s=r.idle_timeout_s, allow_absolute=r.allow_absolute)
+            self._run_counts = RunCounts(self.metrics, self.runs)
+            self._recorder = Recorder(self.handler, r.outdir)
 
     def startup(self) -> dict[str, object]:
         keys = curve.server_keys(self.settings.security)
@@ -107,7 +122,7 @@ class Server:
         engine = self.settings.engine
         self._sim = SimulationThread(self.handler, self._outbox, batch_max_photons=engine.batch_max_photons,
                                      batch_max_delay_s=engine.batch_max_delay_s, progress=self.progress,
-                                     clock=self.clock)
+                                     clock=self.clock, recorder=self._recorder)
         self._sim.start()
         self._sock = sockets.serve_socket(ctx, keys)
         if keys is not None:
@@ -116,6 +131,9 @@ class Server:
             self._guard.start()
         endpoint = sockets.bind(self._sock, self.settings.server.bind)
         self.http.health.set_ready(True)
+        if self.runs is not None:
+            log.info("async mode: run files in %s, %d events per batch", self.settings.runs.outdir,
+                     self.settings.runs.flush_events)
         log.info("serving on %s%s", endpoint, _curve_note(keys))
         return {"endpoint": endpoint, "metrics": metrics_addr, "fingerprint": simulator.fingerprint}
 
@@ -137,6 +155,8 @@ class Server:
                 self._forward_results()
             if self._sock in ready:
                 self._receive(self._sock)
+            if self.runs is not None:
+                self._run_actions(self.runs.tick(self.clock()))
         self._finish_pending()
         return 0
 
@@ -149,6 +169,8 @@ class Server:
             client = bytes(v1.as_view(envelope[0])) if envelope else b""
             if v2.is_v2(payload):
                 self._v2(envelope, client, payload)
+                continue
+            if self.runs is not None and self._run_request(frames[0], envelope, payload):
                 continue
             engine_work = _is_engine_work(payload)
             if not engine_work and not self._order.get(client):
@@ -202,12 +224,61 @@ class Server:
             self._jobs[token] = (envelope, V2Part(client, events, self.sessions), photons, time.perf_counter())
             self._sim.inbox.put(Work(0, token, frames))
 
+    def _run_request(self, first: zmq.Frame, envelope: list[Frame], payload: list[Frame]) -> bool:
+        """Async mode: RUN_BEGIN, RUN_END and a run's PHOTONDATA go to the ledger (True if it took it)."""
+        assert self.runs is not None
+        header = v1.header_of(payload)
+        if header not in (tokens.RUN_BEGIN, tokens.RUN_END, tokens.PHOTONDATA):
+            return False
+        try:
+            request = v1.decode_request(payload)
+        except CharonError:
+            return False  # malformed: answered as always
+        client, now = sockets.peer_address(first), self.clock()
+        refused = self.runs.refused_names
+        if isinstance(request, v1.RunBegin):
+            actions = self.runs.run_begin(client, envelope, request.filename, now)
+        elif isinstance(request, v1.RunEnd):
+            actions = self.runs.run_end(client, envelope, now)
+        else:
+            assert isinstance(request, v1.PhotonData)
+            taken = self.runs.photondata(client, envelope, request, payload, now)
+            if taken is None:
+                return False  # no run open for this client: answered synchronously
+            actions = taken
+        outcome = "bad_filename" if self.runs.refused_names > refused else "ok"
+        self.metrics.requests.labels(kind_label(header), outcome).inc()
+        self._run_actions(actions)
+        return True
+
+    def _run_actions(self, actions: Sequence[runs.Action]) -> None:
+        self._run_counts.sync()  # before the replies: a client that got its ACK sees the counts
+        if not actions:
+            return
+        assert self._sim is not None
+        for action in actions:
+            if isinstance(action, runs.Reply):
+                self._send(action.envelope, action.frames)
+            elif isinstance(action, runs.Record):
+                self._sim.inbox.put(RunRecord(0, action.run_id, action.seq, action.payload))
+            elif isinstance(action, runs.Open):
+                self._sim.inbox.put(RunOpen(0, action.run_id, action.name, action.resume_from,
+                                            action.flush_events, action.flush_bytes))
+            else:
+                self._sim.inbox.put(RunClose(0, action.run_id))
+
     def _forward_results(self) -> None:
         assert self._outbox is not None
         for reply in self._outbox.take():
             job = self._jobs.pop(reply.token, None)
             if job is not None:
                 self._job_done(job, reply.frames)
+                continue
+            if reply.token == 0:  # a run report from the recorder
+                assert self.runs is not None
+                run_id, count = unpack_report(reply.frames[1])
+                closed = bytes(reply.frames[0]) == CLOSED
+                self._run_actions(self.runs.closed(run_id, count) if closed else self.runs.written(run_id, count))
                 continue
             pending = self._pending.get(reply.token)
             if pending is None:

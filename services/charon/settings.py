@@ -272,6 +272,29 @@ class V2Settings(_Section):
     )
 
 
+class RunSettings(_Section):
+    """v1 async mode: PHOTONDATA answered at once, hits written to one ROOT file per run."""
+
+    async_mode: Annotated[bool, Flag("--async-mode", ("serve", "router", "config"))] = Field(
+        False, description="ChAR0N's async mode: RUN_BEGIN opens a run file, PHOTONDATA is answered "
+        "SIM_COMPLETE_ASYNC at once and its hits are written to the file (router: by the worker "
+        "that owns the run)")
+    outdir: Annotated[Path | None, Flag("--outdir", ("serve", "worker", "config"), "DIR")] = Field(
+        None, description="Directory run files are written in (serve in async mode, and workers that "
+        "take runs); RUN_BEGIN names are confined to it")
+    allow_absolute: bool = Field(
+        False, description="Honour an absolute RUN_BEGIN filename (else only its last component is used, "
+        "inside runs.outdir): any client could otherwise write anywhere the server may")
+    flush_events: int = Field(
+        500, ge=1, le=1_000_000, description="Events simulated, appended and fsynced per batch (ChAR0N: "
+        "500); PHOTONDATA replies wait once twice this many are not yet written")
+    flush_bytes: int = Field(
+        256 * 1024**2, ge=1024, le=2**40, description="Photon bytes that also end a batch (bounds memory "
+        "for large events)")
+    idle_timeout_s: float = Field(
+        600.0, gt=0, le=864_000, description="A run with no request for this long is closed (its client died)")
+
+
 class WorkerSettings(_Section):
     """``charon worker``: connects to a router and simulates what it is given."""
 
@@ -398,6 +421,7 @@ class Settings(BaseSettings):
     router: RouterSettings = RouterSettings()
     worker: WorkerSettings = WorkerSettings()
     v2: V2Settings = V2Settings()
+    runs: RunSettings = RunSettings()
     client: ClientSettings = ClientSettings()
     gateway: GatewaySettings = GatewaySettings()
     security: SecuritySettings = SecuritySettings()

@@ -144,3 +144,13 @@ def bind(sock: zmq.Socket[Any], endpoint: str) -> str:
     except zmq.ZMQError as exc:
         raise StartupError(f"cannot bind {endpoint}: {exc}") from None
     return resolve_endpoint(sock)
+
+
+def peer_address(frame: zmq.Frame) -> str:
+    """The network address of the peer a received frame came from (ZeroMQ's ``Peer-Address``);
+    empty where the transport has none (inproc). It keys v1 async runs: the ratpac-two client
+    opens a new socket, hence a new identity, for every request."""
+    try:
+        return str(frame.get("Peer-Address"))
+    except (zmq.ZMQError, ValueError):
+        return ""

@@ -346,7 +346,7 @@ def check_sim_complete(
 def check_sim_complete_async(payload: Sequence[Frame], event_id: int) -> int:
     """Accept an asynchronous PHOTONDATA reply as ratpac-two does: exactly two frames, id echoed.
 
-    charon never sends SIM_COMPLETE_ASYNC; this exists so the client rules are complete.
+    charon sends it in async mode (``runs.async_mode``); charon's own clients do not use that mode.
     """
     header = header_of(payload)
     if header != tokens.SIM_COMPLETE_ASYNC or len(payload) != 2:

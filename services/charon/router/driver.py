@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from charon import curve, sockets
 from charon.auth import Guard
 from charon.health import HealthServer
-from charon.metrics import RouterMetrics, new_registry
+from charon.metrics import RouterMetrics, RunCounts, new_registry
 from charon.process import Stop, run_service
 from charon.protocol import v1
 from charon.protocol.v1 import Frame, as_view
@@ -154,8 +154,9 @@ class Router:
         self.observer = PrometheusObserver(self.metrics)
         for socket in (sockets.CLIENTS, sockets.WORKERS):  # 0 with CURVE off: nothing is refused
             self.metrics.auth_refused.labels(socket)
-        self.state = RouterState(settings.router, settings.heartbeat, self.observer, settings.v2)
+        self.state = RouterState(settings.router, settings.heartbeat, self.observer, settings.v2, runs=settings.runs)
         export_gauges(self.metrics, self.state)
+        self.run_counts = RunCounts(self.metrics, self.state.runs) if self.state.runs is not None else None
         self.clock = clock
         self.http = HealthServer(settings.metrics, 9100, self.registry)
         self._ctx: zmq.Context[Any] | None = context
@@ -198,6 +199,7 @@ class Router:
         poller.register(frontend, zmq.POLLIN)
         poller.register(backend, zmq.POLLIN)
         send = Sender(state, frontend, backend, clock)
+        async_mode = state.runs is not None
         while not stop.is_set():
             timeout = min(max(state.next_wakeup() - clock(), 0.0), _MAX_POLL_S)
             ready = dict(poller.poll(int(timeout * 1000.0) + 1))
@@ -211,7 +213,9 @@ class Router:
                 for _ in range(_BATCH):
                     frames = frontend.recv_multipart(copy=False)
                     n = _envelope_length(frames)
-                    send(state.on_client(cast(list[Frame], frames[:n]), cast(list[Frame], frames[n:]), clock()))
+                    peer = sockets.peer_address(frames[0]) if async_mode else ""
+                    send(state.on_client(cast(list[Frame], frames[:n]), cast(list[Frame], frames[n:]), clock(),
+                                         peer))
                     if not cast(int, frontend.get(zmq.EVENTS)) & zmq.POLLIN:
                         break
             now = clock()
@@ -219,6 +223,8 @@ class Router:
                 send(state.on_tick(now))
             state.housekeeping(now)
             self.observer.flush()
+            if self.run_counts is not None:
+                self.run_counts.sync()  # (a client that has its RUN_END ACK may see them a loop late)
         return 0
 
     def shutdown(self) -> None:

@@ -58,8 +58,10 @@ from charon.protocol import worker as wp
 from charon.protocol.v1 import Frame, as_view
 from charon.router.replies import reply_problem
 from charon.router.v2 import V2_KIND, V2Part, welcome_of
+from charon.runs import ledger as runs_ledger
+from charon.runs.ledger import RunLedger
 from charon.sessions import Limits, Sessions
-from charon.settings import HeartbeatSettings, RouterSettings, V2Settings
+from charon.settings import HeartbeatSettings, RouterSettings, RunSettings, V2Settings
 
 log = logging.getLogger("charon.router")
 
@@ -228,6 +230,7 @@ class WorkerEntry:
     in_flight: dict[int, Job] = field(default_factory=dict)
     busy_since: float = 0.0
     draining: bool = False
+    runs: bool = False  # writes async-mode run files
 
     @property
     def status(self) -> WorkerStatus:
@@ -244,11 +247,20 @@ class RouterState:
     """The router's queue, worker pool, in-flight table and de-duplication cache."""
 
     def __init__(self, router: RouterSettings, heartbeat: HeartbeatSettings,
-                 observer: Observer | None = None, v2_settings: V2Settings | None = None) -> None:
+                 observer: Observer | None = None, v2_settings: V2Settings | None = None, *,
+                 runs: RunSettings | None = None) -> None:
         self.settings = router
         v2s = v2_settings or V2Settings()
         self.sessions = Sessions(Limits(v2s.credit, v2s.max_events_per_message, v2s.max_photons_per_message,
                                         v2s.job_max_photons), v2s.max_sessions)
+        #: v1 async mode (``runs.async_mode``): the open runs, each written by one worker.
+        self.runs: RunLedger | None = None
+        self._run_owner: dict[int, bytes] = {}
+        if runs is not None and runs.async_mode:
+            # The events of all runs kept for their writers share the queue's byte bound.
+            self.runs = RunLedger(flush_events=runs.flush_events, flush_bytes=runs.flush_bytes,
+                                  idle_timeout_s=runs.idle_timeout_s, allow_absolute=runs.allow_absolute,
+                                  max_total_bytes=router.queue_max_bytes)
         self.interval = heartbeat.interval_s
         self.expiry_s = heartbeat.interval_s * heartbeat.liveness
         self.observer: Observer = observer or NullObserver()
@@ -291,6 +303,9 @@ class RouterState:
         when = self._next_heartbeat
         if self._deadlines and self._deadlines[0][0] < when:
             when = self._deadlines[0][0]
+        idle = self.runs.next_wakeup() if self.runs is not None else None
+        if idle is not None and idle < when:
+            when = idle
         return when
 
     def waiting(self) -> Iterator[Waiter]:
@@ -428,8 +443,9 @@ class RouterState:
 
     # ---- client side -----------------------------------------------------------------------------
 
-    def on_client(self, envelope: list[Frame], payload: list[Frame], now: float) -> list[Action]:
-        """A request from the client-facing socket; ``envelope`` is echoed in front of the reply.
+    def on_client(self, envelope: list[Frame], payload: list[Frame], now: float, peer: str = "") -> list[Action]:
+        """A request from the client-facing socket; ``envelope`` is echoed in front of the reply;
+        ``peer`` is the client's network address (it keys async-mode runs).
 
         ``payload`` frames are stored and forwarded as they are (zmq frames: never copied).
         """
@@ -442,6 +458,10 @@ class RouterState:
             log.info("%s rejected (%s): %s", kind, exc.outcome, exc)
             self.observer.answered(kind, exc.outcome, 0.0)
             return [ToClient([*envelope, *v1.error_reply(exc)])]
+        if self.runs is not None and isinstance(request, (v1.RunBegin, v1.RunEnd, v1.PhotonData)):
+            actions = self._run_request(envelope, payload, request, peer, now)
+            if actions is not None:
+                return actions
         if isinstance(request, v1.PhotonData):
             if request.n_photons == 0:  # nothing to simulate: never queue it behind real work
                 self.observer.answered("photondata", "ok", 0.0)
@@ -502,6 +522,89 @@ class RouterState:
         self.observer.answered(waiter.job.kind, err.outcome, now - waiter.arrived)
         log.warning("%s job of %d event(s) failed (%s): %s", waiter.job.kind, len(waiter.part.events), err.outcome, err)
         return [ToClient([*waiter.envelope, *m]) for m in waiter.part.errors(err)]
+
+    # ---- async runs -------------------------------------------------------------------------------
+
+    def _run_request(self, envelope: list[Frame], payload: list[Frame], request: v1.Request, peer: str,
+                     now: float) -> list[Action] | None:
+        """RUN_BEGIN, RUN_END and a run's PHOTONDATA in async mode (None: not a run's request)."""
+        assert self.runs is not None
+        refused = self.runs.refused_names
+        if isinstance(request, v1.RunBegin):
+            kind, ledger_actions = "run_begin", self.runs.run_begin(peer, envelope, request.filename, now)
+        elif isinstance(request, v1.RunEnd):
+            kind, ledger_actions = "run_end", self.runs.run_end(peer, envelope, now)
+        else:
+            assert isinstance(request, v1.PhotonData)
+            taken = self.runs.photondata(peer, envelope, request, payload, now)
+            if taken is None:
+                return None
+            kind, ledger_actions = "photondata", taken
+        self.observer.answered(kind, "bad_filename" if self.runs.refused_names > refused else "ok", 0.0)
+        return self._run_actions(ledger_actions)
+
+    def _run_actions(self, ledger_actions: Sequence[runs_ledger.Action]) -> list[Action]:
+        """Ledger decisions as messages: replies to clients, writer commands to each run's owner.
+        A run without an owner (no worker takes runs yet) is given one as soon as one registers."""
+        actions: list[Action] = []
+        for action in ledger_actions:
+            if isinstance(action, runs_ledger.Reply):
+                actions.append(ToClient([*action.envelope, *action.frames]))
+                continue
+            owner = self._run_owner.get(action.run_id)
+            if owner is None:
+                if isinstance(action, runs_ledger.Open):
+                    actions.extend(self._give_run(action.run_id))
+                continue  # the ledger keeps the events; the new owner gets them on resume
+            if isinstance(action, runs_ledger.Record):
+                actions.append(ToWorker([owner, *wp.run_event(action.run_id, action.seq, action.payload)]))
+            elif isinstance(action, runs_ledger.Open):
+                actions.append(ToWorker([owner, *wp.run_open(action.run_id, str(action.name), action.resume_from,
+                                                             action.flush_events, action.flush_bytes)]))
+            else:
+                actions.append(ToWorker([owner, *wp.run_close(action.run_id)]))
+        return actions
+
+    def _give_run(self, run_id: int) -> list[Action]:
+        """Choose the run's owner (the writer with the fewest runs) and send it the run so far."""
+        assert self.runs is not None
+        writers = [w for w in self.workers.values() if w.runs and not w.draining]
+        if not writers:
+            log.warning("run %d: no worker takes runs (started with --outdir); its events wait", run_id)
+            return []
+        load = Counter(self._run_owner.values())
+        owner = min(writers, key=lambda w: load[w.identity])
+        self._run_owner[run_id] = owner.identity
+        log.info("run %d written by worker %s", run_id, owner.identity.hex())
+        return self._run_actions(self.runs.resume(run_id))
+
+    def _run_progress(self, worker: WorkerEntry, msg: wp.RunProgress) -> list[Action]:
+        assert self.runs is not None
+        if self._run_owner.get(msg.run_id) != worker.identity:
+            return []  # from a former owner: the run has moved on
+        if msg.closed:
+            del self._run_owner[msg.run_id]
+            return self._run_actions(self.runs.closed(msg.run_id, msg.count))
+        return self._run_actions(self.runs.written(msg.run_id, msg.count))
+
+    def _runs_lost(self, worker: WorkerEntry) -> list[Action]:
+        """``worker`` is gone: its runs go to other writers, from their last flushed entry."""
+        lost = [run_id for run_id, owner in self._run_owner.items() if owner == worker.identity]
+        actions: list[Action] = []
+        for run_id in lost:
+            del self._run_owner[run_id]
+            log.warning("run %d lost its writer %s: resuming elsewhere", run_id, worker.identity.hex())
+            actions.extend(self._give_run(run_id))
+        return actions
+
+    def _unowned_runs(self) -> list[Action]:
+        if self.runs is None:
+            return []
+        actions: list[Action] = []
+        for run in list(self.runs.runs()):
+            if run.run_id not in self._run_owner:
+                actions.extend(self._give_run(run.run_id))
+        return actions
 
     def _photondata(self, envelope: list[Frame], payload: list[Frame], request: v1.PhotonData,
                     now: float) -> list[Action]:
@@ -595,7 +698,7 @@ class RouterState:
         if isinstance(msg, wp.Ready):
             return self._ready(identity, worker, msg, now)
         if worker is None:
-            if isinstance(msg, wp.Disconnect) or msg.legacy:
+            if isinstance(msg, (wp.Disconnect, wp.RunProgress)) or msg.legacy:
                 return []
             # Unknown (the router restarted, or declared it dead): make it register again.
             log.info("message from unregistered worker %s: asking it to reconnect", identity.hex())
@@ -603,6 +706,8 @@ class RouterState:
         worker.expiry = now + self.expiry_s
         if isinstance(msg, wp.Reply):
             return self._reply(worker, msg.token, msg.payload, now)
+        if isinstance(msg, wp.RunProgress):
+            return self._run_progress(worker, msg) if self.runs is not None else []
         if isinstance(msg, wp.Disconnect):
             if msg.reason == wp.REASON_DRAIN:
                 log.info("worker %s draining (%d in flight)", identity.hex(), len(worker.in_flight))
@@ -649,7 +754,7 @@ class RouterState:
             self.observer.refused("fingerprint")
             return [ToWorker([identity, *wp.disconnect(wp.REASON_FINGERPRINT)])]
         worker = WorkerEntry(identity, msg.capacity, None if msg.legacy else msg.fingerprint, msg.engine,
-                             msg.legacy, now + self.expiry_s)
+                             msg.legacy, now + self.expiry_s, runs=msg.runs)
         self._register(worker)
         actions: list[Action] = []
         if not msg.legacy:
@@ -661,6 +766,8 @@ class RouterState:
         log.info("worker %s registered: %s, capacity %d", identity.hex(),
                  "ChAR0N (legacy)" if msg.legacy else f"engine {msg.engine}, detector {msg.fingerprint[:16]}",
                  msg.capacity)
+        if worker.runs:
+            actions.extend(self._unowned_runs())
         return actions + self._dispatch(now)
 
     def _reply(self, worker: WorkerEntry, token: int, payload: list[Frame], now: float) -> list[Action]:
@@ -783,10 +890,11 @@ class RouterState:
         return True
 
     def _remove(self, worker: WorkerEntry, now: float) -> list[Action]:
-        """Forget a worker; its in-flight requests go back to the head of the queue (or fail)."""
+        """Forget a worker; its in-flight requests go back to the head of the queue (or fail), its
+        async runs to other writers."""
         self._unregister(worker)
         held, worker.in_flight = worker.in_flight, {}
-        actions: list[Action] = []
+        actions: list[Action] = self._runs_lost(worker) if self._run_owner else []
         for job in reversed(list(held.values())):
             if job.attempts >= self.settings.max_attempts:
                 err = RetriesExhausted(f"{job.kind} event {job.event_id}: {job.attempts} workers lost "
@@ -842,6 +950,8 @@ class RouterState:
             self._evict(now)
         self._trim_deadlines()
         actions.extend(self._expire_deadlines(now))
+        if self.runs is not None:
+            actions.extend(self._run_actions(self.runs.tick(now)))
         if actions:
             log.debug("tick: %d actions", len(actions))
         return actions + self._dispatch(now)

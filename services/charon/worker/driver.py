@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 import zmq
@@ -26,6 +27,7 @@ from charon.liveness import Progress
 from charon.metrics import WorkerMetrics, new_registry
 from charon.process import Stop, open_simulator, run_service
 from charon.protocol import worker as wp
+from charon.runs.recorder import CLOSED, Recorder, RunClose, RunOpen, RunRecord, unpack_report
 from charon.service import RequestHandler
 from charon.settings import Settings
 from charon.worker.lifecycle import Backoff, Drain, Link, backoff_for, link_for
@@ -66,8 +68,12 @@ class Worker:
         self.http = HealthServer(settings.metrics, 0, self.registry)
         self.http.health.liveness = self.progress.check(settings.engine.stall_timeout_s, clock)
         info = simulator.detector_info()
+        outdir = settings.runs.outdir
+        #: Writes the async runs the router gives it (only with --outdir).
+        self.recorder = (Recorder(self.handler, outdir, events_written=self.metrics.run_events_written)
+                         if outdir is not None else None)
         self.ready_msg = wp.ready(simulator.fingerprint, settings.worker.capacity, simulator.name,
-                                  [bytes(f) for f in info.frames()])
+                                  [bytes(f) for f in info.frames()], runs=self.recorder is not None)
         self.generation = 0
         self.in_flight: set[int] = set()
         self.drain: Drain | None = None
@@ -88,7 +94,8 @@ class Worker:
         self.sim = SimulationThread(self.handler, self.outbox,
                                     batch_max_photons=engine.batch_max_photons,
                                     batch_max_delay_s=engine.batch_max_delay_s, progress=self.progress,
-                                    metrics=self.metrics, clock=self.clock)
+                                    metrics=self.metrics, clock=self.clock, recorder=self.recorder,
+                                    finish_runs=False)
         self.sim.start()
         return {"metrics": metrics_addr}
 
@@ -207,6 +214,11 @@ class Worker:
         sock.send_multipart(wp.disconnect(wp.REASON_DRAIN))
 
     def _forward_result(self, sock: zmq.Socket[Any], reply: Reply) -> None:
+        if reply.token == 0:  # a run's progress, from the recorder
+            if reply.generation == self.generation:
+                run_id, count = unpack_report(reply.frames[1])
+                sock.send_multipart(wp.run_written(run_id, count, closed=bytes(reply.frames[0]) == CLOSED))
+            return
         if reply.generation != self.generation or reply.token not in self.in_flight:
             return
         self.in_flight.discard(reply.token)
@@ -231,7 +243,20 @@ class Worker:
             self.sim.inbox.put(Work(self.generation, msg.token, [f.buffer for f in frames[3:]]))
         elif isinstance(msg, wp.Disconnect):
             return self._disconnected(msg.reason)
+        elif isinstance(msg, (wp.RunOpen, wp.RunEvent, wp.RunClose)):
+            self._run_command(msg, frames)
         return None
+
+    def _run_command(self, msg: wp.RunOpen | wp.RunEvent | wp.RunClose, frames: list[zmq.Frame]) -> None:
+        assert self.sim is not None
+        g = self.generation
+        if isinstance(msg, wp.RunEvent):
+            self.sim.inbox.put(RunRecord(g, msg.run_id, msg.seq, [f.buffer for f in frames[4:]]))
+        elif isinstance(msg, wp.RunOpen):
+            self.sim.inbox.put(RunOpen(g, msg.run_id, PurePosixPath(msg.name), msg.resume_from, msg.flush_events,
+                                       msg.flush_bytes))
+        else:
+            self.sim.inbox.put(RunClose(g, msg.run_id))
 
     def _disconnected(self, reason: bytes) -> Verdict | None:
         if reason == wp.REASON_ACK and self.drain is not None:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
 from prometheus_client import CollectorRegistry
 
@@ -28,6 +28,7 @@ from charon.errors import CharonError
 from charon.liveness import Progress
 from charon.metrics import WorkerMetrics
 from charon.protocol import tokens, v1, v2
+from charon.runs.recorder import Recorder, RunClose, RunCommand, RunOpen, RunRecord, pack_report
 from charon.service import Answer, RequestHandler
 from charon.worker.outbox import Outbox, Reply
 
@@ -48,7 +49,10 @@ class Generation:
     number: int
 
 
-Inbox = Work | Generation | None
+#: What :meth:`SimulationThread._take` returns when an async run's batch is due.
+RECORD: Final = "record"
+
+Inbox = Work | Generation | RunCommand | None
 
 
 class SimulationThread:
@@ -56,8 +60,14 @@ class SimulationThread:
 
     def __init__(self, handler: RequestHandler, outbox: Outbox, *,
                  batch_max_photons: int, batch_max_delay_s: float, progress: Progress | None = None,
-                 metrics: WorkerMetrics | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 metrics: WorkerMetrics | None = None, clock: Callable[[], float] = time.monotonic,
+                 recorder: Recorder | None = None, finish_runs: bool = True) -> None:
         self.handler = handler
+        #: Async runs written by this thread (None: this process writes no run files).
+        self.recorder = recorder
+        #: At a stop: write every run's buffered events (serve) or leave the files at their last
+        #: flush for the router to resume elsewhere (a worker).
+        self._finish_runs = finish_runs
         #: When the engine pass in progress began: the worker's liveness signal.
         self.progress = progress or Progress()
         self._clock = clock
@@ -90,11 +100,26 @@ class SimulationThread:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
+        if self.recorder is not None:
+            self.recorder.report = lambda generation, kind, run_id, count: self.outbox.put(
+                Reply(generation, 0, [kind, pack_report(run_id, count)]))
         self._ready.set()
+        try:
+            self._loop()
+        finally:
+            if self.recorder is not None:
+                self.recorder.close_all()
+
+    def _loop(self) -> None:
         while True:
             batch = self._take()
             if batch is None:
+                if self.recorder is not None and self._finish_runs:
+                    self.recorder.finish()  # stopping: every run's remaining events written, closed
                 return
+            if isinstance(batch, str):  # RECORD: a run's batch is due
+                self._record_step()
+                continue
             try:
                 answers = self._answer(batch)
             except Exception:  # a bug must not leave requests unanswered or stop the thread
@@ -103,10 +128,23 @@ class SimulationThread:
             for work, answer in answers:
                 self.outbox.put(Reply(work.generation, work.token, list(answer.reply)))
 
-    def _take(self) -> list[Work] | None:
-        """The next engine pass as the batch planner chooses it; None once stopped and drained."""
+    def _record_step(self) -> None:
+        assert self.recorder is not None
+        self.progress.begin(self._clock())
+        try:
+            self.recorder.step()
+        except Exception:  # a bug or a full disk must not stop the thread
+            log.exception("writing a run failed")
+        finally:
+            self.progress.end()
+
+    def _take(self) -> list[Work] | Literal["record"] | None:
+        """The next engine pass as the batch planner chooses it; RECORD when a run's batch is due
+        first; None once stopped and drained."""
         while True:
             self._drain_inbox()
+            if self.recorder is not None and self.recorder.due() and not self._stopping:
+                return RECORD
             decision = self._planner.decide([_photons(w) for w in self._pending], self._arrived,
                                             time.monotonic(), flush=self._stopping)
             if decision.run:
@@ -116,8 +154,12 @@ class SimulationThread:
                 return [w for w in batch if w.generation == self._generation]
             if self._stopping:
                 return None
+            wait = decision.wait_s
+            idle = self.recorder.wait_s() if self.recorder is not None else None
+            if idle is not None and (wait is None or idle < wait):
+                wait = idle + 0.001
             try:
-                item = self.inbox.get(timeout=decision.wait_s)
+                item = self.inbox.get(timeout=wait)
             except queue.Empty:
                 continue
             self._accept(item)
@@ -135,6 +177,13 @@ class SimulationThread:
             self._stopping = True  # finish what is pending, then stop
         elif isinstance(item, Generation):
             self._generation = item.number
+            if self.recorder is not None:
+                self.recorder.new_generation(item.number)
+        elif isinstance(item, (RunOpen, RunRecord, RunClose)):
+            if self.recorder is None:
+                log.warning("async run command without --outdir: ignored")
+            elif item.generation == self._generation:
+                self.recorder.accept(item)
         else:
             self._pending.append(item)
             self._arrived.append(time.monotonic())
