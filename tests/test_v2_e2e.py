@@ -100,7 +100,8 @@ def test_router_spreads_v2_jobs_over_workers_and_streams_results(context: zmq.Co
         assert client.welcome.pmt_digest == v2.pmt_digest(*info.frames()[:3])
         assert client.welcome.fingerprint == router.state.pool_fingerprint
         assert router.state.sessions.in_flight() == 0  # every credit came back
-        assert inproc.sample(router.registry, "charon_photons_total") == sum(len(e) for e in sent)
+        total = sum(len(e) for e in sent)  # the router counts right after it sends the last result
+        wait_for(lambda: inproc.sample(router.registry, "charon_photons_total") == total, 5, "photons counted")
         router.state.check_invariants()
 
 
@@ -227,7 +228,7 @@ def test_charon_simulate_protocol_v2_pipelines_through_the_router(context: zmq.C
         assert status == 0
         assert "(v2, credit 512 events)" in out
         assert "photons/s (wall)" in out
-        assert inproc.sample(router.registry, "charon_photons_total") == 200 * 300
+        wait_for(lambda: inproc.sample(router.registry, "charon_photons_total") == 200 * 300, 5, "photons counted")
         assert cli.main(["simulate", "--endpoint", r.endpoint, "--protocol", "v2", "--concurrency", "4"]) == 2
         assert "v2 pipelines by itself" in capsys.readouterr().err
 

@@ -298,16 +298,15 @@ class Server:
 
     def _job_done(self, job: tuple[list[Frame], V2Part, int, float], payload: list[Frame]) -> None:
         envelope, part, photons, arrived = job
-        replies = part.replies(payload)
-        for reply in replies:
-            self._send(envelope, reply)
         seconds = time.perf_counter() - arrived
-        m = self.metrics
+        m = self.metrics  # counted before the replies leave: a client that has them sees the counts
         m.requests.labels(V2_KIND, "ok").inc()
         m.request_duration.labels("service").observe(seconds)
         m.request_duration.labels("total").observe(seconds)
         m.photons.inc(photons)
         m.hits.inc(V2Part.hits_of(payload))
+        for reply in part.replies(payload):
+            self._send(envelope, reply)
 
     def _release(self, client: bytes) -> None:
         """Send the replies at the head of ``client``'s queue that are ready, in order."""
