@@ -167,31 +167,19 @@ class Client:
                pipe: Pipeline | None = None, results: list[EventResult] | None = None) -> v2.Welcome:
         """HELLO until WELCOME (again while the answer is NO_WORKERS). During a run (``pipe``), the
         replies of events still in flight that arrive meanwhile go to ``pipe`` and ``results``."""
-        deadline = time.monotonic() + self.timeout_s
-        pause = 0.05
-        sock.send_multipart(v2.hello(v2.Hello(seed=seed, client="charon-python")))
+        hs = _Handshake(self.endpoint, self.timeout_s, time.monotonic(), fingerprint, pmt_digest, pipe, results)
+        hello = v2.hello(v2.Hello(seed=seed, client="charon-python"))
+        sock.send_multipart(hello)
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not sock.poll(int(left * 1000) + 1, zmq.POLLIN):
-                raise ServerUnavailable(f"{self.endpoint}: no WELCOME within {self.timeout_s:g} s")
-            frames = sock.recv_multipart(copy=False)
-            reply = _hello_reply(frames, pipe)
-            if isinstance(reply, v2.Welcome):
-                self.welcome = _check_welcome(self.endpoint, reply, fingerprint, pmt_digest)
-                return reply
-            if reply == "event":
-                assert pipe is not None
-                assert results is not None
-                result = _on_reply(pipe, frames, time.monotonic())
-                if result is not None:
-                    results.append(result)
-                continue
-            if time.monotonic() + pause > deadline:
-                raise ServerUnavailable(f"{self.endpoint}: no worker behind the server within {self.timeout_s:g} s")
-            self._sleep(pause)
-            pause = min(pause * 2, 1.0)
-            sock.send_multipart(v2.hello(v2.Hello(seed=seed, client="charon-python")))
-
+            if not sock.poll(hs.wait_ms(time.monotonic()), zmq.POLLIN):
+                raise hs.timed_out()
+            step = hs.on_frames(sock.recv_multipart(copy=False), time.monotonic())
+            if isinstance(step, v2.Welcome):
+                self.welcome = step
+                return step
+            if step is not None:
+                self._sleep(step)
+                sock.send_multipart(hello)
 
 class AsyncClient:
     """The asyncio v2 client (``zmq.asyncio``): :meth:`simulate_many` is an async iterator."""
@@ -243,32 +231,19 @@ class AsyncClient:
     async def _hello(self, sock: zmq.asyncio.Socket, seed: int, fingerprint: str | None, pmt_digest: str | None,
                      pipe: Pipeline | None = None, results: list[EventResult] | None = None) -> v2.Welcome:
         """As :meth:`Client._hello`."""
-        deadline = time.monotonic() + self.timeout_s
-        pause = 0.05
+        hs = _Handshake(self.endpoint, self.timeout_s, time.monotonic(), fingerprint, pmt_digest, pipe, results)
         hello = v2.hello(v2.Hello(seed=seed, client="charon-python-asyncio"))
         await sock.send_multipart(hello)
         while True:
-            left = deadline - time.monotonic()
-            if left <= 0 or not await sock.poll(int(left * 1000) + 1):
-                raise ServerUnavailable(f"{self.endpoint}: no WELCOME within {self.timeout_s:g} s")
-            frames = await sock.recv_multipart(copy=False)
-            reply = _hello_reply(frames, pipe)
-            if isinstance(reply, v2.Welcome):
-                self.welcome = _check_welcome(self.endpoint, reply, fingerprint, pmt_digest)
-                return reply
-            if reply == "event":
-                assert pipe is not None
-                assert results is not None
-                result = _on_reply(pipe, frames, time.monotonic())
-                if result is not None:
-                    results.append(result)
-                continue
-            if time.monotonic() + pause > deadline:
-                raise ServerUnavailable(f"{self.endpoint}: no worker behind the server within {self.timeout_s:g} s")
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
-            await sock.send_multipart(hello)
-
+            if not await sock.poll(hs.wait_ms(time.monotonic())):
+                raise hs.timed_out()
+            step = hs.on_frames(await sock.recv_multipart(copy=False), time.monotonic())
+            if isinstance(step, v2.Welcome):
+                self.welcome = step
+                return step
+            if step is not None:
+                await asyncio.sleep(step)
+                await sock.send_multipart(hello)
 
 def simulate_frames(pipe: Pipeline, events: Sequence[Photons], indices: Sequence[int]) -> list[Frame]:
     """The SIMULATE of ``events[i] for i in indices``: one table, each photon column concatenated."""
@@ -282,6 +257,50 @@ def simulate_frames(pipe: Pipeline, events: Sequence[Photons], indices: Sequence
         chosen = [events[i].columns() for i in indices]
         arrays = [frame_of(np.concatenate([cols[k] for cols in chosen])) for k in range(v2.N_PHOTON_FRAMES)]
     return v2.simulate(pipe.events(indices), arrays)
+
+
+class _Handshake:
+    """Waiting for WELCOME, for both clients (sans-IO: they poll, receive, sleep and send).
+
+    Each message received is the WELCOME (checked against the expected geometry), a refusal for now
+    (no worker yet: say HELLO again after a doubling pause), or, during a run, the reply of an event
+    still in flight (handed to ``pipe``; its result joins ``results``)."""
+
+    def __init__(self, endpoint: str, timeout_s: float, now: float, fingerprint: str | None,
+                 pmt_digest: str | None, pipe: Pipeline | None, results: list[EventResult] | None) -> None:
+        self.endpoint, self.timeout_s = endpoint, timeout_s
+        self.deadline = now + timeout_s
+        self.pause = 0.05
+        self.fingerprint, self.pmt_digest = fingerprint, pmt_digest
+        self.pipe, self.results = pipe, results
+
+    def timed_out(self) -> ServerUnavailable:
+        return ServerUnavailable(f"{self.endpoint}: no WELCOME within {self.timeout_s:g} s")
+
+    def wait_ms(self, now: float) -> int:
+        """How long to poll for the next message; raises once the deadline has passed."""
+        left = self.deadline - now
+        if left <= 0:
+            raise self.timed_out()
+        return int(left * 1000) + 1
+
+    def on_frames(self, frames: Sequence[zmq.Frame], now: float) -> v2.Welcome | float | None:
+        """The WELCOME; or seconds to pause before saying HELLO again; or None (nothing to do)."""
+        reply = _hello_reply(frames, self.pipe)
+        if isinstance(reply, v2.Welcome):
+            return _check_welcome(self.endpoint, reply, self.fingerprint, self.pmt_digest)
+        if reply == "event":
+            assert self.pipe is not None
+            assert self.results is not None
+            result = _on_reply(self.pipe, frames, now)
+            if result is not None:
+                self.results.append(result)
+            return None
+        if now + self.pause > self.deadline:
+            raise ServerUnavailable(f"{self.endpoint}: no worker behind the server within {self.timeout_s:g} s")
+        pause = self.pause
+        self.pause = min(self.pause * 2, 1.0)
+        return pause
 
 
 def _hello_reply(frames: Sequence[zmq.Frame], pipe: Pipeline | None) -> v2.Welcome | Literal["retry", "event"]:
