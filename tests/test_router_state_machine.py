@@ -4,10 +4,12 @@ Hypothesis drives :class:`RouterState` (fake clock, plain frames) with requests 
 so they are de-duplicated), workers registering (CHARONW1 with either of two detectors, or
 ChAR0N's bare READY), heartbeats, replies, late replies, drains, departures, closed connections
 and time passing; a worker that never replies is taken back at the execution deadline and
-expelled after two misses in a row. After every step the state's own counters must match what it holds
+expelled after two misses in a row; v2 clients say HELLO and send SIMULATEs of several events,
+which the router cuts into jobs. After every step the state's own counters must match what it holds
 (:meth:`RouterState.check_invariants`), no requester may have more than one reply, and every
-requester is either answered or still waiting on a queued or in-flight job. At the end every
-worker goes and time runs out: then every requester has exactly one reply.
+requester (every v2 event) is either answered or still waiting on a queued or in-flight job. At
+the end every worker goes and time runs out: then every requester and every v2 event has exactly
+one reply, and every session's credit has come back.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from charon.protocol import tokens, v1
+from charon.protocol import tokens, v1, v2
 from charon.protocol import worker as wp
 from charon.router.state import Action, RouterState, ToClient
-from charon.settings import HeartbeatSettings, RouterSettings
+from charon.settings import HeartbeatSettings, RouterSettings, V2Settings
 
 FP_A, FP_B = "a" * 64, "b" * 64
 INFO = [struct.pack("<f", 1.0), struct.pack("<f", 2.0), struct.pack("<f", 3.0), struct.pack("<i", 1)]
@@ -32,6 +34,7 @@ ROUTER = RouterSettings(queue_max_requests=5, queue_deadline_s=3.0, max_attempts
                         dedup_max_bytes=4096, execution_deadline_s=2.0, deadline_expel_after=2,
                         v1_failure_replies="explicit")
 HEARTBEAT = HeartbeatSettings(interval_s=1.0, liveness=3)
+V2 = V2Settings(credit=4, max_events_per_message=3, job_max_photons=2)
 
 
 def photondata(event_id: int, n: int) -> list[bytes]:
@@ -50,11 +53,17 @@ class RouterMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.now = 0.0
-        self.state = RouterState(ROUTER, HEARTBEAT)
+        self.state = RouterState(ROUTER, HEARTBEAT, None, V2)
         self.requesters: set[bytes] = set()
         self.answers: Counter[bytes] = Counter()
+        #: v2 clients (identity -> whether it has a session) and each sent event's replies by (identity, tag)
+        self.v2_clients: dict[bytes, bool] = {}
+        self.v2_events: Counter[tuple[bytes, int]] = Counter()
+        self.v2_answers: Counter[tuple[bytes, int]] = Counter()
+        self.tags = itertools.count()
         self.workers: dict[bytes, FakeWorker] = {}
         self.ids = itertools.count()
+        self.jobs: dict[int, list[bytes]] = {}  # the v2 JOB payloads workers hold
 
     # ---- what the state sends ------------------------------------------------------------------
 
@@ -62,6 +71,17 @@ class RouterMachine(RuleBasedStateMachine):
         for action in actions:
             frames = [bytes(v1.as_view(f)) for f in action.frames]
             if isinstance(action, ToClient):
+                if frames[0] in self.v2_clients:
+                    reply = v2.decode_from_server(frames[1:])
+                    if isinstance(reply, v2.Welcome):
+                        self.v2_clients[frames[0]] = True
+                    elif reply.tag == v2.NO_TAG:  # HELLO refused: no charon worker yet
+                        assert isinstance(reply, v2.Error)
+                        assert reply.code is v2.ErrorCode.NO_WORKERS
+                    else:
+                        assert (frames[0], reply.tag) in self.v2_events, reply
+                        self.v2_answers[frames[0], reply.tag] += 1
+                    continue
                 assert frames[0] in self.requesters, frames[:2]
                 self.answers[frames[0]] += 1
                 continue
@@ -70,6 +90,7 @@ class RouterMachine(RuleBasedStateMachine):
                 continue  # a worker the test already let go
             if worker.legacy:
                 if len(frames) > 2 and frames[2] == b"":
+                    assert frames[3] != v2.MAGIC, "a v2 job was given to a ChAR0N worker"
                     worker.held[struct.unpack("<Q", frames[1])[0]] = self._what(frames[3:])
                 continue
             msg = wp.decode_from_router(frames[1:])
@@ -78,8 +99,10 @@ class RouterMachine(RuleBasedStateMachine):
             elif isinstance(msg, wp.Disconnect) and msg.reason != wp.REASON_ACK:
                 del self.workers[frames[0]]  # refused or told to reconnect: it comes back as a new identity
 
-    @staticmethod
-    def _what(payload: list[bytes]) -> tuple[bytes, int | None]:
+    def _what(self, payload: list[bytes]) -> tuple[bytes, int | None]:
+        if payload[0] == v2.MAGIC:
+            self.jobs[id(payload)] = payload
+            return v2.MAGIC, id(payload)
         return payload[0], v1.read_event_id(payload[1]) if len(payload) > 1 else None
 
     def _new(self, prefix: str) -> bytes:
@@ -100,6 +123,22 @@ class RouterMachine(RuleBasedStateMachine):
         ident = self._new("c")
         self.requesters.add(ident)
         self.apply(self.state.on_client([ident, b""], payload, self.now))
+
+    @rule(hello_first=st.booleans(), sizes=st.lists(st.sampled_from([0, 1, 2, 3]), min_size=1, max_size=4))
+    def v2_simulate(self, hello_first: bool, sizes: list[int]) -> None:
+        """A v2 client (new, or one that already said HELLO) sends one SIMULATE."""
+        known = [c for c, has in self.v2_clients.items() if has]
+        if hello_first or not known:
+            ident = self._new("v")
+            self.v2_clients[ident] = False
+            self.apply(self.state.on_client([ident], v2.hello(v2.Hello(seed=7)), self.now))
+        else:
+            ident = known[0]
+        events = [v2.Event(next(self.tags), 40 + i, n) for i, n in enumerate(sizes)]
+        for e in events:
+            self.v2_events[ident, e.tag] += 1
+        arrays = [bytes([k]) * (4 * sum(sizes)) for k in range(12)]
+        self.apply(self.state.on_client([ident], v2.simulate(events, arrays), self.now))
 
     # ---- workers ----------------------------------------------------------------------------------
 
@@ -124,7 +163,12 @@ class RouterMachine(RuleBasedStateMachine):
         worker = self.workers[ident]
         token = data.draw(st.sampled_from(sorted(worker.held)))
         header, event_id = worker.held.pop(token)
-        if header == tokens.DETECTOR_INFO:
+        if header == v2.MAGIC:
+            assert event_id is not None
+            job = v2.decode_job(self.jobs.pop(event_id))
+            code = v2.ErrorCode.OK if ok else v2.ErrorCode.SIMULATION_FAILED
+            payload = v2.job_done([v2.Outcome(e, code, message="" if ok else "failed") for e in job.events])
+        elif header == tokens.DETECTOR_INFO:
             payload = [tokens.DETECTOR_INFO, *INFO]
         else:
             assert event_id is not None
@@ -201,10 +245,14 @@ class RouterMachine(RuleBasedStateMachine):
 
     @invariant()
     def every_request_is_answered_once_or_still_waiting(self) -> None:
-        waiting = Counter(bytes(v1.as_view(w.envelope[0])) for w in self.state.waiting())
+        waiting = Counter(bytes(v1.as_view(w.envelope[0])) for w in self.state.waiting() if w.part is None)
         assert all(n == 1 for n in waiting.values()), waiting
         for ident in self.requesters:
             assert self.answers[ident] + waiting[ident] == 1, (ident, self.answers[ident], waiting[ident])
+        events_waiting = Counter((w.part.identity, e.tag) for w in self.state.waiting() if w.part is not None
+                                 for e in w.part.events)
+        for key in self.v2_events:
+            assert self.v2_answers[key] + events_waiting[key] == 1, (key, self.v2_answers[key], events_waiting[key])
 
     def teardown(self) -> None:
         for ident in list(self.workers):
@@ -214,6 +262,8 @@ class RouterMachine(RuleBasedStateMachine):
         self.state.check_invariants()
         assert not list(self.state.waiting())
         assert {i: self.answers[i] for i in self.requesters} == dict.fromkeys(self.requesters, 1)
+        assert {k: self.v2_answers[k] for k in self.v2_events} == dict.fromkeys(self.v2_events, 1)
+        assert self.state.sessions.in_flight() == 0
 
 
 RouterMachine.TestCase.settings = settings(max_examples=150, stateful_step_count=40, deadline=None,

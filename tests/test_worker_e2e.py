@@ -169,7 +169,10 @@ def test_capacity_four_batches_queued_requests_into_fewer_engine_calls(
             wait_for(lambda: len(w.in_flight) == 4 and service.state.queued == 4, 10, "4 held, 4 queued")
             gate.release()
             gate.wait_entered()
-            assert gate.batches[:2] == [1, 3]  # the three that waited: one engine pass
+            # The three that waited share one engine pass; request 4, sent by the router as soon as
+            # request 0's reply freed a slot, may reach the worker in time to join them.
+            assert gate.batches[0] == 1
+            assert gate.batches[1] in (3, 4)
             gate.open.set()
             for i, req in enumerate(reqs):
                 reply = req.recv(20)

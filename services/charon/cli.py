@@ -214,7 +214,12 @@ def _simulate_args(p: argparse.ArgumentParser, *, events: int = 10, photons: int
 def _simulate(p: argparse.ArgumentParser) -> None:
     _simulate_args(p)
     p.add_argument("--concurrency", type=int, default=1, metavar="N",
-                   help="requests in flight at once (a router spreads them over its workers; default 1)")
+                   help="v1: requests in flight at once (a router spreads them over its workers; default 1)")
+    p.add_argument("--protocol", choices=("v1", "v2"), default="v1",
+                   help="v1: one event per request (default); v2: many events per message within the "
+                        "server's credit window, results streamed back (pipelined, no --concurrency needed)")
+    p.add_argument("--run-seed", type=int, default=0, metavar="N", dest="run_seed",
+                   help="v2: the run's seed sent in HELLO (default 0)")
 
 
 def _demo(p: argparse.ArgumentParser) -> None:

@@ -1,5 +1,9 @@
 """The client-side commands: ``ping``, ``info``, ``simulate`` and ``demo``.
 
+``simulate`` generates every event's photons before its timed phase, then sends them over v1 (one
+request per event, ``--concurrency`` of them in flight) or v2 (``--protocol v2``: many events per
+message within the server's credit window, results streamed back).
+
 ``demo`` is the embedded default: it starts ``charon serve`` as a child on a free loopback port,
 reads the endpoint from the child's ready line, runs ``simulate`` against it and stops the child.
 """
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from charon.client import Client
-from charon.errors import ConfigError, StartupError
+from charon.errors import ConfigError, RequestFailed, StartupError
 from charon.runtime import parse_ready_line
 from charon.settings import Settings, environment
 
@@ -79,6 +83,7 @@ class Summary:
             ("request time", f"{self.seconds:.3f} s"),
             ("wall time", f"{self.wall_seconds:.3f} s"),
             ("photons/s", f"{rate:,.0f}"),
+            ("photons/s (wall)", f"{self.photons / self.wall_seconds:,.0f}" if self.wall_seconds > 0 else "-"),
         ]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"  {k:<{width}}  {v:>14}" for k, v in rows)
@@ -118,18 +123,28 @@ def simulate(client: Client, args: argparse.Namespace) -> int:
 
     source = _validate(args)
     concurrency = getattr(args, "concurrency", 1)
+    protocol = getattr(args, "protocol", "v1")
     if not 1 <= concurrency <= 256:
         raise ConfigError(f"--concurrency {concurrency}: must be between 1 and 256")
+    if protocol == "v2" and concurrency != 1:
+        raise ConfigError(f"--concurrency {concurrency}: v2 pipelines by itself; leave --concurrency out")
+    run_seed = getattr(args, "run_seed", 0)
+    if not 0 <= run_seed < 2**64:
+        raise ConfigError(f"--run-seed {run_seed}: must be between 0 and {2**64 - 1}")
 
     def generate(i: int) -> Photons:
         return isotropic_point(args.first_event + i, args.photons, source, args.wavelength, seed=args.photon_seed)
 
-    make = _pregenerated(generate, args.events, args.photons) if concurrency > 1 else generate
+    make = _pregenerated(generate, args.events, args.photons)
     summary = Summary()
     progress = _Progress(args.events)
     start = time.perf_counter()
-    results = (_sequential(client, make, args.events) if concurrency == 1
-               else _concurrent(client, make, args.events, concurrency))
+    if protocol == "v2":
+        results = _pipelined(client, make, args.events, run_seed)
+    elif concurrency == 1:
+        results = _sequential(client, make, args.events)
+    else:
+        results = _concurrent(client, make, args.events, concurrency)
     for photons, hits, seconds in results:
         summary.seconds += seconds
         summary.events += 1
@@ -140,7 +155,9 @@ def simulate(client: Client, args: argparse.Namespace) -> int:
         progress.update(summary.events, time.perf_counter() - start)
     summary.wall_seconds = time.perf_counter() - start
     progress.done()
-    print(f"charon simulate: {client.endpoint}" + (f" ({concurrency} requests in flight)" if concurrency > 1 else ""))
+    mode = (f" (v2, credit {client.welcome.credit} events)" if protocol == "v2" and client.welcome
+            else f" ({concurrency} requests in flight)" if concurrency > 1 else "")
+    print(f"charon simulate: {client.endpoint}{mode}")
     print(summary.table())
     if args.plot:
         from charon.plot import plot_hits
@@ -181,6 +198,21 @@ def _sequential(client: Client, make: Callable[[int], Photons], n: int) -> Itera
         sent = time.perf_counter()
         hits = client.simulate(photons)
         yield photons, hits, time.perf_counter() - sent
+
+
+def _pipelined(client: Client, make: Callable[[int], Photons], n: int, seed: int) -> Iterator[Result]:
+    """v2: every event through one pipelined connection; results as they arrive. The seconds
+    reported add up to the wall time of the request phase, as for ``_concurrent``."""
+    events = [make(i) for i in range(n)]
+    last = time.perf_counter()
+    for result in client.simulate_many(events, seed=seed):
+        if result.error is not None:
+            raise RequestFailed(f"event {result.event_id}: {result.error.code.name}: {result.error.message}",
+                                b"CHARON/2")
+        assert result.hits is not None
+        now = time.perf_counter()
+        yield events[result.index], result.hits, now - last
+        last = now
 
 
 def _concurrent(client: Client, make: Callable[[int], Photons], n: int, window: int) -> Iterator[Result]:

@@ -12,6 +12,7 @@ no frame.
     │   ├── UnknownRequest             UNKNOWN_REQUEST  unknown_request
     │   ├── MalformedRequest           FAILED (event id when readable)  malformed
     │   ├── RequestTooLarge            FAILED (over limits.max_request_bytes)  too_large  dropped_too_large
+    │   │   └── (charon.protocol.v2) Rejected   a v2 message answered with ERROR and its code
     │   ├── InvalidReply               a v1 reply a client rejects (carries its header)
     │   └── WorkerProtocolError        a CHARONW1 message that breaks the worker protocol
     ├── CapacityError                  NO_CAPACITY
@@ -24,7 +25,8 @@ no frame.
     │                                                   execution_deadline    dropped_execution_deadline
     ├── ClientError                    charon's client gave up                1
     │   ├── ServerUnavailable          no valid reply after every try
-    │   └── RequestFailed              the server answered SIM_FAILED / UNKNOWN_REQUEST
+    │   ├── RequestFailed              the server answered SIM_FAILED / UNKNOWN_REQUEST
+    │   └── GeometryMismatch           a v2 server simulates another detector than expected
     ├── FlukaIOError                   none: the gateway closes the connection
     │   └── (charon.flukaio.codec) FlukaIOProtocolError → HandshakeError;
     │       (charon.flukaio.connection) ConnectionClosed, FlukaIOTimeout, BufferFull
@@ -212,6 +214,10 @@ class RequestFailed(ClientError):
     def __init__(self, message: str, header: bytes) -> None:
         super().__init__(message)
         self.header = header
+
+
+class GeometryMismatch(ClientError):
+    """A v2 server simulates another detector than the client expects (fingerprint or PMT digest)."""
 
 
 class FlukaIOError(CharonError):

@@ -56,9 +56,9 @@ class RequestMetrics:
         self.auth_refused = auth_refused(registry)
         self.requests = Counter("charon_requests_total", "Client requests answered, by request kind and outcome",
                                 ["kind", "outcome"], registry=registry)
-        self.photons = Counter("charon_photons_total", "Photons in PHOTONDATA requests answered with SIM_COMPLETE",
+        self.photons = Counter("charon_photons_total", "Photons of PHOTONDATA requests answered with SIM_COMPLETE and of v2 events simulated",
                                registry=registry)
-        self.hits = Counter("charon_hits_total", "Hits returned in SIM_COMPLETE replies", registry=registry)
+        self.hits = Counter("charon_hits_total", "Hits returned in SIM_COMPLETE replies and v2 RESULTs", registry=registry)
         self.request_duration = Histogram(
             "charon_request_duration_seconds",
             "Request latency by phase: queue wait, service (simulation incl. transfer), total",

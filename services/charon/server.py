@@ -6,11 +6,15 @@ the socket thread at once; PHOTONDATA goes to a simulation thread (the worker's)
 requests that wait while the engine is busy into one engine pass (``engine.batch_max_photons``,
 ``engine.batch_max_delay_s``), so many clients with small events keep the engine full. The socket
 thread never waits on the engine: it keeps answering PING and signals during a long simulation.
+v2 messages share the socket: HELLO is answered on the socket thread, a SIMULATE is admitted
+within its session's credit and cut into JOBs for the simulation thread, and each JOB_DONE leaves
+as one RESULT or ERROR per event the moment it comes back (v2 replies carry tags: no ordering).
 No input can stop the loop. With ``runs.async_mode`` RUN_BEGIN, PHOTONDATA and RUN_END of a run go
 to a :class:`charon.runs.ledger.RunLedger` and the simulation thread writes the run file
 (``runs.outdir``). A well-formed PHOTONDATA the engine fails on is answered or dropped
-as :func:`charon.protocol.unservable.decide` says (``server.v1_failure_replies``). With
-``security.curve_secret_key`` the socket is a CURVE server guarded by :class:`charon.auth.Guard`.
+as :func:`charon.protocol.unservable.decide` says (``server.v1_failure_replies``); a v2 event the
+engine fails on always gets its ERROR. With ``security.curve_secret_key`` the socket is a CURVE
+server guarded by :class:`charon.auth.Guard`.
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ from charon.health import HealthServer
 from charon.liveness import Progress
 from charon.metrics import RequestMetrics, RunCounts, kind_label, new_registry
 from charon.process import Stop, open_simulator, run_service
-from charon.protocol import tokens, unservable, v1
+from charon.protocol import tokens, unservable, v1, v2
 from charon.protocol.v1 import Frame
+from charon.router.v2 import V2_KIND, V2Part, welcome_of
 from charon.runs import ledger as runs
 from charon.runs.recorder import CLOSED, Recorder, RunClose, RunOpen, RunRecord, unpack_report
 from charon.service import Answer, RequestHandler
+from charon.sessions import Limits, Sessions
 from charon.settings import Settings, invalid_setting
 from charon.worker.outbox import Outbox
 from charon.worker.simulation import SimulationThread, Work
@@ -91,6 +97,11 @@ class Server:
         self._tokens = itertools.count(1)
         self._connections: ConnectionGuard | None = None
         self._dropped = sockets.DroppedReplies(self.metrics.replies_dropped)
+        v2s = settings.v2
+        self.sessions = Sessions(Limits(v2s.credit, v2s.max_events_per_message, v2s.max_photons_per_message,
+                                        v2s.job_max_photons), v2s.max_sessions)
+        #: v2 jobs handed to the engine: their requester's envelope and events, by token.
+        self._jobs: dict[int, tuple[list[Frame], V2Part, int, float]] = {}
         r = settings.runs
         self.runs: runs.RunLedger | None = None
         self._recorder: Recorder | None = None
@@ -146,7 +157,7 @@ class Server:
             poller.register(self._connections.socket, zmq.POLLIN)
         reading = False
         while not stop.is_set():
-            if reading != (len(self._pending) < MAX_PENDING):
+            if reading != (self._in_hand() < MAX_PENDING):
                 reading = not reading
                 if reading:
                     poller.register(self._sock, zmq.POLLIN)
@@ -167,12 +178,15 @@ class Server:
     def _receive(self, sock: zmq.Socket[Any]) -> None:
         """Take the requests waiting on the socket: engine work to the simulation thread, the rest
         answered here."""
-        while len(self._pending) < MAX_PENDING and sock.poll(0):
+        while self._in_hand() < MAX_PENDING and sock.poll(0):
             frames = sock.recv_multipart(copy=False)
             envelope, payload = v1.split_envelope([f.buffer for f in frames])
+            client = bytes(v1.as_view(envelope[0])) if envelope else b""
+            if v2.is_v2(payload):  # v2 has its own limits (v2.max_photons_per_message), answered with ERROR
+                self._v2(envelope, client, payload)
+                continue
             if self._too_large(envelope, payload):
                 continue
-            client = bytes(v1.as_view(envelope[0])) if envelope else b""
             if self.runs is not None and self._run_request(frames[0], envelope, payload):
                 continue
             engine_work = _is_engine_work(payload)
@@ -210,6 +224,38 @@ class Server:
                 self._send(envelope, verdict.reply)
             return True
         return False
+
+    def _in_hand(self) -> int:
+        return len(self._pending) + len(self._jobs)
+
+    def _v2(self, envelope: list[Frame], client: bytes, payload: list[Frame]) -> None:
+        """A v2 message: HELLO answered now; SIMULATE admitted and its jobs given to the engine."""
+        try:
+            message = v2.decode_from_client(payload)
+        except CharonError as exc:
+            self.metrics.requests.labels(V2_KIND, exc.outcome).inc()
+            log.warning("v2 message rejected (%s): %s", exc.outcome, exc)
+            for reply in v2.rejection(exc):
+                self._send(envelope, reply)
+            return
+        if isinstance(message, v2.Hello):
+            self.sessions.hello(client, message)
+            sim = self.handler.simulator
+            welcome = welcome_of(self.sessions.limits, sim.name, sim.fingerprint, sim.detector_info().frames(),
+                                 message.seed)
+            self.metrics.requests.labels("hello_v2", "ok").inc()
+            self._send(envelope, v2.welcome(welcome))
+            return
+        admission = self.sessions.admit(client, message)
+        for reply in admission.errors:
+            self._send(envelope, reply)
+        if admission.errors:
+            self.metrics.requests.labels(V2_KIND, "refused").inc()
+        assert self._sim is not None
+        for frames, events, photons in admission.jobs:
+            token = next(self._tokens)
+            self._jobs[token] = (envelope, V2Part(client, events, self.sessions), photons, time.perf_counter())
+            self._sim.inbox.put(Work(0, token, frames))
 
     def _run_request(self, first: zmq.Frame, envelope: list[Frame], payload: list[Frame]) -> bool:
         """Async mode: RUN_BEGIN, RUN_END and a run's PHOTONDATA go to the ledger (True if it took it)."""
@@ -257,6 +303,10 @@ class Server:
     def _forward_results(self) -> None:
         assert self._outbox is not None
         for reply in self._outbox.take():
+            job = self._jobs.pop(reply.token, None)
+            if job is not None:
+                self._job_done(job, reply.frames)
+                continue
             if reply.token == 0:  # a run report from the recorder
                 assert self.runs is not None
                 run_id, count = unpack_report(reply.frames[1])
@@ -279,6 +329,18 @@ class Server:
             self._record(answer, time.perf_counter() - pending.arrived)
             self._release(bytes(v1.as_view(pending.envelope[0])) if pending.envelope else b"")
 
+    def _job_done(self, job: tuple[list[Frame], V2Part, int, float], payload: list[Frame]) -> None:
+        envelope, part, photons, arrived = job
+        seconds = time.perf_counter() - arrived
+        m = self.metrics  # counted before the replies leave: a client that has them sees the counts
+        m.requests.labels(V2_KIND, "ok").inc()
+        m.request_duration.labels("service").observe(seconds)
+        m.request_duration.labels("total").observe(seconds)
+        m.photons.inc(photons)
+        m.hits.inc(V2Part.hits_of(payload))
+        for reply in part.replies(payload):
+            self._send(envelope, reply)
+
     def _release(self, client: bytes) -> None:
         """Send the replies at the head of ``client``'s queue that are ready, in order."""
         order = self._order.get(client)
@@ -299,16 +361,16 @@ class Server:
     def _finish_pending(self) -> None:
         """After a stop: answer what the engine has in hand, within the worker's drain grace."""
         deadline = self.clock() + self.settings.worker.drain_grace_s
-        if self._pending:
-            log.info("finishing %d request(s) in hand", len(self._pending))
+        if self._in_hand():
+            log.info("finishing %d request(s) in hand", self._in_hand())
         assert self._outbox is not None
         poller = zmq.Poller()
         poller.register(self._outbox.fd, zmq.POLLIN)
-        while self._pending and self.clock() < deadline:
+        while self._in_hand() and self.clock() < deadline:
             if poller.poll(_POLL_MS):
                 self._forward_results()
-        if self._pending:
-            log.warning("%d request(s) unanswered at exit", len(self._pending))
+        if self._in_hand():
+            log.warning("%d request(s) unanswered at exit", self._in_hand())
 
     def _record(self, answer: Answer, seconds: float) -> None:
         """Metrics and the per-request log line of one answered request."""

@@ -310,6 +310,25 @@ class RouterSettings(_Section):
         "silent", description=_FAILURE_REPLIES_DESCRIPTION)
 
 
+class V2Settings(_Section):
+    """Protocol v2 on the client port of ``charon serve`` and ``charon router``: credit and limits."""
+
+    credit: int = Field(
+        512, ge=1, le=1_000_000, description="Events a v2 client may have sent and not yet had answered"
+    )
+    max_events_per_message: int = Field(256, ge=1, le=1_000_000, description="Events in one SIMULATE message")
+    max_photons_per_message: int = Field(
+        4_194_304, ge=1, le=2**31, description="Photons in one SIMULATE message (48 bytes each)"
+    )
+    job_max_photons: int = Field(
+        65_536, ge=1, le=1_000_000_000,
+        description="Photons per engine job a SIMULATE is cut into (a larger event is a job of its own)",
+    )
+    max_sessions: int = Field(
+        4096, ge=1, le=10_000_000, description="v2 sessions remembered; the least recently used idle ones go first"
+    )
+
+
 class RunSettings(_Section):
     """v1 async mode: PHOTONDATA answered at once, hits written to one ROOT file per run."""
 
@@ -459,6 +478,7 @@ class Settings(BaseSettings):
     router: RouterSettings = RouterSettings()
     limits: LimitsSettings = LimitsSettings()
     worker: WorkerSettings = WorkerSettings()
+    v2: V2Settings = V2Settings()
     runs: RunSettings = RunSettings()
     client: ClientSettings = ClientSettings()
     gateway: GatewaySettings = GatewaySettings()

@@ -125,6 +125,17 @@ def client_req(ctx: zmq.Context[Any], endpoint: str, curve: ClientKeys | None = 
     return sock
 
 
+def client_dealer(ctx: zmq.Context[Any], endpoint: str, curve: ClientKeys | None = None) -> zmq.Socket[Any]:
+    """A v2 client's DEALER (not yet connected): many events in flight on one connection, so no
+    high-water mark may drop or block what the credit window already bounds."""
+    sock = _socket(ctx, zmq.DEALER)
+    sock.setsockopt(zmq.IPV6, connect_ipv6(endpoint))
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    _curve_client(sock, curve)
+    return sock
+
+
 def connect_ipv6(endpoint: str) -> int:
     """The zmq.IPV6 option for a socket connecting to ``endpoint``.
 

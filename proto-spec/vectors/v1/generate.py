@@ -441,6 +441,8 @@ README_HEAD = """\
 Byte-level examples of the wire protocols, one JSON file per vector. They are normative together
 with the spec they belong to, and the test suite holds the code to them.
 
+Protocol v2 (spec: [../charon-v2.md](../charon-v2.md)) has its own index: [v2/README.md](v2/README.md).
+
 ## v1 (`v1/`, spec: [../charon-v1.md](../charon-v1.md), [../charon-v1.yaml](../charon-v1.yaml))
 
 `v1/generate.py` writes these files using only `struct` (independent of charon's codec);

@@ -63,6 +63,13 @@ class Photons:
         return cls(request.event_id, *arrays)  # type: ignore[arg-type]
 
     @classmethod
+    def from_arrays_view(cls, event_id: int, arrays: Sequence[Frame], stream: int = 0) -> Photons:
+        """Zero-copy read-only views of twelve array frames in PHOTONDATA order (a v2 job's slices)."""
+        cols = [np.frombuffer(as_view(f), dtype=_U4 if name == "flags" else _F4)
+                for name, f in zip(tokens.PHOTON_FIELDS, arrays, strict=True)]
+        return cls(event_id, *cols, stream=stream)  # type: ignore[arg-type, misc]
+
+    @classmethod
     def from_arrays(cls, event_id: int, pos: npt.ArrayLike, dir: npt.ArrayLike, pol: npt.ArrayLike,
                     wavelength: npt.ArrayLike, time: npt.ArrayLike | None = None,
                     flags: npt.ArrayLike | None = None) -> Photons:
@@ -79,7 +86,7 @@ class Photons:
 
     def frames(self) -> list[Frame]:
         """The 12 array frames of a PHOTONDATA request (no copies for contiguous little-endian arrays)."""
-        return [_frame(getattr(self, name)) for name in tokens.PHOTON_FIELDS]
+        return [frame_of(getattr(self, name)) for name in tokens.PHOTON_FIELDS]
 
     def metadata(self) -> bytes:
         return np.array([self.event_id, len(self)], dtype=_U4).tobytes()
@@ -142,7 +149,7 @@ class Hits:
 
     def frames(self) -> list[Frame]:
         """The 10 hit frames of a SIM_COMPLETE reply."""
-        return [_frame(getattr(self, name)) for name in tokens.HIT_FIELDS]
+        return [frame_of(getattr(self, name)) for name in tokens.HIT_FIELDS]
 
     def take(self, index: npt.NDArray[np.intp] | npt.NDArray[np.bool_] | slice) -> Hits:
         taken: dict[str, Any] = {}
@@ -174,7 +181,7 @@ class DetectorInfo:
         return int(self.x.shape[0])
 
     def frames(self) -> list[Frame]:
-        return [_frame(self.x), _frame(self.y), _frame(self.z), _frame(self.channel_type)]
+        return [frame_of(self.x), frame_of(self.y), frame_of(self.z), frame_of(self.channel_type)]
 
     @classmethod
     def from_frames(cls, frames: Sequence[Frame]) -> DetectorInfo:
@@ -185,8 +192,15 @@ class DetectorInfo:
     def positions(self) -> npt.NDArray[np.float32]:
         return np.stack([self.x, self.y, self.z], axis=1)
 
+    def pmt_digest(self) -> str:
+        """The digest of these PMT positions a v2 WELCOME carries (compare before a run)."""
+        from charon.protocol.v2 import pmt_digest
 
-def _frame(array: npt.NDArray[Any]) -> Frame:
+        return pmt_digest(*self.frames()[:3])
+
+
+def frame_of(array: npt.NDArray[Any]) -> Frame:
+    """A contiguous little-endian array as a wire frame (no copy when it already is one)."""
     a = np.ascontiguousarray(array)
     if a.dtype.byteorder == ">":
         a = a.astype(a.dtype.newbyteorder("<"))

@@ -162,7 +162,7 @@ class Router:
         self.observer = PrometheusObserver(self.metrics)
         for socket in (sockets.CLIENTS, sockets.WORKERS):  # 0 with CURVE off: nothing is refused
             self.metrics.auth_refused.labels(socket)
-        self.state = RouterState(settings.router, settings.heartbeat, self.observer, settings.limits,
+        self.state = RouterState(settings.router, settings.heartbeat, self.observer, settings.v2, settings.limits,
                                  runs=settings.runs)
         export_gauges(self.metrics, self.state)
         self.run_counts = RunCounts(self.metrics, self.state.runs) if self.state.runs is not None else None

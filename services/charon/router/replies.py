@@ -8,6 +8,8 @@ are the client's own (``protocol.v1.check_sim_complete``) made exact: the frame 
 worker sends, the 4-byte event-id echo, ten hit frames of one length, every channel below the
 pool detector's PMT count. The other answers a working worker may give pass when well formed:
 SIM_FAILED and ChAR0N's SIM_COMPLETE_ASYNC (two frames, the event id), UNKNOWN_REQUEST (one).
+A v2 job is answered by a JOB_DONE naming exactly the job's events in order, each OK hits frame of
+the size its count says, every channel below P.
 """
 
 from __future__ import annotations
@@ -15,21 +17,25 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-from charon.errors import InvalidReply
-from charon.protocol import tokens, v1
+from charon.errors import CharonError, InvalidReply
+from charon.protocol import tokens, v1, v2
 from charon.protocol.v1 import Frame, as_view
 
 _U32 = struct.Struct("<I")
 
 
-def reply_problem(kind: str, event_id: int | None, payload: Sequence[Frame], n_channels: int | None) -> str | None:
+def reply_problem(kind: str, event_id: int | None, payload: Sequence[Frame], n_channels: int | None,
+                  v2_events: Sequence[v2.Event] = ()) -> str | None:
     """Why ``payload`` is no valid answer to a ``kind`` job for ``event_id``; None when it is.
 
     ``n_channels`` is the pool's PMT count (P), None while no worker has told the router its
-    detector (a pool of ChAR0N workers only): then channel ids cannot be checked.
+    detector (a pool of ChAR0N workers only): then channel ids cannot be checked. ``v2_events``
+    are the events of a v2 job (kind ``simulate_v2``).
     """
     if not payload:
         return "an empty reply"
+    if kind == "simulate_v2":
+        return _job_done_problem(payload, v2_events, n_channels)
     header = v1.header_of(payload)
     if header == tokens.UNKNOWN_REQUEST:
         # A worker that cannot answer this kind (a ChAR0N worker asked for DETECTOR_INFO): a
@@ -70,6 +76,24 @@ def _sim_complete_problem(payload: Sequence[Frame], event_id: int, n_channels: i
         highest = max(as_view(payload[2]).cast("I")) if _LITTLE else _highest_swapped(payload[2])
         if highest >= n_channels:
             return f"SIM_COMPLETE channel {highest} >= the detector's {n_channels} channels"
+    return None
+
+
+def _job_done_problem(payload: Sequence[Frame], events: Sequence[v2.Event], n_channels: int | None) -> str | None:
+    try:
+        done = v2.decode_job_done(payload)
+    except CharonError as exc:
+        return f"not a JOB_DONE: {exc}"
+    got = [(o.event.tag, o.event.event_id) for o in done.outcomes]
+    want = [(e.tag, e.event_id & 0xFFFFFFFF) for e in events]
+    if got != want:
+        return f"JOB_DONE answers events {got[:4]}..., the job held {want[:4]}..."
+    for o in done.outcomes:
+        if o.code is v2.ErrorCode.OK and n_channels is not None and o.n_hits:
+            channels = as_view(o.hits)[: 4 * o.n_hits]
+            highest = max(channels.cast("I")) if _LITTLE else _highest_swapped(channels)
+            if highest >= n_channels:
+                return f"JOB_DONE channel {highest} >= the detector's {n_channels} channels"
     return None
 
 

@@ -21,7 +21,10 @@ send. Everything the router decides lives here, so it is tested exhaustively wit
   answers every requester exactly once;
 * PING, RUN_BEGIN and RUN_END are answered here; DETECTOR_INFO from the workers' READY;
 * a worker reply is forwarded only when it is a valid answer to its request
-  (:func:`charon.router.replies.reply_problem`); a worker that sends another is treated as lost.
+  (:func:`charon.router.replies.reply_problem`); a worker that sends another is treated as lost;
+* a v2 HELLO is answered here too; a v2 SIMULATE is admitted within its session's credit and cut
+  into JOBs by byte offsets (:mod:`charon.sessions`); a JOB_DONE fans out into one RESULT or ERROR
+  per event (:mod:`charon.router.v2`).
 
 Photon frames are never read beyond a few KiB at each end (the de-duplication checksum).
 
@@ -55,13 +58,15 @@ from charon.errors import (
     WorkerProtocolError,
 )
 from charon.metrics import kind_label
-from charon.protocol import tokens, unservable, v1
+from charon.protocol import tokens, unservable, v1, v2
 from charon.protocol import worker as wp
 from charon.protocol.v1 import Frame, as_view
 from charon.router.replies import reply_problem
+from charon.router.v2 import V2_KIND, V2Part, welcome_of
 from charon.runs import ledger as runs_ledger
 from charon.runs.ledger import RunLedger
-from charon.settings import HeartbeatSettings, LimitsSettings, RouterSettings, RunSettings
+from charon.sessions import Limits, Sessions
+from charon.settings import HeartbeatSettings, LimitsSettings, RouterSettings, RunSettings, V2Settings
 
 log = logging.getLogger("charon.router")
 
@@ -117,6 +122,7 @@ _OUTCOMES: Final = {
     tokens.DETECTOR_INFO: "ok",
     tokens.ACK: "ok",
     tokens.SIM_FAILED: "simulation_failed",
+    v2.MAGIC: "ok",  # a v2 JOB_DONE; its events' own outcomes travel in their RESULT / ERROR
 }
 
 
@@ -207,6 +213,8 @@ class Waiter:
     job: Job
     deadline: float = 0.0
     answered: bool = False
+    #: The v2 events this requester waits for (None for a v1 request).
+    part: V2Part | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -264,10 +272,13 @@ class RouterState:
     """The router's queue, worker pool, in-flight table and de-duplication cache."""
 
     def __init__(self, router: RouterSettings, heartbeat: HeartbeatSettings,
-                 observer: Observer | None = None, limits: LimitsSettings | None = None, *,
-                 runs: RunSettings | None = None) -> None:
+                 observer: Observer | None = None, v2_settings: V2Settings | None = None,
+                 limits: LimitsSettings | None = None, *, runs: RunSettings | None = None) -> None:
         self.settings = router
         self.limits = limits or LimitsSettings()
+        v2s = v2_settings or V2Settings()
+        self.sessions = Sessions(Limits(v2s.credit, v2s.max_events_per_message, v2s.max_photons_per_message,
+                                        v2s.job_max_photons), v2s.max_sessions)
         #: v1 async mode (``runs.async_mode``): the open runs, each written by one worker.
         self.runs: RunLedger | None = None
         self._run_owner: dict[int, bytes] = {}
@@ -485,6 +496,8 @@ class RouterState:
 
         ``payload`` frames are stored and forwarded as they are (zmq frames: never copied).
         """
+        if v2.is_v2(payload):
+            return self._v2(envelope, payload, now)
         try:
             v1.check_size(payload, self.limits.max_request_bytes, self.limits.max_request_photons)
             request = v1.decode_request(payload)
@@ -513,6 +526,52 @@ class RouterState:
         kind = "ping" if isinstance(request, v1.Ping) else "run_begin" if isinstance(request, v1.RunBegin) else "run_end"
         self.observer.answered(kind, "ok", 0.0)
         return [ToClient([*envelope, tokens.ACK])]
+
+    def _v2(self, envelope: list[Frame], payload: list[Frame], now: float) -> list[Action]:
+        """A v2 message: HELLO answered here, SIMULATE admitted and cut into jobs, errors at once."""
+        identity = bytes(as_view(envelope[0])) if envelope else b""
+        try:
+            message = v2.decode_from_client(payload)
+        except CharonError as exc:
+            log.info("v2 message rejected (%s): %s", exc.outcome, exc)
+            self.observer.answered(V2_KIND, exc.outcome, 0.0)
+            return [ToClient([*envelope, *m]) for m in v2.rejection(exc)]
+        if isinstance(message, v2.Hello):
+            engine = next((w.engine for w in self.workers.values() if not w.legacy), None)
+            if self._pool_info is None or self._pool_fingerprint is None or engine is None:
+                self.observer.answered("hello_v2", "no_workers", 0.0)
+                return [ToClient([*envelope, *v2.error(v2.NO_TAG, v2.NO_EVENT, v2.ErrorCode.NO_WORKERS,
+                                                       "no charon worker registered yet: HELLO again later")])]
+            self.sessions.hello(identity, message)
+            self.observer.answered("hello_v2", "ok", 0.0)
+            welcome = welcome_of(self.sessions.limits, engine, self._pool_fingerprint, self._pool_info[1:4],
+                                 message.seed)
+            return [ToClient([*envelope, *v2.welcome(welcome)])]
+        admission = self.sessions.admit(identity, message)
+        actions: list[Action] = [ToClient([*envelope, *m]) for m in admission.errors]
+        if admission.errors:
+            self.observer.answered(V2_KIND, "refused", 0.0)
+        overhead = _size(payload[:2])
+        for frames, events, photons in admission.jobs:
+            nbytes = 4 * v2.N_PHOTON_FRAMES * photons + overhead + len(as_view(frames[2]))
+            job = Job(V2_KIND, frames, nbytes, photons, None, None)
+            actions.extend(self._enqueue(job, envelope, now, V2Part(identity, events, self.sessions)))
+        return actions
+
+    def _deliver(self, waiter: Waiter, payload: Sequence[Frame]) -> list[Action]:
+        """The reply messages a requester gets for its job's reply ``payload``."""
+        if waiter.part is None:
+            return [ToClient([*waiter.envelope, *payload])]
+        return [ToClient([*waiter.envelope, *m]) for m in waiter.part.replies(payload)]
+
+    def _deliver_error(self, waiter: Waiter, err: CharonError, now: float) -> list[Action]:
+        """What a requester gets when its job fails with ``err``: for v1 as the failure-reply policy
+        says (a reply, or none); for v2 always one ERROR per event, with the failure's code."""
+        if waiter.part is None:
+            return self._unservable(waiter.job.kind, err, waiter.envelope, now - waiter.arrived)
+        self.observer.answered(waiter.job.kind, err.outcome, now - waiter.arrived)
+        log.warning("%s job of %d event(s) failed (%s): %s", waiter.job.kind, len(waiter.part.events), err.outcome, err)
+        return [ToClient([*waiter.envelope, *m]) for m in waiter.part.errors(err)]
 
     # ---- async runs -------------------------------------------------------------------------------
 
@@ -630,12 +689,12 @@ class RouterState:
         log.debug("event %s resent: joined its %s twin", twin.event_id, twin.state.value)
         return []
 
-    def _enqueue(self, job: Job, envelope: list[Frame], now: float) -> list[Action]:
+    def _enqueue(self, job: Job, envelope: list[Frame], now: float, part: V2Part | None = None) -> list[Action]:
         s = self.settings
+        waiter = Waiter(envelope, now, job, now + s.queue_deadline_s, part=part)
         if self.queued >= s.queue_max_requests or self.queued_bytes + job.nbytes > s.queue_max_bytes:
             err = QueueFull(f"queue holds {self.queued} requests, {self.queued_bytes} bytes", job.event_id)
-            return self._unservable(job.kind, err, envelope, 0.0)
-        waiter = Waiter(envelope, now, job, now + s.queue_deadline_s)
+            return self._deliver_error(waiter, err, now)
         job.waiters.append(waiter)
         job.enqueued = now
         self._move(job, JobState.QUEUED)
@@ -663,7 +722,7 @@ class RouterState:
         for waiter in job.waiters:
             if not waiter.answered:
                 waiter.answered = True
-                actions.extend(self._unservable(job.kind, err, waiter.envelope, now - waiter.arrived))
+                actions.extend(self._deliver_error(waiter, err, now))
         job.waiters.clear()
         return actions
 
@@ -773,14 +832,18 @@ class RouterState:
                 return self._dispatch(now)
             log.info("late reply (token %d) from worker %s dropped", token, worker.identity.hex())
             return []
-        problem = reply_problem(held.kind, held.event_id, payload, self._pool_channels())
+        part = held.waiters[0].part if held.waiters else None
+        problem = reply_problem(held.kind, held.event_id, payload, self._pool_channels(),
+                                part.events if part is not None else ())
         if problem is not None:
             return self._expel(worker, f"invalid reply to {held.kind} event {held.event_id}: {problem}", now)
         job = self._release(worker, token)
         assert job is held
         worker.misses = 0
         actions = self._complete(job, payload, now)
-        return actions + self._dispatch(now)
+        # The freed slot's next request goes out before the replies: the worker starts on it while
+        # the router sends them (a v2 job's replies are one message per event).
+        return self._dispatch(now) + actions
 
     def _pool_channels(self) -> int | None:
         """P, the PMT count of the pool's detector (None while no CHARONW1 worker has told it)."""
@@ -809,6 +872,8 @@ class RouterState:
                 self.observer.completed(job.n_photons, len(as_view(payload[2])) // 4, now - job.dispatched)
             else:
                 self.observer.completed(0, 0, now - job.dispatched)
+        elif job.kind == V2_KIND:
+            self.observer.completed(job.n_photons, V2Part.hits_of(payload), now - job.dispatched)
         if failed:  # the worker answered SIM_FAILED (or another reply the client rejects)
             err = SimulationFailed(f"the worker answered {header[:32]!r}", job.event_id)
             actions = self._fail(job, err, now)
@@ -834,7 +899,7 @@ class RouterState:
             if not waiter.answered:
                 waiter.answered = True
                 self.observer.answered(job.kind, outcome, now - waiter.arrived)
-                actions.append(ToClient([*waiter.envelope, *payload]))
+                actions.extend(self._deliver(waiter, payload))
         job.waiters.clear()
         return actions
 
@@ -855,13 +920,33 @@ class RouterState:
                 continue
             if not self._free:
                 break
-            queue.popleft()
             worker = next(iter(self._free.values()))
-            token = self._assign(job, worker, now)
-            self.observer.dispatched(now - job.enqueued)
-            msg = wp.legacy_request(token, job.payload) if worker.legacy else wp.request(token, job.payload)
-            actions.append(ToWorker([worker.identity, *msg]))
+            if worker.legacy and job.kind == V2_KIND:  # a ChAR0N worker cannot take a v2 JOB
+                charon = next((w for w in self._free.values() if not w.legacy), None)
+                if charon is None:
+                    if not self._v1_behind_v2(worker, now, actions):
+                        break
+                    continue
+                worker = charon
+            queue.popleft()
+            actions.append(self._give(job, worker, now))
         return actions
+
+    def _give(self, job: Job, worker: WorkerEntry, now: float) -> ToWorker:
+        token = self._assign(job, worker, now)
+        self.observer.dispatched(now - job.enqueued)
+        msg = wp.legacy_request(token, job.payload) if worker.legacy else wp.request(token, job.payload)
+        return ToWorker([worker.identity, *msg])
+
+    def _v1_behind_v2(self, legacy: WorkerEntry, now: float, actions: list[Action]) -> bool:
+        """Only ChAR0N workers are free and v2 jobs head the queue: give ``legacy`` the first v1 job
+        queued behind them (False when there is none), so v2 work never holds v1 work back."""
+        job = next((j for j in self._queue if j.state is JobState.QUEUED and j.kind != V2_KIND), None)
+        if job is None:
+            return False
+        self._queue.remove(job)
+        actions.append(self._give(job, legacy, now))
+        return True
 
     def _remove(self, worker: WorkerEntry, now: float) -> list[Action]:
         """Forget a worker; its in-flight requests go back to the head of the queue (or fail), its
@@ -984,7 +1069,7 @@ class RouterState:
                                                                     job.event_id))
             waiter.answered = True
             job.waiters.remove(waiter)
-            actions.extend(self._unservable(job.kind, err, waiter.envelope, now - waiter.arrived))
+            actions.extend(self._deliver_error(waiter, err, now))
             if not job.waiters:
                 self._move(job, JobState.DROPPED)
         return actions

@@ -27,7 +27,7 @@ from charon.engine.batching import BatchPlanner
 from charon.errors import CharonError
 from charon.liveness import Progress
 from charon.metrics import WorkerMetrics
-from charon.protocol import tokens, v1
+from charon.protocol import tokens, v1, v2
 from charon.runs.recorder import Recorder, RunClose, RunCommand, RunOpen, RunRecord, pack_report
 from charon.service import Answer, RequestHandler
 from charon.worker.outbox import Outbox, Reply
@@ -188,10 +188,32 @@ class SimulationThread:
             self._pending.append(item)
             self._arrived.append(time.monotonic())
 
+    def _jobs(self, works: list[Work]) -> list[Answer]:
+        """v2 JOBs of one batch: all their events in one engine pass."""
+        start = time.perf_counter()
+        self.progress.begin(self._clock())
+        try:
+            answers = self.handler.simulate_jobs([w.payload for w in works])
+        finally:
+            self.progress.end()
+        self.metrics.simulation_seconds.observe(time.perf_counter() - start)
+        for answer in answers:
+            if answer.outcome == "ok":
+                self.metrics.photons.inc(answer.n_photons)
+                self.metrics.hits.inc(answer.n_hits)
+            else:
+                log.warning("v2 job failed: %s", answer.detail)
+        return answers
+
     def _answer(self, batch: list[Work]) -> list[tuple[Work, Answer]]:
         out: list[tuple[Work, Answer]] = []
         events: list[tuple[Work, v1.PhotonData]] = []
+        jobs = [work for work in batch if v2.is_job(work.payload)]
+        if jobs:
+            out.extend(zip(jobs, self._jobs(jobs), strict=True))
         for work in batch:
+            if v2.is_job(work.payload):
+                continue
             try:
                 request = v1.decode_request(work.payload)
             except CharonError:
@@ -224,7 +246,15 @@ class SimulationThread:
 
 
 def _failure(work: Work) -> Answer:
-    """SIM_FAILED for a PHOTONDATA whose event id is readable, else UNKNOWN_REQUEST."""
+    """SIM_FAILED for a PHOTONDATA whose event id is readable, else UNKNOWN_REQUEST; a v2 JOB_DONE
+    failing each event of a JOB."""
+    if v2.is_job(work.payload):
+        try:
+            job = v2.decode_job(work.payload)
+        except CharonError:
+            return Answer(v2.job_done([]), "job_v2", "simulation_failed")
+        return Answer(v2.failed_job(job, v2.ErrorCode.SIMULATION_FAILED, "the worker failed"), "job_v2",
+                      "simulation_failed")
     header = v1.header_of(work.payload)
     event_id = v1.read_event_id(work.payload[1]) if len(work.payload) > 1 else None
     if header == tokens.PHOTONDATA and event_id is not None:
@@ -233,7 +263,9 @@ def _failure(work: Work) -> Answer:
 
 
 def _photons(work: Work) -> int:
-    """Photon count from the metadata frame, without decoding the request."""
+    """Photon count from the metadata frame (a v2 JOB: its table), without decoding the request."""
+    if v2.is_job(work.payload):
+        return v2.job_photons(work.payload)
     if len(work.payload) > 1:
         meta = v1.as_view(work.payload[1])
         if len(meta) >= 8:
