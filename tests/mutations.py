@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable
 from typing import Final
 
-from charon.protocol import tokens, v1
+from charon.protocol import tokens, v1, v2
 from charon.protocol import worker as wp
 
 Frames = list[bytes]
@@ -22,7 +22,7 @@ FP: Final = "c" * 64
 INFO: Final = [struct.pack("<2f", 1.0, 2.0), struct.pack("<2f", 3.0, 4.0), struct.pack("<2f", 5.0, 6.0),
                struct.pack("<2i", 1, 1)]
 #: Every v1 header and CHARONW1 command byte: mutations often land on a real one.
-HEADERS: Final = [tokens.PHOTONDATA, tokens.PING, tokens.RUN_BEGIN, tokens.RUN_END, tokens.DETECTOR_INFO,
+HEADERS: Final = [b"CHARON/2", tokens.PHOTONDATA, tokens.PING, tokens.RUN_BEGIN, tokens.RUN_END, tokens.DETECTOR_INFO,
                   tokens.SIM_COMPLETE, tokens.SIM_COMPLETE_ASYNC, tokens.SIM_FAILED, tokens.ACK,
                   tokens.NO_WORKERS, tokens.UNKNOWN_REQUEST, b"", b"\x00", b"\xff" * 40]
 
@@ -83,6 +83,29 @@ def from_router(rng: random.Random) -> Frames:
     if choice == 1:
         return [bytes(f) for f in wp.disconnect(wp.REASON_UNKNOWN)]
     return [bytes(f) for f in wp.request(rng.randrange(2**64), v1_requests(rng))]
+
+
+def v2_from_client(rng: random.Random) -> Frames:
+    """A valid protocol v2 HELLO or SIMULATE (a few events)."""
+    if rng.random() < 0.3:
+        return [bytes(v1.as_view(f)) for f in v2.hello(v2.Hello(seed=rng.randrange(2**32), client="fuzz"))]
+    events = [v2.Event(tag + 1, rng.randrange(2**32), rng.choice([0, 1, 3])) for tag in range(rng.randint(1, 3))]
+    total = sum(e.n_photons for e in events)
+    arrays = [struct.pack("<f", 1.0 + i) * total for i in range(11)] + [struct.pack("<I", 0x400) * total]
+    return [bytes(v1.as_view(f)) for f in v2.simulate(events, arrays)]
+
+
+def v2_from_server(rng: random.Random) -> Frames:
+    """A valid protocol v2 WELCOME, RESULT or ERROR."""
+    choice = rng.randrange(3)
+    if choice == 0:
+        w = v2.Welcome("fuzz", FP, FP, 2, 16, 4, 1000, False, 1)
+        return [bytes(v1.as_view(f)) for f in v2.welcome(w)]
+    if choice == 1:
+        n = rng.choice([0, 1, 4])
+        hits = [struct.pack("<I", i % 2) * n for i in range(10)]
+        return [bytes(v1.as_view(f)) for f in v2.result(rng.randrange(1, 9), rng.randrange(2**32), hits)]
+    return [bytes(v1.as_view(f)) for f in v2.error(rng.randrange(1, 9), 7, v2.ErrorCode.MALFORMED, "fuzz")]
 
 
 def _flip(rng: random.Random, frames: Frames) -> None:

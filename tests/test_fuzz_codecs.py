@@ -1,4 +1,4 @@
-"""Property-based fuzzing of every codec: mutated valid messages (``tests/mutations.py``) go in, and
+"""Property-based fuzzing of every codec (v1, v2, CHARONW1, FlukaIO): mutated valid messages (``tests/mutations.py``) go in, and
 only a decoded value or the codec's defined error may come out; the services' cores answer with a
 defined reply (or, for a request the v1 policy drops, nothing) and keep their invariants.
 
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from charon.errors import InvalidReply, MalformedRequest, RequestTooLarge, UnknownRequest, WorkerProtocolError
 from charon.flukaio import codec
 from charon.flukaio.codec import FlukaIOProtocolError, Layout, StreamDecoder
-from charon.protocol import tokens, v1
+from charon.protocol import tokens, v1, v2
 from charon.protocol import worker as wp
 from charon.router.state import RouterState, ToClient, ToWorker
 from charon.service import RequestHandler
@@ -83,6 +83,23 @@ def test_worker_protocol_decoders_return_a_message_or_worker_protocol_error(rng:
     attempt(lambda: wp.decode_from_router(from_router), WorkerProtocolError)
 
 
+@FUZZ
+@given(rng=RNG)
+def test_v2_decoders_return_a_message_or_their_defined_error(rng: random.Random) -> None:
+    """Client side of the server (Rejected, answered with ERROR frames) and server side of the client
+    (InvalidReply)."""
+    request = mutations.mutate(rng, mutations.v2_from_client(rng))
+    decoded = attempt(lambda: v2.decode_from_client(request), v2.Rejected)
+    if isinstance(decoded, v2.Rejected):
+        for reply in v2.rejection(decoded):
+            assert v2.is_v2(reply)
+    elif isinstance(decoded, v2.Simulate):
+        total = sum(e.n_photons for e in decoded.events)
+        assert all(len(a) == 4 * total for a in decoded.arrays)
+    reply = mutations.mutate(rng, mutations.v2_from_server(rng))
+    attempt(lambda: v2.decode_from_server(reply), InvalidReply)
+
+
 def _state() -> RouterState:
     state = RouterState(RouterSettings(queue_max_requests=4, dedup_max_bytes=64 * 1024, execution_deadline_s=5.0,
                                        v1_failure_replies="explicit"),
@@ -94,8 +111,8 @@ def _state() -> RouterState:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rng=RNG)
 def test_router_core_answers_fuzzed_clients_and_workers_and_keeps_its_invariants(rng: random.Random) -> None:
-    """Client requests and worker messages, mutated, into one router state: only defined replies
-    come out, every counter stays true, and nothing raises."""
+    """Client requests (v1 and v2) and worker messages, mutated, into one router state: only
+    defined replies come out (a v2 message gets a v2 one), every counter stays true, nothing raises."""
     state = _state()
     now = 0.0
     clients = 0
@@ -103,14 +120,15 @@ def test_router_core_answers_fuzzed_clients_and_workers_and_keeps_its_invariants
         now += rng.choice([0.0, 0.5, 3.0])
         if rng.random() < 0.6:
             clients += 1
-            actions = state.on_client([f"c{clients}".encode(), b""], mutations.mutate(rng, mutations.v1_requests(rng)), now)
+            seed = mutations.v2_from_client(rng) if rng.random() < 0.2 else mutations.v1_requests(rng)
+            actions = state.on_client([f"c{clients}".encode(), b""], mutations.mutate(rng, seed), now)
         else:
             actions = state.on_worker(rng.choice([b"w", b"x"]), mutations.mutate(rng, mutations.from_worker(rng)), now)
         actions += state.on_tick(now)
         for action in actions:
             assert isinstance(action, (ToClient, ToWorker))
             if isinstance(action, ToClient):
-                assert bytes(v1.as_view(action.frames[2])) in V1_REPLIES, action.frames[:3]
+                assert bytes(v1.as_view(action.frames[2])) in V1_REPLIES | {v2.MAGIC}, action.frames[:3]
         state.check_invariants()
 
 
