@@ -542,20 +542,20 @@ def test_concurrent_runs_behind_the_router_are_spread_over_the_writers(
 def test_the_recorder_reports_only_what_is_on_disk(tmp_path: Path) -> None:
     """A batch written while more events wait: the report counts the file's entries, never the
     buffered ones (a successor resumes from that count)."""
-    from charon.runs.recorder import CLOSED, WRITTEN, Recorder, RunClose, RunOpen, RunRecord
+    from charon.runs.recorder import CLOSED, WRITTEN, Recorder, RunCommand
     from charon.service import RequestHandler
 
     reports: list[tuple[bytes, int]] = []
     recorder = Recorder(RequestHandler(inproc.echo()), tmp_path)
     recorder.report = lambda generation, kind, run_id, count: reports.append((kind, count))
-    recorder.accept(RunOpen(1, 5, PurePosixPath("r.charon.ntuple.root"), 0, 3, 1 << 30))
+    recorder.accept(RunCommand(1, lg.Open(5, PurePosixPath("r.charon.ntuple.root"), 0, 3, 1 << 30)))
     for seq in range(4):
-        recorder.accept(RunRecord(1, 5, seq, payload(seq)))
+        recorder.accept(RunCommand(1, lg.Record(5, seq, payload(seq))))
     assert recorder.due()
     recorder.step()
     assert reports == [(WRITTEN, 3)]
     assert len(read_output(tmp_path / "r.charon.ntuple.root")["event_id"]) == 3
-    recorder.accept(RunClose(1, 5))
+    recorder.accept(RunCommand(1, lg.Close(5)))
     recorder.step()
     assert reports[-1] == (CLOSED, 4)
 
@@ -577,15 +577,15 @@ def test_all_runs_together_stay_under_the_total_bound() -> None:
 
 
 def test_a_partial_batch_is_written_once_its_run_goes_quiet(tmp_path: Path) -> None:
-    from charon.runs.recorder import IDLE_FLUSH_S, WRITTEN, Recorder, RunOpen, RunRecord
+    from charon.runs.recorder import IDLE_FLUSH_S, WRITTEN, Recorder, RunCommand
     from charon.service import RequestHandler
 
     clock = inproc.FakeClock()
     reports: list[tuple[bytes, int]] = []
     recorder = Recorder(RequestHandler(inproc.echo()), tmp_path, clock=clock)
     recorder.report = lambda generation, kind, run_id, count: reports.append((kind, count))
-    recorder.accept(RunOpen(1, 5, PurePosixPath("q.charon.ntuple.root"), 0, 100, 1 << 30))
-    recorder.accept(RunRecord(1, 5, 0, payload(0)))
+    recorder.accept(RunCommand(1, lg.Open(5, PurePosixPath("q.charon.ntuple.root"), 0, 100, 1 << 30)))
+    recorder.accept(RunCommand(1, lg.Record(5, 0, payload(0))))
     assert not recorder.due()
     assert recorder.wait_s() == pytest.approx(IDLE_FLUSH_S)
     clock.advance(IDLE_FLUSH_S)

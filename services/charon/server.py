@@ -43,7 +43,7 @@ from charon.protocol import tokens, unservable, v1, v2
 from charon.protocol.v1 import Frame
 from charon.router.v2 import V2_KIND, V2Part, welcome_of
 from charon.runs import ledger as runs
-from charon.runs.recorder import CLOSED, Recorder, RunClose, RunOpen, RunRecord, unpack_report
+from charon.runs.recorder import CLOSED, Recorder, RunCommand, unpack_report
 from charon.service import Answer, RequestHandler
 from charon.sessions import Limits, Sessions
 from charon.settings import Settings, invalid_setting
@@ -292,13 +292,8 @@ class Server:
         for action in actions:
             if isinstance(action, runs.Reply):
                 self._send(action.envelope, action.frames)
-            elif isinstance(action, runs.Record):
-                self._sim.inbox.put(RunRecord(0, action.run_id, action.seq, action.payload))
-            elif isinstance(action, runs.Open):
-                self._sim.inbox.put(RunOpen(0, action.run_id, action.name, action.resume_from,
-                                            action.flush_events, action.flush_bytes))
             else:
-                self._sim.inbox.put(RunClose(0, action.run_id))
+                self._sim.inbox.put(RunCommand(0, action))
 
     def _forward_results(self) -> None:
         assert self._outbox is not None

@@ -1,8 +1,8 @@
 """The writer side of async runs: buffers a run's events, simulates them in batches, writes the file.
 
 It lives on the simulation thread (serve's, or a worker's), which owns the engine, and is driven
-by the commands the run ledger emits (:class:`RunOpen`, :class:`RunRecord`, :class:`RunClose`,
-here tagged with the connection generation like all the thread's work). Every ``flush_events``
+by the writer actions the run ledger emits (:class:`~charon.runs.ledger.Open`, ``Record``, ``Close``),
+each wrapped in a :class:`RunCommand` with the connection generation like all the thread's work. Every ``flush_events``
 events (or ``flush_bytes`` photon bytes) of a run are simulated in one engine pass with the same
 code that answers synchronous requests (:meth:`charon.service.RequestHandler.simulate_many`), so
 the file holds exactly the hits a synchronous reply would carry; they are appended as one basket,
@@ -20,8 +20,8 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, Final
+from pathlib import Path
+from typing import Final
 
 from prometheus_client import Counter
 
@@ -29,6 +29,7 @@ from charon.engine.base import Hits
 from charon.protocol import tokens, v1
 from charon.protocol.v1 import Frame
 from charon.runs import naming
+from charon.runs.ledger import Close, Open, Record
 from charon.runs.writer import RunFile
 from charon.service import RequestHandler
 
@@ -42,30 +43,12 @@ _REPORT = struct.Struct("<QQ")
 
 
 @dataclass(frozen=True, slots=True)
-class RunOpen:
+class RunCommand:
+    """A writer action of the run ledger, taken on connection ``generation``."""
+
     generation: int
-    run_id: int
-    name: PurePosixPath
-    resume_from: int
-    flush_events: int
-    flush_bytes: int
+    action: Open | Record | Close
 
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    generation: int
-    run_id: int
-    seq: int
-    payload: list[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class RunClose:
-    generation: int
-    run_id: int
-
-
-RunCommand = RunOpen | RunRecord | RunClose
 Report = Callable[[int, bytes, int, int], object]
 
 
@@ -122,46 +105,46 @@ class Recorder:
         self._events_written = events_written
 
     def accept(self, command: RunCommand) -> None:
-        key = (command.generation, command.run_id)
-        if isinstance(command, RunOpen):
-            self._open(command)
+        action = command.action
+        if isinstance(action, Open):
+            self._open(command.generation, action)
             return
-        run = self._runs.get(key)
+        run = self._runs.get((command.generation, action.run_id))
         if run is None:
-            log.warning("%s for run %d, which is not open here: ignored", type(command).__name__, command.run_id)
+            log.warning("%s for run %d, which is not open here: ignored", type(action).__name__, action.run_id)
             return
-        if isinstance(command, RunClose):
+        if isinstance(action, Close):
             run.closing = True
             return
-        if command.seq < run.next_seq:
+        if action.seq < run.next_seq:
             return  # already buffered or written (a resume resends from the last acknowledged entry)
-        if command.seq > run.next_seq:
-            log.error("run %d: entry %d arrived, %d expected; the gap stays empty", run.run_id, command.seq,
+        if action.seq > run.next_seq:
+            log.error("run %d: entry %d arrived, %d expected; the gap stays empty", run.run_id, action.seq,
                       run.next_seq)
-        request = v1.decode_photondata(command.payload)
-        run.buffer.append((command.seq, request))
+        request = v1.decode_photondata(action.payload)
+        run.buffer.append((action.seq, request))
         run.buffered_bytes += request.nbytes
         run.last_event = self.clock()
 
-    def _open(self, command: RunOpen) -> None:
-        key = (command.generation, command.run_id)
+    def _open(self, generation: int, action: Open) -> None:
+        key = (generation, action.run_id)
         if key in self._runs:
             return
         file: RunFile | None = None
         try:
             if self.outdir is None:
                 raise naming.RunNameRefused("no output directory (--outdir) on this writer")
-            path = naming.resolve(command.name, self.outdir)
+            path = naming.resolve(action.name, self.outdir)
             info = self.handler.simulator.detector_info()
-            file = (RunFile.resume(path, info, command.resume_from) if command.resume_from
+            file = (RunFile.resume(path, info, action.resume_from) if action.resume_from
                     else RunFile(path, info))
         except Exception:
-            log.exception("run %d: cannot open %s; its events are not written", command.run_id, command.name)
-        run = _Run(command.generation, command.run_id, file, command.flush_events, command.flush_bytes)
+            log.exception("run %d: cannot open %s; its events are not written", action.run_id, action.name)
+        run = _Run(generation, action.run_id, file, action.flush_events, action.flush_bytes)
         if file is None:
-            run.skipped = command.resume_from
+            run.skipped = action.resume_from
         else:
-            log.info("run %d: %s %s", command.run_id, "resumed" if command.resume_from else "writing", file.path)
+            log.info("run %d: %s %s", action.run_id, "resumed" if action.resume_from else "writing", file.path)
         self._runs[key] = run
 
     def new_generation(self, generation: int) -> None:

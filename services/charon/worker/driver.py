@@ -27,7 +27,8 @@ from charon.liveness import Progress
 from charon.metrics import WorkerMetrics, new_registry
 from charon.process import Stop, open_simulator, run_service
 from charon.protocol import worker as wp
-from charon.runs.recorder import CLOSED, Recorder, RunClose, RunOpen, RunRecord, unpack_report
+from charon.runs import ledger
+from charon.runs.recorder import CLOSED, Recorder, RunCommand, unpack_report
 from charon.service import RequestHandler
 from charon.settings import Settings
 from charon.worker.lifecycle import Backoff, Drain, Link, backoff_for, link_for
@@ -266,14 +267,15 @@ class Worker:
 
     def _run_command(self, msg: wp.RunOpen | wp.RunEvent | wp.RunClose, frames: list[zmq.Frame]) -> None:
         assert self.sim is not None
-        g = self.generation
+        action: ledger.Open | ledger.Record | ledger.Close
         if isinstance(msg, wp.RunEvent):
-            self.sim.inbox.put(RunRecord(g, msg.run_id, msg.seq, [f.buffer for f in frames[4:]]))
+            action = ledger.Record(msg.run_id, msg.seq, [f.buffer for f in frames[4:]])
         elif isinstance(msg, wp.RunOpen):
-            self.sim.inbox.put(RunOpen(g, msg.run_id, PurePosixPath(msg.name), msg.resume_from, msg.flush_events,
-                                       msg.flush_bytes))
+            action = ledger.Open(msg.run_id, PurePosixPath(msg.name), msg.resume_from, msg.flush_events,
+                                 msg.flush_bytes)
         else:
-            self.sim.inbox.put(RunClose(g, msg.run_id))
+            action = ledger.Close(msg.run_id)
+        self.sim.inbox.put(RunCommand(self.generation, action))
 
     def _disconnected(self, reason: bytes) -> Verdict | None:
         if reason == wp.REASON_ACK and self.drain is not None:

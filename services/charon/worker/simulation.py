@@ -28,7 +28,7 @@ from charon.errors import CharonError
 from charon.liveness import Progress
 from charon.metrics import WorkerMetrics
 from charon.protocol import tokens, v1, v2
-from charon.runs.recorder import Recorder, RunClose, RunCommand, RunOpen, RunRecord, pack_report
+from charon.runs.recorder import Recorder, RunCommand, pack_report
 from charon.service import Answer, RequestHandler
 from charon.worker.outbox import Outbox, Reply
 
@@ -179,7 +179,7 @@ class SimulationThread:
             self._generation = item.number
             if self.recorder is not None:
                 self.recorder.new_generation(item.number)
-        elif isinstance(item, (RunOpen, RunRecord, RunClose)):
+        elif isinstance(item, RunCommand):
             if self.recorder is None:
                 log.warning("async run command without --outdir: ignored")
             elif item.generation == self._generation:
