@@ -189,8 +189,8 @@ class Server:
                 continue
             if self.runs is not None and self._run_request(frames[0], envelope, payload):
                 continue
-            engine_work = _is_engine_work(payload)
-            if not engine_work and not self._order.get(client):
+            engine_work = _engine_request(payload)
+            if engine_work is None and not self._order.get(client):
                 start = time.perf_counter()
                 answer = self.handler.handle(payload)
                 self._record(answer, time.perf_counter() - start)
@@ -199,9 +199,9 @@ class Server:
             token = next(self._tokens)
             pending = self._pending[token] = _Pending(envelope, time.perf_counter(), _photon_count(payload))
             self._order.setdefault(client, deque()).append(token)
-            if engine_work:
+            if engine_work is not None:
                 assert self._sim is not None
-                self._sim.inbox.put(Work(0, token, payload))
+                self._sim.inbox.put(Work(0, token, payload, engine_work))
             else:  # behind engine work of its connection: answered now, sent in turn
                 start = time.perf_counter()
                 answer = self.handler.handle(payload)
@@ -433,16 +433,16 @@ def _photon_count(payload: Sequence[Frame]) -> int:
     return 0
 
 
-def _is_engine_work(payload: Sequence[Frame]) -> bool:
-    """A well-formed PHOTONDATA (the only request the engine answers; a malformed one is answered
-    on the socket thread with its defined reply)."""
+def _engine_request(payload: Sequence[Frame]) -> v1.PhotonData | None:
+    """A well-formed PHOTONDATA, decoded (the only request the engine answers; a malformed one is
+    answered on the socket thread with its defined reply), else None."""
     if v1.header_of(payload) != tokens.PHOTONDATA:
-        return False
+        return None
     try:
-        v1.decode_request(payload)
+        request = v1.decode_request(payload)
     except CharonError:
-        return False
-    return True
+        return None
+    return request if isinstance(request, v1.PhotonData) else None
 
 
 def _answer_of(reply: Sequence[Frame], n_photons: int) -> Answer:

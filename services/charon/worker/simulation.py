@@ -40,6 +40,8 @@ class Work:
     generation: int
     token: int
     payload: list[Any]
+    #: The payload already decoded by the socket thread (serve validates it there), else None.
+    request: v1.PhotonData | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,10 +216,12 @@ class SimulationThread:
         for work in batch:
             if v2.is_job(work.payload):
                 continue
-            try:
-                request = v1.decode_request(work.payload)
-            except CharonError:
-                request = None
+            request: v1.Request | None = work.request
+            if request is None:
+                try:
+                    request = v1.decode_request(work.payload)
+                except CharonError:
+                    request = None
             if isinstance(request, v1.PhotonData):
                 events.append((work, request))
             else:
