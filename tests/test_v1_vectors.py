@@ -8,8 +8,6 @@ split as recorded, and the client-side validators give the recorded verdicts.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
 import struct
 from collections.abc import Sequence
@@ -25,28 +23,18 @@ from charon.engine.base import DetectorInfo, Hits, Photons
 from charon.protocol import tokens, unservable, v1
 from charon.service import RequestHandler
 from charon.settings import RouterSettings, ServerSettings
+from tests import golden
 from tests import ratpac_client as rc
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = yaml.safe_load((ROOT / "proto-spec" / "charon-v1.yaml").read_text())
-VECTOR_DIR = ROOT / "proto-spec" / "vectors" / "v1"
-VECTORS = {p.stem: json.loads(p.read_text()) for p in sorted(VECTOR_DIR.glob("*.json"))}
+VECTOR_DIR = golden.VECTORS_ROOT / "v1"
+VECTORS = golden.load("v1")
+frames, as_bytes, ids = golden.frames, golden.as_bytes, golden.ids
 
 
 def of_kind(kind: str) -> list[dict[str, Any]]:
-    return [v for v in VECTORS.values() if v["kind"] == kind]
-
-
-def frames(hexes: Sequence[str]) -> list[bytes]:
-    return [bytes.fromhex(h) for h in hexes]
-
-
-def as_bytes(reply: Sequence[v1.Frame]) -> list[bytes]:
-    return [bytes(v1.as_view(f)) for f in reply]
-
-
-def ids(vectors: Sequence[dict[str, Any]]) -> list[str]:
-    return [v["name"] for v in vectors]
+    return golden.of_kind(VECTORS, kind)
 
 
 EXCHANGES = of_kind("exchange")
@@ -208,18 +196,7 @@ def test_yaml_cases_agree_with_their_vectors(case: dict[str, Any]) -> None:
 
 
 def test_vector_files_and_index_are_what_the_generator_writes() -> None:
-    spec = importlib.util.spec_from_file_location("generate_v1", VECTOR_DIR / "generate.py")
-    assert spec is not None
-    assert spec.loader is not None
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    generated = gen.vectors()
-    assert {v["name"] for v in generated} == set(VECTORS)
-    for v in generated:
-        assert (VECTOR_DIR / f"{v['name']}.json").read_text() == gen.render(v), v["name"]
-    readme = (VECTOR_DIR.parent / "README.md").read_text()
-    for name in VECTORS:
-        assert f"(v1/{name}.json)" in readme
+    golden.check_generated("v1", VECTORS, VECTOR_DIR.parent / "README.md", "v1/")
 
 
 # ---- exchange vectors ----------------------------------------------------------------------------

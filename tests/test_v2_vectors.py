@@ -5,8 +5,6 @@ running ``charon serve`` and router + worker (in-process, real DEALER sockets ov
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,43 +17,21 @@ from charon.router.driver import Router
 from charon.server import Server
 from charon.sessions import Limits, Sessions
 from charon.worker.driver import Worker
-from tests import inproc
+from tests import golden, inproc
 from tests.router_support import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-VECTOR_DIR = ROOT / "proto-spec" / "vectors" / "v2"
-VECTORS = {p.stem: json.loads(p.read_text()) for p in sorted(VECTOR_DIR.glob("*.json"))}
+VECTOR_DIR = golden.VECTORS_ROOT / "v2"
+VECTORS = golden.load("v2")
+frames, as_bytes, ids = golden.frames, golden.as_bytes, golden.ids
 
 
 def of_kind(kind: str) -> list[dict[str, Any]]:
-    return [v for v in VECTORS.values() if v["kind"] == kind]
-
-
-def frames(hexes: list[str]) -> list[bytes]:
-    return [bytes.fromhex(h) for h in hexes]
-
-
-def as_bytes(msg: list[v2.Frame]) -> list[bytes]:
-    return [bytes(v2.as_view(f)) for f in msg]
-
-
-def ids(vectors: list[dict[str, Any]]) -> list[str]:
-    return [v["name"] for v in vectors]
+    return golden.of_kind(VECTORS, kind)
 
 
 def test_vector_files_and_index_are_what_the_generator_writes() -> None:
-    spec = importlib.util.spec_from_file_location("generate_v2", VECTOR_DIR / "generate.py")
-    assert spec is not None
-    assert spec.loader is not None
-    gen = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gen)
-    generated = gen.vectors()
-    assert {v["name"] for v in generated} == set(VECTORS)
-    for v in generated:
-        assert (VECTOR_DIR / f"{v['name']}.json").read_text() == gen.render(v), v["name"]
-    readme = (VECTOR_DIR / "README.md").read_text()
-    for name in VECTORS:
-        assert f"({name}.json)" in readme
+    golden.check_generated("v2", VECTORS, VECTOR_DIR / "README.md", "")
 
 
 def test_constants_are_the_codecs() -> None:
